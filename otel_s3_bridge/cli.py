@@ -1,0 +1,177 @@
+"""Command line: `serve`, `check` and `send-test-trace`. Turns config errors and sink diagnoses
+into one plain message and an exit code; never prints a traceback for a user error or a token.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+
+import orjson
+
+from . import __version__
+from .app import Bridge
+from .config import BridgeConfig, add_config_arguments, load_config
+from .decode import decode
+from .errors import ConfigError, SinkError
+from .keys import object_key
+from .otlp import parse_json
+from .sample import new_generation_id, sample_delivery
+from .sink import build_sink
+
+log = logging.getLogger("otel_s3_bridge")
+
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="otel-s3-bridge", description=(
+        "Receive OTLP traces (HTTP JSON/protobuf and gRPC) and store LLM trace records in S3."))
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the bridge (default: loopback, local directory sink)")
+    add_config_arguments(serve)
+    check = commands.add_parser("check", help="write and delete a probe object with the configured settings")
+    add_config_arguments(check)
+
+    send = commands.add_parser("send-test-trace", help="send an OpenRouter-shaped sample delivery")
+    send.add_argument("--endpoint", required=True, metavar="URL", help="e.g. http://127.0.0.1:4318/v1/traces")
+    send.add_argument("--token", metavar="TOKEN", help="Bearer token to send")
+    send.add_argument("--prefix", help="the bridge's --prefix, to print the expected key")
+    send.add_argument("--path-template", dest="path_template", metavar="TEMPLATE",
+                      help="the bridge's --path-template, to print the expected key")
+    return parser
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # botocore's debug output includes request headers; keep it quiet whatever the level.
+    for noisy in ("botocore", "aiobotocore", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _load(args: argparse.Namespace) -> BridgeConfig | None:
+    try:
+        return load_config(vars(args))
+    except ConfigError as error:
+        print("otel-s3-bridge: invalid configuration:", file=sys.stderr)
+        for problem in error.problems:
+            print(f"  - {problem}", file=sys.stderr)
+        return None
+
+
+def _ready_message(config: BridgeConfig) -> str:
+    listening = f"OTLP/HTTP on http://{config.host}:{config.http_port}/v1/traces"
+    if config.grpc_port:
+        listening += f", OTLP/gRPC on {config.host}:{config.grpc_port}"
+    auth = (f"Bearer auth with key(s) {', '.join(token.name for token in config.tokens)}" if config.tokens
+            else "no auth (loopback only)")
+    where = config.destination
+    if not config.uses_s3:
+        where += " (no --bucket set; objects get exactly the keys they would get in S3)"
+    return f"otel-s3-bridge {__version__} ready: {listening}; {auth}; writing to {where}, " \
+           f"keys {str(config.path_template).replace('{prefix}', config.prefix)}/{{traceId}}-{{timestamp}}.json"
+
+
+async def _serve(config: BridgeConfig) -> int:
+    bridge = Bridge(config)
+    try:
+        verified = await bridge.start()
+    except SinkError as error:
+        log.error("refusing to start: the check of %s failed: %s", config.destination, error.message)
+        return EXIT_FAILED
+    except OSError as error:
+        log.error("refusing to start: %s", error)
+        return EXIT_FAILED
+    for line in verified:
+        log.info("check passed: %s", line)
+    log.info("%s", _ready_message(config))
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    log.info("stopping: finishing in-flight exports")
+    await bridge.stop()
+    log.info("stopped")
+    return EXIT_OK
+
+
+async def _check(config: BridgeConfig) -> int:
+    sink = build_sink(config)
+    await sink.open()
+    try:
+        verified = await sink.check()
+    except SinkError as error:
+        print(f"check failed for {config.destination}: {error.message}", file=sys.stderr)
+        return EXIT_FAILED
+    finally:
+        await sink.aclose()
+    print(f"check passed for {config.destination}:")
+    for line in verified:
+        print(f"  - {line}")
+    return EXIT_OK
+
+
+def _send_test_trace(args: argparse.Namespace) -> int:
+    flags = {"prefix": args.prefix, "path_template": args.path_template}
+    try:
+        config = load_config(flags)
+    except ConfigError as error:
+        print("otel-s3-bridge: invalid configuration:\n" + "\n".join(f"  - {p}" for p in error.problems),
+              file=sys.stderr)
+        return EXIT_CONFIG
+    now = time.time_ns()
+    generation_id = new_generation_id(now // 1_000_000_000)
+    body = orjson.dumps(sample_delivery(generation_id, now))
+    headers = {"Content-Type": "application/json"}
+    if args.token:
+        headers["Authorization"] = f"Bearer {args.token}"
+    request = urllib.request.Request(args.endpoint, data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            status, answer = response.status, response.read()
+    except urllib.error.HTTPError as error:
+        status, answer = error.code, error.read()
+    except (urllib.error.URLError, OSError) as error:
+        print(f"cannot reach {args.endpoint}: {getattr(error, 'reason', error)}", file=sys.stderr)
+        return EXIT_FAILED
+    if status != 200:
+        print(f"{args.endpoint} answered {status}: {answer.decode(errors='replace')}", file=sys.stderr)
+        return EXIT_FAILED
+    record = decode(parse_json(body).spans, key_name=None, transport="http/json",
+                    received_at_unix_nano=now).records[0]
+    key = object_key(config.path_template, record, prefix=config.prefix, fallback_unix_nano=now)
+    print(f"sent generation {generation_id}; {args.endpoint} answered 200")
+    print(f"expected key: {key}")
+    if "keyName" in str(config.path_template):
+        print("  ({keyName} is the name of the bridge key that accepted the token; shown here as 'anonymous')")
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command is None:
+        args = _parser().parse_args(["serve", *(argv or sys.argv[1:])])
+    if args.command == "send-test-trace":
+        return _send_test_trace(args)
+    config = _load(args)
+    if config is None:
+        return EXIT_CONFIG
+    _setup_logging(config.log_level)
+    if args.command == "check":
+        return asyncio.run(_check(config))
+    try:
+        return asyncio.run(_serve(config))
+    except KeyboardInterrupt:
+        return EXIT_OK

@@ -1,0 +1,139 @@
+"""OTLP/HTTP receiver: `POST /v1/traces` with OTLP/JSON or OTLP/protobuf, gzip or deflate.
+
+A thin adapter: authenticate on headers, cap and inflate the body (bounded, before and after
+decompression), parse, hand to `Ingestor`, answer in the request's encoding. Every error is a
+`google.rpc.Status` body with the status code of the error table. Must not decode LLM
+conventions, store anything itself, or log a header value.
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+
+from aiohttp import web
+
+from . import otlp
+from .auth import Authenticator
+from .errors import BridgeError, InvalidRequest, MethodNotAllowed, PayloadTooLarge, Unavailable, UnsupportedMediaType
+from .ingest import Ingestor
+
+log = logging.getLogger("otel_s3_bridge.http")
+
+TRACES_PATH = "/v1/traces"
+MEDIA_TYPES = {
+    "application/json": otlp.JSON,
+    "application/x-protobuf": otlp.PROTOBUF,
+    "application/protobuf": otlp.PROTOBUF,
+    # OpenRouter does not document its Content-Type; accept a missing or text one as JSON.
+    "": otlp.JSON,
+    "text/plain": otlp.JSON,
+}
+GZIP_WBITS, ZLIB_WBITS, RAW_DEFLATE_WBITS = 31, 15, -15
+CONTENT_CODINGS = {
+    "": (), "identity": (),
+    "gzip": (GZIP_WBITS,), "x-gzip": (GZIP_WBITS,),
+    "deflate": (ZLIB_WBITS, RAW_DEFLATE_WBITS),  # RFC 9110 says zlib; some clients send raw deflate
+}
+
+
+def _media_type(content_type: str | None) -> str:
+    return (content_type or "").split(";", 1)[0].strip().lower()
+
+
+def inflate(body: bytes, coding: str, limit: int) -> bytes:
+    """Decompress gzip (also concatenated members) or deflate, never past `limit` bytes."""
+    wbits_options = _wbits_of(coding)
+    if not wbits_options:
+        return body
+    for attempt, wbits in enumerate(wbits_options):
+        try:
+            return _bounded_inflate(body, wbits, limit)
+        except zlib.error as exc:
+            if attempt == len(wbits_options) - 1:
+                raise InvalidRequest(f"the body is not valid {coding} data: {exc}") from None
+    raise AssertionError("unreachable")
+
+
+def _wbits_of(coding: str) -> tuple[int, ...]:
+    if coding not in CONTENT_CODINGS:
+        raise InvalidRequest(f"unsupported Content-Encoding {coding!r}; use gzip, deflate or none")
+    return CONTENT_CODINGS[coding]
+
+
+def _bounded_inflate(body: bytes, wbits: int, limit: int) -> bytes:
+    output = bytearray()
+    remaining = body
+    while remaining:
+        inflater = zlib.decompressobj(wbits)
+        output += inflater.decompress(remaining, limit + 1 - len(output))
+        if len(output) > limit or inflater.unconsumed_tail:
+            raise PayloadTooLarge(f"the decompressed body is larger than the limit of {limit} bytes")
+        if not inflater.eof:
+            raise InvalidRequest("the compressed body is truncated")
+        remaining = inflater.unused_data if wbits == GZIP_WBITS else b""
+    return bytes(output)
+
+
+class HttpReceiver:
+    def __init__(self, authenticator: Authenticator, ingestor: Ingestor, max_request_bytes: int) -> None:
+        self._auth = authenticator
+        self._ingestor = ingestor
+        self._limit = max_request_bytes
+        self._runner: web.AppRunner | None = None
+
+    def application(self) -> web.Application:
+        app = web.Application()
+        app.router.add_route("*", TRACES_PATH, self.handle_traces)
+        return app
+
+    async def start(self, host: str, port: int) -> None:
+        # auto_decompress=False: aiohttp would inflate without a size bound; `inflate` is bounded.
+        self._runner = web.AppRunner(self.application(), access_log=None, auto_decompress=False,
+                                     handle_signals=False)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, host, port).start()
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def handle_traces(self, request: web.Request) -> web.Response:
+        media_type = _media_type(request.headers.get("Content-Type"))
+        encoding = MEDIA_TYPES.get(media_type, otlp.JSON)
+        try:
+            if request.method not in ("POST", "PUT"):
+                raise MethodNotAllowed(f"{request.method} is not supported on {TRACES_PATH}; use POST")
+            key_name = self._auth.authenticate(request.headers.get("Authorization"))
+            if media_type not in MEDIA_TYPES:
+                raise UnsupportedMediaType(
+                    f"unsupported Content-Type {media_type!r}; use application/json or application/x-protobuf")
+            body = await self._read_body(request)
+            parsed = otlp.parse(body, encoding)
+            result = await self._ingestor.export(parsed, key_name=key_name, transport=f"http/{encoding}")
+        except BridgeError as error:
+            return self._error_response(error, encoding)
+        except Exception:  # a bug must not turn into a 500, which OTLP clients never retry
+            log.exception("unexpected error while handling an export")
+            return self._error_response(Unavailable("internal error; retry later"), encoding)
+        return web.Response(body=otlp.encode_response(result.rejected_spans, result.message, encoding),
+                            content_type=otlp.CONTENT_TYPES[encoding])
+
+    async def _read_body(self, request: web.Request) -> bytes:
+        coding = request.headers.get("Content-Encoding", "").strip().lower()
+        _wbits_of(coding)  # reject an unsupported coding before reading the body
+        if request.content_length is not None and request.content_length > self._limit:
+            raise PayloadTooLarge(f"the body is larger than the limit of {self._limit} bytes")
+        chunks, size = [], 0
+        async for chunk in request.content.iter_any():
+            size += len(chunk)
+            if size > self._limit:
+                raise PayloadTooLarge(f"the body is larger than the limit of {self._limit} bytes")
+            chunks.append(chunk)
+        return inflate(b"".join(chunks), coding, self._limit)
+
+    @staticmethod
+    def _error_response(error: BridgeError, encoding: str) -> web.Response:
+        body = otlp.encode_status(error.grpc_code, error.message, encoding, error.retry_after_seconds)
+        return web.Response(status=error.http_status, body=body, headers=error.http_headers(),
+                            content_type=otlp.CONTENT_TYPES[encoding])

@@ -1,0 +1,103 @@
+"""S3-compatible sink (AWS S3, Cloudflare R2, MinIO, GCS interop) through aiobotocore.
+
+The only module that imports aiobotocore. One client is created in `open()` and reused for every
+write. Every failure is classified once, here, into a retryable or permanent `SinkError` with a
+plain diagnosis. Must not log credentials or object bodies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from typing import Any
+
+from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionError as BotoConnectionError,
+    NoCredentialsError,
+    PartialCredentialsError,
+)
+
+from .config import BridgeConfig
+from .errors import SinkError
+
+RETRYABLE_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "InternalError",
+                   "ServiceUnavailable", "ExpiredToken", "RequestTimeTooSkewed", "OperationAborted"}
+
+
+class S3Sink:
+    def __init__(self, config: BridgeConfig) -> None:
+        self.config = config
+        self.bucket = config.bucket
+        self.description = config.destination
+        self._stack = contextlib.AsyncExitStack()
+        self._client: Any = None
+
+    async def open(self) -> None:
+        client_config = AioConfig(
+            s3={"addressing_style": self.config.addressing_style},
+            retries={"mode": "standard", "max_attempts": 3},
+            connect_timeout=5,
+            read_timeout=30,
+            max_pool_connections=64,
+        )
+        session = get_session()
+        self._client = await self._stack.enter_async_context(session.create_client(
+            "s3", region_name=self.config.region, endpoint_url=self.config.endpoint_url, config=client_config))
+
+    async def put(self, key: str, body: bytes, content_type: str) -> None:
+        try:
+            await self._client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=content_type)
+        except Exception as exc:  # every failure is classified; none may escape as a 500
+            raise self.classify(exc) from exc
+
+    async def check(self) -> list[str]:
+        probe = f"{self.config.prefix}/.otel-s3-bridge-check-{uuid.uuid4().hex}.json"
+        await self.put(probe, b'{"otel-s3-bridge":"connection check"}', "application/json")
+        verified = [f"endpoint {self.config.endpoint_url or 'AWS S3'} reachable and credentials accepted",
+                    f"s3:PutObject on s3://{self.bucket}/{probe}"]
+        try:
+            await self._client.delete_object(Bucket=self.bucket, Key=probe)
+            verified.append("s3:DeleteObject of the probe object")
+        except Exception as exc:
+            verified.append(f"note: the probe object could not be deleted ({self.classify(exc).message}); "
+                            "the bridge itself needs only s3:PutObject")
+        return verified
+
+    async def aclose(self) -> None:
+        await self._stack.aclose()
+
+    def classify(self, exc: BaseException) -> SinkError:
+        """The one place that decides whether an S3 failure is worth retrying, with a diagnosis."""
+        where = self.config.endpoint_url or "AWS S3"
+        if isinstance(exc, ClientError):
+            error = exc.response.get("Error", {})
+            code = str(error.get("Code", ""))
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+            if code == "NoSuchBucket" or (status == 404 and code in ("", "404", "NotFound")):
+                return SinkError(f"bucket {self.bucket!r} does not exist at {where}", retryable=False)
+            if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "InvalidClientTokenId"):
+                return SinkError(f"bad credentials: {where} rejected them ({code})", retryable=False)
+            if code in RETRYABLE_CODES or status >= 500 or status == 429:
+                return SinkError(f"{where} answered {code or status}, retrying helps", retryable=True)
+            if code in ("AccessDenied", "AllAccessDisabled") or status == 403:
+                return SinkError(f"access denied: the credentials may not write to bucket {self.bucket!r} "
+                                 "(they need s3:PutObject)", retryable=False)
+            if code in ("PermanentRedirect", "AuthorizationHeaderMalformed", "IllegalLocationConstraintException"):
+                return SinkError(f"bucket {self.bucket!r} is in another region than {self.config.region!r} "
+                                 f"({code}); set --region", retryable=False)
+            return SinkError(f"{where} refused the write: {code or status} {error.get('Message', '')}".strip(),
+                             retryable=False)
+        if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
+            return SinkError("no usable credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
+                             "AWS_PROFILE, or a web identity", retryable=False)
+        if isinstance(exc, BotoConnectionError) or isinstance(exc, (asyncio.TimeoutError, OSError)):
+            return SinkError(f"endpoint unreachable: cannot connect to {where} ({type(exc).__name__})",
+                             retryable=True)
+        if isinstance(exc, BotoCoreError):
+            return SinkError(f"S3 client error talking to {where}: {exc}", retryable=True)
+        return SinkError(f"unexpected error writing to {where}: {type(exc).__name__}: {exc}", retryable=True)
