@@ -1,0 +1,168 @@
+"""Real parts for the tests: an S3 server (moto in server mode, a subprocess on 127.0.0.1) and the
+bridge itself as a subprocess (`python -m otel_s3_bridge serve`) on free loopback ports."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+
+import boto3
+import orjson
+import pytest
+import requests
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+CAPTURES = ROOT / "tests" / "data" / "openrouter-captures"
+
+# Credentials for the local S3 server only; the bridge finds them through the standard AWS chain.
+os.environ.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                   "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1"})
+for name in list(os.environ):
+    if name.startswith("OTEL_S3_BRIDGE_") or name.startswith("OTEL_EXPORTER_"):
+        del os.environ[name]
+
+TOKENS = {"openrouter": "tok-openrouter-5f1b6c0e9a", "sdk": "tok-sdk-77d2a4b3c1"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"process exited with {process.returncode} before listening on {port}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port} after {timeout}s")
+
+
+class MotoServer:
+    """moto's S3-protocol server as a subprocess on 127.0.0.1."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_port(self.port, self.process)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(10)
+
+
+@pytest.fixture(scope="session")
+def moto() -> Iterator[MotoServer]:
+    server = MotoServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3(moto: MotoServer):
+    return boto3.client("s3", endpoint_url=moto.url, region_name="us-east-1")
+
+
+def new_bucket(s3) -> str:
+    name = f"traces-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(Bucket=name)
+    return name
+
+
+def list_keys(s3, bucket: str, prefix: str = "") -> list[str]:
+    keys: list[str] = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        keys.extend(item["Key"] for item in page.get("Contents", ()))
+    return keys
+
+
+def read_json(s3, bucket: str, key: str) -> dict:
+    return orjson.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+
+
+class BridgeProcess:
+    """`python -m otel_s3_bridge serve ARGS` on free ports, its log kept in a file."""
+
+    def __init__(self, args: list[str], log_path: pathlib.Path, *, cwd: pathlib.Path | None = None,
+                 env: dict[str, str] | None = None, grpc: bool = True) -> None:
+        self.http_port = free_port()
+        self.grpc_port = free_port() if grpc else 0
+        self.url = f"http://127.0.0.1:{self.http_port}/v1/traces"
+        self.grpc_target = f"127.0.0.1:{self.grpc_port}"
+        self.log_path = log_path
+        command = [sys.executable, "-m", "otel_s3_bridge", "serve", "--http-port", str(self.http_port),
+                   "--grpc-port", str(self.grpc_port), *args]
+        with open(log_path, "wb") as log:
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=cwd,
+                                            env={**os.environ, **(env or {})})
+        wait_for_port(self.http_port, self.process)
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(20)
+
+
+class S3Bridge(BridgeProcess):
+    def __init__(self, moto: MotoServer, bucket: str, log_path: pathlib.Path, extra: list[str] = ()) -> None:
+        self.bucket = bucket
+        token_args = [arg for name, token in TOKENS.items() for arg in ("--token", f"{name}={token}")]
+        super().__init__(["--bucket", bucket, "--endpoint-url", moto.url, *token_args, *extra], log_path)
+
+    def headers(self, key: str = "openrouter", content_type: str = "application/json") -> dict[str, str]:
+        return {"Authorization": f"Bearer {TOKENS[key]}", "Content-Type": content_type}
+
+    def post(self, body: bytes, key: str = "openrouter", **kwargs) -> requests.Response:
+        headers = {**self.headers(key), **kwargs.pop("headers", {})}
+        return requests.post(self.url, data=body, headers=headers, timeout=30, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def bridge(moto: MotoServer, s3, tmp_path_factory) -> Iterator[S3Bridge]:
+    """The bridge with two named keys, writing to a fresh bucket on the S3 server, 2 MiB body limit."""
+    process = S3Bridge(moto, new_bucket(s3), tmp_path_factory.mktemp("bridge") / "bridge.log",
+                       ["--max-request-bytes", str(2 * 1024 * 1024)])
+    yield process
+    assert process.stop() == 0
+    for token in TOKENS.values():
+        assert token not in process.log, "a token appeared in the bridge's log"
+
+
+def capture_lines(name: str) -> list[bytes]:
+    return [line for line in (CAPTURES / name).read_bytes().splitlines() if line.strip()]
+
+
+def key_for(generation_id: str, start_unix_nano: int, prefix: str = "openrouter-traces") -> str:
+    date = time.strftime("%Y-%m-%d", time.gmtime(start_unix_nano // 1_000_000_000))
+    return f"{prefix}/{date}/{generation_id}-{start_unix_nano // 1_000_000_000}.json"
+
+
+def root_span(delivery: dict) -> dict:
+    return next(span for rs in delivery["resourceSpans"] for ss in rs["scopeSpans"] for span in ss["spans"]
+                if not span.get("parentSpanId"))
+
+
+def attribute(span: dict, key: str):
+    for item in span["attributes"]:
+        if item["key"] == key:
+            return next(iter(item["value"].values()))
+    return None
