@@ -1,0 +1,190 @@
+"""The command line as a user runs it: `serve` on the embedded default, `check`, start-up refusals,
+configuration errors and `send-test-trace`, each a real process."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+
+import orjson
+import pytest
+import requests
+
+from conftest import TOKENS, BridgeProcess, S3Bridge, capture_lines, free_port, key_for, list_keys, new_bucket, read_json
+
+
+def run_cli(*args: str, cwd=None, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "otel_s3_bridge", *args], capture_output=True, text=True,
+                          cwd=cwd, env={**os.environ, **(env or {})}, timeout=timeout)
+
+
+# --- the embedded default: no bucket, no config file ----------------------------------------------
+
+def test_serve_without_configuration_writes_the_s3_layout_to_a_local_directory(tmp_path):
+    bridge = BridgeProcess([], tmp_path / "bridge.log", cwd=tmp_path)
+    try:
+        assert "local directory ./otel-s3-data" in bridge.log
+        assert f"http://127.0.0.1:{bridge.http_port}/v1/traces" in bridge.log
+        line = capture_lines("pi.ndjson")[0]
+        response = requests.post(bridge.url, data=line, headers={"Content-Type": "application/json"}, timeout=10)
+        assert response.status_code == 200
+    finally:
+        assert bridge.stop() == 0
+    path = tmp_path / "otel-s3-data" / key_for("gen-1790606294-sdYHTGXUVyDKWCLqX5Op", 1790606294318000000)
+    record = orjson.loads(path.read_bytes())
+    assert record["generation_id"] == "gen-1790606294-sdYHTGXUVyDKWCLqX5Op"
+    assert record["ingest"]["key_name"] is None
+    assert sorted(p.name for p in (tmp_path / "otel-s3-data").rglob("*") if p.is_file()) == [path.name]
+
+
+def test_default_configuration_is_loopback_4318_4317():
+    from otel_s3_bridge.config import load_config
+
+    config = load_config({}, env={})
+    assert (config.host, config.http_port, config.grpc_port) == ("127.0.0.1", 4318, 4317)
+    assert not config.uses_s3 and config.output_dir == "./otel-s3-data"
+    assert str(config.path_template) == "{prefix}/{date}" and config.prefix == "openrouter-traces"
+
+
+def test_grpc_port_zero_disables_grpc(tmp_path):
+    bridge = BridgeProcess([], tmp_path / "bridge.log", cwd=tmp_path, grpc=False)
+    try:
+        assert "OTLP/gRPC" not in bridge.log
+    finally:
+        assert bridge.stop() == 0
+
+
+def test_settings_from_environment_and_config_file(moto, s3, tmp_path):
+    bucket = new_bucket(s3)
+    config_file = tmp_path / "bridge.toml"
+    config_file.write_text(f'bucket = "{bucket}"\nendpoint_url = "{moto.url}"\nprefix = "from-file"\n'
+                           f'path_template = "{{prefix}}/{{keyName}}/{{year}}/{{month}}/{{day}}/{{hour}}"\n'
+                           '[tokens]\nfilekey = "tok-from-file-1234"\n')
+    port = free_port()
+    env = {"OTEL_S3_BRIDGE_PREFIX": "from-env", "OTEL_S3_BRIDGE_HTTP_PORT": str(port),
+           "OTEL_S3_BRIDGE_GRPC_PORT": "0", "OTEL_S3_BRIDGE_CONFIG": str(config_file)}
+    log = tmp_path / "bridge.log"
+    with open(log, "wb") as handle:
+        process = subprocess.Popen([sys.executable, "-m", "otel_s3_bridge", "serve"], stdout=handle,
+                                   stderr=subprocess.STDOUT, env={**os.environ, **env})
+    try:
+        deadline = time.monotonic() + 30
+        while "ready" not in log.read_text() and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.05)
+        response = requests.post(f"http://127.0.0.1:{port}/v1/traces", data=capture_lines("codex.ndjson")[1],
+                                 headers={"Authorization": "Bearer tok-from-file-1234",
+                                          "Content-Type": "application/json"}, timeout=10)
+        assert response.status_code == 200, log.read_text()
+    finally:
+        process.terminate()
+        assert process.wait(20) == 0
+    [key] = list_keys(s3, bucket)
+    assert re.fullmatch(r"from-env/filekey/2026/09/28/\d\d/gen-1790606059-t5wtYWOLe4iC5c17HLyQ-1790606059\.json", key)
+    assert "tok-from-file-1234" not in log.read_text()
+
+
+# --- check ----------------------------------------------------------------------------------------
+
+def test_check_against_a_good_bucket(moto, s3):
+    bucket = new_bucket(s3)
+    result = run_cli("check", "--bucket", bucket, "--endpoint-url", moto.url)
+    assert result.returncode == 0, result.stderr
+    assert f"check passed for s3://{bucket}" in result.stdout
+    assert "s3:PutObject" in result.stdout and "s3:DeleteObject" in result.stdout
+    assert list_keys(s3, bucket) == []  # the probe object was deleted
+
+
+def test_check_against_a_missing_bucket(moto):
+    result = run_cli("check", "--bucket", "no-such-bucket-here", "--endpoint-url", moto.url)
+    assert result.returncode == 1
+    assert "bucket 'no-such-bucket-here' does not exist" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_check_against_an_unreachable_endpoint():
+    result = run_cli("check", "--bucket", "some-bucket", "--endpoint-url", f"http://127.0.0.1:{free_port()}")
+    assert result.returncode == 1
+    assert "endpoint unreachable" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_check_of_the_local_directory(tmp_path):
+    result = run_cli("check", "--output-dir", str(tmp_path / "data"))
+    assert result.returncode == 0 and "local directory" in result.stdout
+
+
+def test_serve_refuses_to_start_when_the_check_fails(moto, tmp_path):
+    result = run_cli("serve", "--bucket", "no-such-bucket-here", "--endpoint-url", moto.url,
+                     "--http-port", str(free_port()), "--grpc-port", "0")
+    assert result.returncode == 1
+    assert "refusing to start" in result.stderr and "does not exist" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+# --- configuration errors -------------------------------------------------------------------------
+
+def test_every_bad_field_is_named_in_one_message():
+    result = run_cli("serve", "--http-port", "abc", "--path-template", "{prefix}/{nope}", "--region", "",
+                     "--endpoint-url", "ftp://x", "--token", "broken", "--s3-addressing-style", "sideways",
+                     env={"OTEL_S3_BRIDGE_GRPC_PORT": "99999"})
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    for expected in ("--http-port", "OTEL_S3_BRIDGE_GRPC_PORT", "--path-template", "{nope}", "--endpoint-url",
+                     "--token", "--s3-addressing-style"):
+        assert expected in result.stderr
+
+
+def test_refuses_to_listen_beyond_loopback_without_tokens():
+    result = run_cli("serve", "--host", "0.0.0.0")
+    assert result.returncode == 2
+    assert "not a loopback address" in result.stderr
+
+
+def test_token_values_are_never_printed():
+    result = run_cli("serve", "--host", "0.0.0.0", "--token", "a=secret-one", "--token", "a=secret-two",
+                     "--http-port", "0")
+    assert result.returncode == 2
+    assert "repeats the name" in result.stderr
+    assert "secret-one" not in result.stderr and "secret-two" not in result.stderr
+
+
+def test_port_in_use_is_a_clear_error(tmp_path):
+    bridge = BridgeProcess([], tmp_path / "first.log", cwd=tmp_path)
+    try:
+        result = run_cli("serve", "--http-port", str(bridge.http_port), "--grpc-port", "0", cwd=tmp_path)
+        assert result.returncode == 1
+        assert "refusing to start" in result.stderr and "Traceback" not in result.stderr
+    finally:
+        bridge.stop()
+
+
+# --- send-test-trace ------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def prefixed_bridge(moto, s3, tmp_path_factory):
+    bridge = S3Bridge(moto, new_bucket(s3), tmp_path_factory.mktemp("sent") / "bridge.log",
+                      ["--prefix", "llm", "--path-template", "{prefix}/{apiKeyName}/{date}"])
+    yield bridge
+    assert bridge.stop() == 0
+
+
+def test_send_test_trace_lands_on_the_printed_key(prefixed_bridge, s3):
+    result = run_cli("send-test-trace", "--endpoint", prefixed_bridge.url, "--token", TOKENS["openrouter"],
+                     "--prefix", "llm", "--path-template", "{prefix}/{apiKeyName}/{date}")
+    assert result.returncode == 0, result.stderr
+    key = re.search(r"expected key: (\S+)", result.stdout).group(1)
+    assert key.startswith("llm/send-test-trace/")
+    record = read_json(s3, prefixed_bridge.bucket, key)
+    assert record["span_name"] == "Test Generation"
+    assert record["name"] == "Test Trace - OpenRouter Observability"
+    assert record["model"] == "openai/gpt-4-turbo" and record["cost"] == 0.0006
+    assert record["completion"]["text"] == "Hello, otel-s3-bridge!"
+
+
+def test_send_test_trace_reports_a_rejection(prefixed_bridge):
+    result = run_cli("send-test-trace", "--endpoint", prefixed_bridge.url, "--token", "wrong")
+    assert result.returncode == 1
+    assert "401" in result.stderr

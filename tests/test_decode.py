@@ -1,0 +1,116 @@
+"""Decoding is pure: OTLP/JSON and protobuf parse to the same spans, spans decode to exact records."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from conftest import CAPTURES, capture_lines
+from otel_s3_bridge.decode import decode
+from otel_s3_bridge.otlp import parse_json, parse_protobuf
+from otel_s3_bridge.record import RECORD_FIELDS
+from otlp_builders import request, span, to_protobuf
+
+NOW = 1795000000000000000
+TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+
+
+def records_of(document: dict, **kwargs) -> list[dict]:
+    return decode(parse_json(orjson.dumps(document)).spans, key_name="k", transport="http/json",
+                  received_at_unix_nano=NOW, **kwargs).records
+
+
+ALL_CAPTURES = [line for name in ("claude-code.ndjson", "codex.ndjson", "pi.ndjson") for line in capture_lines(name)]
+ALL_CAPTURES.append((CAPTURES / "codex-error-span.json").read_bytes())
+
+
+@pytest.mark.parametrize("line", ALL_CAPTURES, ids=lambda line: orjson.loads(line)["resourceSpans"][0]["resource"]
+                         ["attributes"][1]["value"]["stringValue"])
+def test_json_and_protobuf_decode_to_identical_records(line):
+    from_json = decode(parse_json(line).spans, key_name="k", transport="t", received_at_unix_nano=NOW).records
+    from_protobuf = decode(parse_protobuf(to_protobuf(orjson.loads(line))).spans, key_name="k", transport="t",
+                           received_at_unix_nano=NOW).records
+    assert orjson.dumps(from_json) == orjson.dumps(from_protobuf)
+    assert len(from_json) == 1 and tuple(from_json[0]) == RECORD_FIELDS
+
+
+def test_int64_and_double_as_strings_or_numbers_and_enum_names():
+    document = request(span(TRACE, "00f067aa0ba902b7", "chat", {}))
+    document["resourceSpans"][0]["scopeSpans"][0]["spans"][0].update({
+        "kind": "SPAN_KIND_CLIENT", "status": {"code": "STATUS_CODE_ERROR", "message": "boom"},
+        "startTimeUnixNano": 1790606294318000000, "futureField": {"ignored": True},
+        "attributes": [
+            {"key": "gen_ai.request.model", "value": {"stringValue": "m"}},
+            {"key": "gen_ai.usage.input_tokens", "value": {"intValue": "7"}},
+            {"key": "gen_ai.usage.output_tokens", "value": {"intValue": 3}},
+            {"key": "gen_ai.usage.total_cost", "value": {"doubleValue": "0.5"}},
+            {"key": "flags", "value": {"arrayValue": {"values": [{"boolValue": True}, {"intValue": "1"}]}}},
+            {"key": "nested", "value": {"kvlistValue": {"values": [{"key": "a", "value": {"doubleValue": 1}}]}}},
+            {"key": "blob", "value": {"bytesValue": "aGk="}},
+            {"key": "empty", "value": {}},
+        ]})
+    [record] = records_of(document)
+    assert (record["input_tokens"], record["output_tokens"], record["total_tokens"]) == (7, 3, 10)
+    assert record["cost"] == 0.5 and record["status"] == "error" and record["status_message"] == "boom"
+    assert record["attributes"] == {"flags": [True, 1], "nested": {"a": 1.0}, "blob": "aGk=", "empty": None}
+    assert record["timestamp"] == "2026-09-28T14:38:14.318Z"
+
+
+def test_a_group_without_llm_spans_becomes_one_otlp_record():
+    root = span(TRACE, "00f067aa0ba902b7", "GET /checkout", {"http.route": "/checkout"}, start=NOW)
+    child = span(TRACE, "00f067aa0ba902b8", "SELECT", {"db.system": "postgresql"}, parent=root["spanId"], start=NOW + 5)
+    [record] = records_of(request(child, root))
+    assert record["source"] == "otlp" and record["span_id"] == root["spanId"]
+    assert record["model"] is None and record["input_tokens"] is None and record["cost"] is None
+    assert record["attributes"] == {"http.route": "/checkout"}
+    assert [o["name"] for o in record["observations"]] == ["SELECT"]
+
+
+def test_each_llm_span_is_a_record_and_owns_its_descendants():
+    root = span(TRACE, "0000000000000001", "agent", {}, start=NOW)
+    chat_a = span(TRACE, "000000000000000a", "chat a", {"gen_ai.request.model": "a"}, parent=root["spanId"])
+    tool_a = span(TRACE, "00000000000000aa", "tool under a", {}, parent=chat_a["spanId"])
+    chat_b = span(TRACE, "000000000000000b", "chat b", {"gen_ai.request.model": "b"}, parent=root["spanId"])
+    records = records_of(request(root, chat_a, tool_a, chat_b))
+    assert [r["model"] for r in records] == ["a", "b"]
+    assert sorted(o["name"] for o in records[0]["observations"]) == ["agent", "tool under a"]
+    assert records[1]["observations"] == []
+
+
+def test_precedence_keeps_a_disagreeing_loser_visible():
+    attributes = {"gen_ai.usage.input_tokens": 10, "gen_ai.usage.prompt_tokens": 12,
+                  "gen_ai.provider.name": "anthropic", "gen_ai.system": "anthropic",
+                  "gen_ai.request.model": "m"}
+    [record] = records_of(request(span(TRACE, "00f067aa0ba902b7", "chat", attributes)))
+    assert record["input_tokens"] == 10 and record["model_author"] == "anthropic"
+    assert record["attributes"] == {"gen_ai.usage.prompt_tokens": 12}
+
+
+def test_connection_test_span_is_dropped():
+    result = decode(parse_json((CAPTURES / "connection-test.json").read_bytes()).spans, key_name=None,
+                    transport="http/json", received_at_unix_nano=NOW)
+    assert result.records == [] and result.connection_tests == 1
+
+
+def test_unparsable_prompt_stays_in_attributes():
+    attributes = {"gen_ai.request.model": "m", "gen_ai.prompt": '{"messages": [{"role": "us',
+                  "gen_ai.completion": "not json"}
+    [record] = records_of(request(span(TRACE, "00f067aa0ba902b7", "LLM Generation", attributes)))
+    assert record["prompt"] is None and record["completion"] is None
+    assert record["attributes"]["gen_ai.prompt"].startswith('{"messages"')
+
+
+@pytest.mark.parametrize("mutate,problem", [
+    (lambda s: s.update(traceId="abc"), "traceId"),
+    (lambda s: s.update(spanId="zz" * 8), "spanId"),
+    (lambda s: s.update(traceId="0" * 32), "all zeros"),
+    (lambda s: s.update(startTimeUnixNano="soon"), "startTimeUnixNano"),
+    (lambda s: s["attributes"].append({"key": "n", "value": {"intValue": "9" * 30}}), "intValue"),
+])
+def test_bad_spans_are_rejected_with_the_first_problem(mutate, problem):
+    good = span(TRACE, "00f067aa0ba902b7", "chat", {"gen_ai.request.model": "m"})
+    bad = span(TRACE, "00f067aa0ba902b8", "chat", {"gen_ai.request.model": "m"})
+    mutate(bad)
+    parsed = parse_json(orjson.dumps(request(good, bad)))
+    assert parsed.rejected_spans == 1 and problem in parsed.first_problem
+    assert [s.span_id for s in parsed.spans] == [good["spanId"]]
