@@ -236,17 +236,13 @@ def load_config(flags: Mapping[str, Any], env: Mapping[str, str] = os.environ) -
 
     if not config.tokens and not _is_loopback(config.host):
         problems.append(
-            f"{flag_of(_field('host'))}: {config.host!r} is not a loopback address and no --token is set; "
+            f"--host: {config.host!r} is not a loopback address and no --token is set; "
             "the bridge accepts unauthenticated traffic only on loopback (add --token NAME=TOKEN)")
     if config.endpoint_url and not config.uses_s3:
         problems.append("--endpoint-url: set --bucket too (without a bucket the bridge writes to a local directory)")
     if problems:
         raise ConfigError(problems)
     return config
-
-
-def _field(name: str) -> Any:
-    return next(f for f in fields(BridgeConfig) if f.name == name)
 
 
 def _is_loopback(host: str) -> bool:

@@ -4,6 +4,7 @@ status code, `google.rpc.Status` body in the request's encoding, Retry-After whe
 from __future__ import annotations
 
 import gzip
+import socket
 import uuid
 
 import boto3
@@ -220,3 +221,12 @@ def test_s3_unreachable_answers_503_with_retry_after_and_a_retry_succeeds(outage
             key_for(attribute(root, "gen_ai.response.id"), int(root["startTimeUnixNano"]))]
     finally:
         revived.stop()
+
+
+def test_auth_is_checked_before_the_body_is_read(bridge):
+    """Headers announce 1 MiB but no body follows: the 401 must come without waiting for it."""
+    with socket.create_connection(("127.0.0.1", bridge.http_port), timeout=5) as sock:
+        sock.sendall(b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Authorization: Bearer wrong\r\nContent-Length: 1048576\r\n\r\n{")
+        answer = sock.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 401")
