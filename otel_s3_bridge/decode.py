@@ -1,10 +1,12 @@
 """Spans -> LLM trace records (schema v1): the one decode path for every transport.
 
 Pure: spans, the authenticated key name, the transport and the receive time go in; records come
-out. Spans are grouped by OTLP trace id; each span with LLM attributes yields one record and the
-other spans of its group become its `observations`; a group without one yields one `otlp`
-record. A value the payload does not carry is null, never guessed; every attribute not mapped to
-a field stays in `attributes`. This module must not do I/O, read clocks or know about transports.
+out. Spans are grouped by OTLP trace id; each LLM span (one with model or usage attributes in any
+convention) that has no LLM span below it yields one record, and the other spans of its group
+become `observations`; a group without one yields one `otlp` record (or is dropped and counted,
+with `non_llm_spans="drop"`). Field precedence follows `openrouter-broadcast.md` §6: the first
+source that has a value wins, a loser with a different value stays in `attributes`. A value the
+payload does not carry is null, never guessed. Must not do I/O, read clocks or know transports.
 """
 
 from __future__ import annotations
@@ -14,34 +16,49 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
-
+from . import messages
+from .messages import json_or_value, json_text
 from .otlp import Span
 from .record import SCHEMA
 
 CONNECTION_TEST_SPAN = "openrouter-connection-test"
 
-MODEL_KEYS = ("gen_ai.request.model", "gen_ai.response.model", "llm.model_name",
-              "llm.request.model_name", "llm.response.model_name")
+MODEL_KEYS = ("gen_ai.request.model", "gen_ai.response.model", "llm.model_name", "llm.request.model_name",
+              "llm.response.model_name", "ai.model.id", "langfuse.observation.model.name")
 USAGE_KEYS = ("gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens", "gen_ai.usage.prompt_tokens",
               "gen_ai.usage.completion_tokens", "llm.token_count.prompt", "llm.token_count.completion",
-              "llm.token_count.total")
+              "llm.token_count.total", "llm.usage.total_tokens", "ai.usage.promptTokens", "ai.usage.inputTokens",
+              "langfuse.observation.usage_details")
 STATUS_NAMES = {0: "unset", 1: "ok", 2: "error"}
 KIND_NAMES = {0: "unspecified", 1: "internal", 2: "server", 3: "client", 4: "producer", 5: "consumer"}
-METADATA_PREFIX = "trace.metadata."
-OPENROUTER_METADATA_PREFIX = "trace.metadata.openrouter."
+OPENROUTER_PREFIXES = ("trace.metadata.openrouter.", "trace.metadata.openrouter_generation.")
+METADATA_PREFIXES = ("trace.metadata.", "traceloop.association.properties.", "ai.telemetry.metadata.",
+                     "langfuse.trace.metadata.", "langfuse.observation.metadata.")
+LANGFUSE_JSON = ("langfuse.observation.usage_details", "langfuse.observation.cost_details")
+NON_LLM_KEEP, NON_LLM_DROP = "keep", "drop"
 
 
 @dataclass(slots=True)
 class DecodeResult:
     records: list[dict[str, Any]] = field(default_factory=list)
     connection_tests: int = 0
+    dropped_spans: int = 0
 
 
 def rfc3339(unix_nano: int) -> str:
     """`2026-09-28T10:01:02.318Z`: UTC with milliseconds."""
     seconds, rest = divmod(unix_nano, 1_000_000_000)
     return f"{datetime.fromtimestamp(seconds, tz=UTC):%Y-%m-%dT%H:%M:%S}.{rest // 1_000_000:03d}Z"
+
+
+def _unix_nano(rfc3339_text: Any) -> int | None:
+    if not isinstance(rfc3339_text, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(rfc3339_text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return int(moment.timestamp() * 1_000_000) * 1000
 
 
 def _duration_ms(start: int, end: int) -> float | None:
@@ -80,23 +97,18 @@ def _as_text(value: Any) -> str | None:
     return value if isinstance(value, str) and value != "" else None
 
 
-def _json_text(value: Any) -> Any:
-    """A JSON document carried in a string attribute, or None when it is not one (e.g. truncated)."""
-    if not isinstance(value, str):
-        return None
-    try:
-        return orjson.loads(value)
-    except orjson.JSONDecodeError:
-        return None
-
-
 class _Attributes:
     """The LLM span's attributes, remembering which ones a record field consumed."""
 
     def __init__(self, attributes: dict[str, Any]) -> None:
-        self.values = attributes
+        self.values = dict(attributes)
         self.used: set[str] = set()
         self.added: dict[str, Any] = {}
+        for key in LANGFUSE_JSON:  # JSON objects whose parts map to separate fields
+            document = json_text(self.values.get(key))
+            if isinstance(document, dict):
+                del self.values[key]
+                self.values.update({f"{key}.{part}": value for part, value in document.items()})
 
     def pick(self, *keys: str, convert: Callable[[Any], Any] = lambda v: v) -> Any:
         """First key (in precedence order) with a usable value wins; equal losers are duplicates
@@ -115,6 +127,17 @@ class _Attributes:
                 self.used.add(key)
         return winner
 
+    def prefixed(self, prefix: str) -> dict[str, Any]:
+        """Unused attributes under `prefix`, keyed by the rest of their name."""
+        return {key[len(prefix):]: value for key, value in self.values.items()
+                if key.startswith(prefix) and key not in self.used}
+
+    def consume(self, *keys: str) -> None:
+        self.used.update(keys)
+
+    def consume_prefix(self, prefix: str, rests: Iterable[str]) -> None:
+        self.used.update(prefix + rest for rest in rests)
+
     def drop_duplicate(self, key: str, of_value: Any) -> None:
         if key in self.values and self.values[key] == of_value:
             self.used.add(key)
@@ -129,136 +152,261 @@ def _is_llm(span: Span) -> bool:
     attributes = span.attributes
     return (any(attributes.get(key) is not None for key in MODEL_KEYS)
             or any(attributes.get(key) is not None for key in USAGE_KEYS)
-            or attributes.get("openinference.span.kind") == "LLM")
+            or attributes.get("openinference.span.kind") == "LLM"
+            or attributes.get("langfuse.observation.type") == "generation")
 
 
 def _source(span: Span) -> str:
     keys = span.attributes.keys()
     if (span.resource.get("service.name") == "openrouter" or span.scope_name == "openrouter"
-            or any(key.startswith(OPENROUTER_METADATA_PREFIX) for key in keys)):
+            or any(key.startswith(OPENROUTER_PREFIXES) for key in keys)):
         return "openrouter"
-    if "openinference.span.kind" in keys or any(key.startswith("llm.") for key in keys):
+    if any(key.startswith("langfuse.") for key in keys):
+        return "langfuse"
+    if any(key.startswith("ai.") for key in keys):
+        return "vercel_ai"
+    if "openinference.span.kind" in keys or any(key.startswith("llm.") and key != "llm.usage.total_tokens"
+                                                 for key in keys):
         return "openinference"
-    if any(key.startswith(("traceloop.", "gen_ai.prompt.0.", "gen_ai.completion.0.")) for key in keys):
+    if any(key.startswith(("traceloop.", "gen_ai.prompt.0.", "gen_ai.completion.0.", "llm.usage.")) for key in keys):
         return "openllmetry"
     if any(key.startswith("gen_ai.") for key in keys):
         return "gen_ai"
     return "otlp"
 
 
-def _prompt(a: _Attributes) -> Any:
+# --- prompt and completion, in precedence order ----------------------------------------------------
+
+def _openrouter_prompt(a: _Attributes) -> Any:
     raw = a.values.get("gen_ai.prompt")
-    document = _json_text(raw)
+    document = json_text(raw)
     if isinstance(document, dict) and isinstance(document.get("messages"), list):
-        a.used.add("gen_ai.prompt")
+        a.consume("gen_ai.prompt")
         a.drop_duplicate("span.input", raw)
-        for key, value in document.items():
-            if key != "messages":
-                a.added[f"gen_ai.prompt.{key}"] = value
+        a.added.update({f"gen_ai.prompt.{key}": value for key, value in document.items() if key != "messages"})
         return document["messages"]
     if isinstance(document, list):
-        a.used.add("gen_ai.prompt")
+        a.consume("gen_ai.prompt")
         a.drop_duplicate("span.input", raw)
         return document
-
-    messages = _structured(a, "gen_ai.input.messages")
-    system = _structured(a, "gen_ai.system_instructions")
-    if messages is None and system is None:
-        return None
-    prompt = [{"role": "system", "parts": system}] if system else []
-    return prompt + (messages or [])
+    return None
 
 
 def _structured(a: _Attributes, key: str) -> list[Any] | None:
-    """A message list sent either as a JSON string or as a structured (array) attribute value."""
-    value = a.values.get(key)
-    if isinstance(value, str):
-        value = _json_text(value)
+    """A message list sent as a JSON string or as a structured (array) attribute value."""
+    value = json_or_value(a.values.get(key))
     if isinstance(value, list):
-        a.used.add(key)
+        a.consume(key)
         return value
     return None
 
 
-def _completion(a: _Attributes) -> dict[str, Any] | None:
-    raw = a.values.get("gen_ai.completion")
-    document = _json_text(raw)
-    if isinstance(document, dict) and {"completion", "reasoning", "toolCalls", "tool_calls"} & document.keys():
-        a.used.add("gen_ai.completion")
-        a.drop_duplicate("span.output", raw)
-        for key, value in document.items():
-            if key not in ("completion", "reasoning", "toolCalls", "tool_calls"):
-                a.added[f"gen_ai.completion.{key}"] = value
-        completion = {"text": document.get("completion"), "reasoning": document.get("reasoning"),
-                      "tool_calls": document.get("toolCalls") or document.get("tool_calls") or None}
-        return completion if any(value not in (None, "") for value in completion.values()) else None
-
-    messages = _structured(a, "gen_ai.output.messages")
-    if messages is None:
+def _genai_prompt(a: _Attributes) -> Any:
+    system = _structured(a, "gen_ai.system_instructions")
+    conversation = _structured(a, "gen_ai.input.messages")
+    if system is None and conversation is None:
         return None
-    parts = [part for message in messages if isinstance(message, dict)
-             for part in message.get("parts") or () if isinstance(part, dict)]
-    text = "".join(str(p.get("content", "")) for p in parts if p.get("type") == "text") or None
-    reasoning = "".join(str(p.get("content", "")) for p in parts if p.get("type") == "reasoning") or None
-    tool_calls = [p for p in parts if p.get("type") == "tool_call"] or None
-    return {"text": text, "reasoning": reasoning, "tool_calls": tool_calls}
+    return ([{"role": "system", "parts": system}] if system else []) + (conversation or [])
 
 
-def _finish_reason(a: _Attributes) -> str | None:
+def _flattened_prompt(a: _Attributes, prefix: str, convert: Callable[[dict[str, Any]], list]) -> Any:
+    flattened = a.prefixed(prefix)
+    if not flattened:
+        return None
+    a.consume_prefix(prefix, flattened)
+    return convert(flattened) or None
+
+
+def _json_attribute_prompt(a: _Attributes, key: str) -> Any:
+    value = json_or_value(a.values.get(key))
+    if isinstance(value, list):
+        a.consume(key)
+        return value
+    return None
+
+
+def _text_prompt(a: _Attributes, key: str) -> Any:
+    if key not in a.values or key in a.used:
+        return None
+    prompt = messages.messages_from_text(a.values[key])
+    if prompt is not None:
+        a.consume(key)
+    return prompt
+
+
+def _prompt(a: _Attributes, events: list[dict[str, Any]], used_events: set[int]) -> Any:
+    for source in (
+        _openrouter_prompt,
+        _genai_prompt,
+        lambda a: _flattened_prompt(a, "llm.input_messages.", messages.openinference_messages),
+        lambda a: _flattened_prompt(a, "gen_ai.prompt.", messages.openllmetry_messages),
+        lambda a: _json_attribute_prompt(a, "ai.prompt.messages"),
+        lambda a: _text_prompt(a, "langfuse.observation.input"),
+    ):
+        prompt = source(a)
+        if prompt is not None:
+            return prompt
+    from_events, used = messages.prompt_from_events(events)
+    if from_events is not None:
+        used_events.update(used)
+        return from_events
+    return _text_prompt(a, "input.value") or _text_prompt(a, "ai.prompt")
+
+
+# A completion source returns None when the span does not use it, else (completion or None,
+# finish reason carried inside that source or None).
+CompletionFound = tuple[dict[str, Any] | None, str | None] | None
+
+
+def _openrouter_completion(a: _Attributes) -> CompletionFound:
+    raw = a.values.get("gen_ai.completion")
+    document = json_text(raw)
+    parts = ("completion", "reasoning", "toolCalls", "tool_calls")
+    if not (isinstance(document, dict) and set(parts) & document.keys()):
+        return None
+    a.consume("gen_ai.completion")
+    a.drop_duplicate("span.output", raw)
+    a.added.update({f"gen_ai.completion.{key}": value for key, value in document.items() if key not in parts})
+    return messages.completion(document.get("completion"), document.get("reasoning"),
+                               document.get("toolCalls") or document.get("tool_calls")), None
+
+
+def _genai_completion(a: _Attributes) -> CompletionFound:
+    output = _structured(a, "gen_ai.output.messages")
+    if output is None:
+        return None
+    first = output[0] if output and isinstance(output[0], dict) else {}
+    return messages.completion_from_parts(output), _as_text(first.get("finish_reason"))
+
+
+def _first_of_flattened(a: _Attributes, prefix: str, convert: Callable[[dict[str, Any]], list]) -> CompletionFound:
+    """The first choice/message of a flattened list; later ones stay in `attributes`."""
+    first = {rest: value for rest, value in a.prefixed(prefix).items() if rest.split(".", 1)[0] == "0"}
+    if not first:
+        return None
+    a.consume_prefix(prefix, first)
+    converted = convert(first)
+    if not converted:
+        return None, None
+    return messages.completion_from_chat(converted[0]), _as_text(converted[0].get("finish_reason"))
+
+
+def _as_list(value: Any) -> list[Any] | None:
+    value = json_or_value(value)
+    return value if isinstance(value, list) else None
+
+
+def _vercel_completion(a: _Attributes) -> CompletionFound:
+    text = a.pick("ai.response.text", convert=_as_text)
+    tool_calls = a.pick("ai.response.toolCalls", convert=_as_list)
+    reasoning = a.pick("ai.response.reasoning", convert=_as_text)
+    if text is None and tool_calls is None and reasoning is None:
+        return None
+    return messages.completion(text, reasoning, tool_calls), None
+
+
+def _text_completion(a: _Attributes, key: str) -> CompletionFound:
+    if key not in a.values or key in a.used:
+        return None
+    result = messages.completion_from_text(a.values[key])
+    if result is None:
+        return None
+    a.consume(key)
+    return result, None
+
+
+def _completion(a: _Attributes, events: list[dict[str, Any]], used_events: set[int]) -> tuple[Any, Any]:
+    """(completion, finish reason found inside the completion's own source)."""
+    for source in (
+        _openrouter_completion,
+        _genai_completion,
+        lambda a: _first_of_flattened(a, "llm.output_messages.", messages.openinference_messages),
+        lambda a: _first_of_flattened(a, "gen_ai.completion.", messages.openllmetry_messages),
+        _vercel_completion,
+        lambda a: _text_completion(a, "langfuse.observation.output"),
+    ):
+        found = source(a)
+        if found is not None:
+            return found
+    from_events, finish, used = messages.completion_from_events(events)
+    if used:
+        used_events.update(used)
+        return from_events, finish
+    return _text_completion(a, "output.value") or (None, None)
+
+
+def _finish_reason(a: _Attributes, from_completion: Any) -> str | None:
     reason = a.pick("gen_ai.response.finish_reason", convert=_as_text)
     raw_list = a.values.get("gen_ai.response.finish_reasons")
-    reasons = _json_text(raw_list) if isinstance(raw_list, str) else raw_list
+    reasons = json_or_value(raw_list)
     if isinstance(reasons, list):
         if reason is None and reasons:
             reason = str(reasons[0])
-            a.used.add("gen_ai.response.finish_reasons")
+            a.consume("gen_ai.response.finish_reasons")
         elif reasons == [reason]:
-            a.used.add("gen_ai.response.finish_reasons")
-    return reason
+            a.consume("gen_ai.response.finish_reasons")
+    return (reason or a.pick("llm.finish_reason", "ai.response.finishReason", convert=_as_text)
+            or _as_text(from_completion))
 
+
+# --- the other fields ------------------------------------------------------------------------------
 
 def _metadata(a: _Attributes) -> dict[str, Any] | None:
     metadata: dict[str, Any] = {}
     for key, value in a.values.items():
-        if key.startswith(METADATA_PREFIX) and not key.startswith(OPENROUTER_METADATA_PREFIX):
-            metadata[key[len(METADATA_PREFIX):]] = value
-            a.used.add(key)
-    openinference = a.values.get("metadata")
-    document = _json_text(openinference) if isinstance(openinference, str) else openinference
-    if isinstance(document, dict):
-        metadata.update(document)
-        a.used.add("metadata")
+        if key in a.used or key.startswith(OPENROUTER_PREFIXES):
+            continue
+        prefix = next((p for p in METADATA_PREFIXES if key.startswith(p)), None)
+        if prefix is not None:
+            metadata.setdefault(key[len(prefix):], value)
+            a.consume(key)
+    openinference = json_or_value(a.values.get("metadata"))
+    if isinstance(openinference, dict):
+        for key, value in openinference.items():
+            metadata.setdefault(key, value)
+        a.consume("metadata")
     return metadata or None
 
 
 def _status_message(span: Span, a: _Attributes) -> str | None:
     message = span.status_message or None
-    attribute = a.values.get("span.status_message")
-    if attribute is not None and (message is None or attribute == message):
-        a.used.add("span.status_message")
-        message = message or _as_text(attribute)
+    for key in ("span.status_message", "langfuse.observation.status_message"):
+        attribute = a.values.get(key)
+        if attribute is not None and (message is None or attribute == message):
+            a.consume(key)
+            message = message or _as_text(attribute)
     return message
 
 
-def _time_to_first_token_ms(a: _Attributes) -> float | None:
+def _time_to_first_token_ms(a: _Attributes, start: int) -> float | None:
     first_token_ms = a.pick("trace.metadata.openrouter.first_token_ms", convert=_as_float)
     if first_token_ms is not None:
         return first_token_ms
     seconds = a.pick("gen_ai.response.time_to_first_chunk", convert=_as_float)
-    return None if seconds is None else seconds * 1000.0
+    if seconds is not None:
+        return seconds * 1000.0
+    milliseconds = a.pick("ai.response.msToFirstChunk", convert=_as_float)
+    if milliseconds is not None:
+        return milliseconds
+    first_chunk = _unix_nano(a.values.get("langfuse.observation.completion_start_time"))
+    if first_chunk is not None and start and first_chunk >= start:
+        a.consume("langfuse.observation.completion_start_time")
+        return (first_chunk - start) / 1e6
+    return None
 
 
 def _total_tokens(a: _Attributes, input_tokens: int | None, output_tokens: int | None) -> int | None:
     total = a.pick("gen_ai.usage.total_tokens", "llm.token_count.total", "llm.usage.total_tokens",
-                   convert=_as_int)
+                   "ai.usage.totalTokens", "langfuse.observation.usage_details.total", convert=_as_int)
     if total is None and input_tokens is not None and output_tokens is not None:
         return input_tokens + output_tokens
     return total
 
 
-def _events(span: Span) -> list[dict[str, Any]]:
+def _events(span_events: list[dict[str, Any]], skip: set[int]) -> list[dict[str, Any]]:
     return [{"name": e["name"], "timestamp": rfc3339(e["time_unix_nano"]) if e["time_unix_nano"] else None,
-             "time_unix_nano": e["time_unix_nano"] or None, "attributes": e["attributes"]} for e in span.events]
+             "time_unix_nano": e["time_unix_nano"] or None, "attributes": e["attributes"]}
+            for index, e in enumerate(span_events) if index not in skip]
 
 
 def _observation(span: Span) -> dict[str, Any]:
@@ -273,7 +421,7 @@ def _observation(span: Span) -> dict[str, Any]:
         "status": STATUS_NAMES.get(span.status_code, "unset"),
         "status_message": span.status_message or None,
         "attributes": span.attributes,
-        "events": _events(span),
+        "events": _events(span.events, set()),
     }
 
 
@@ -281,59 +429,72 @@ def build_record(span: Span, observations: list[Span], *, key_name: str | None, 
                  received_at_unix_nano: int) -> dict[str, Any]:
     """One schema-v1 record for an LLM span (or a non-LLM root) and its sibling spans."""
     a = _Attributes(span.attributes)
-    input_tokens = a.pick("gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens", "llm.token_count.prompt",
-                          convert=_as_int)
-    output_tokens = a.pick("gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens",
-                           "llm.token_count.completion", convert=_as_int)
-    generation_id = a.pick("gen_ai.response.id", convert=_as_text)
-    prompt = _prompt(a)
-    completion = _completion(a)
     start = span.start_time_unix_nano
+    used_events: set[int] = set()
+    usage = "langfuse.observation.usage_details."
+    costs = "langfuse.observation.cost_details."
+    input_tokens = a.pick("gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens", "llm.token_count.prompt",
+                          "ai.usage.inputTokens", "ai.usage.promptTokens", usage + "input", convert=_as_int)
+    output_tokens = a.pick("gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens",
+                           "llm.token_count.completion", "ai.usage.outputTokens", "ai.usage.completionTokens",
+                           usage + "output", convert=_as_int)
+    prompt = _prompt(a, span.events, used_events)
+    completion, completion_finish_reason = _completion(a, span.events, used_events)
     record = {
         "schema": SCHEMA,
         "trace_id": _as_text(span.resource.get("openrouter.trace.id")) or span.trace_id,
         "otel_trace_id": span.trace_id,
         "span_id": span.span_id,
         "parent_span_id": span.parent_span_id,
-        "generation_id": generation_id,
-        "name": a.pick("trace.name", convert=_as_text) or span.name,
+        "generation_id": a.pick("gen_ai.response.id", "ai.response.id", convert=_as_text),
+        "name": a.pick("trace.name", "langfuse.trace.name", convert=_as_text) or span.name,
         "span_name": span.name,
         "timestamp": rfc3339(start) if start else None,
         "start_time_unix_nano": start or None,
         "end_time_unix_nano": span.end_time_unix_nano or None,
         "duration_ms": _duration_ms(start, span.end_time_unix_nano),
         "model": a.pick("gen_ai.response.model", "gen_ai.request.model", "llm.response.model_name",
-                        "llm.model_name", convert=_as_text),
-        "requested_model": a.pick("gen_ai.request.model", "llm.request.model_name", convert=_as_text),
+                        "llm.model_name", "ai.response.model", "ai.model.id", "langfuse.observation.model.name",
+                        convert=_as_text),
+        "requested_model": a.pick("gen_ai.request.model", "llm.request.model_name", "ai.model.id",
+                                  convert=_as_text),
         "provider": a.pick("trace.metadata.openrouter.provider_name", "gen_ai.provider.name", "gen_ai.system",
-                           "llm.provider", convert=_as_text),
-        "model_author": a.pick("gen_ai.provider.name", "gen_ai.system", "llm.provider", convert=_as_text),
+                           "llm.provider", "ai.model.provider", convert=_as_text),
+        "model_author": a.pick("gen_ai.provider.name", "gen_ai.system", "llm.system", "llm.provider",
+                               convert=_as_text),
         "input_tokens": input_tokens,
         "output_tokens": output_tokens,
         "total_tokens": _total_tokens(a, input_tokens, output_tokens),
         "cached_tokens": a.pick("gen_ai.usage.input_tokens.cached", "gen_ai.usage.cache_read.input_tokens",
-                                "llm.token_count.prompt_details.cache_read", convert=_as_int),
+                                "gen_ai.usage.cache_read_input_tokens", "llm.token_count.prompt_details.cache_read",
+                                "ai.usage.cachedInputTokens", usage + "input_cached_tokens",
+                                usage + "cache_read_input_tokens", convert=_as_int),
         "cache_write_tokens": a.pick("gen_ai.usage.input_tokens.cache_write",
                                      "gen_ai.usage.cache_creation.input_tokens",
-                                     "llm.token_count.prompt_details.cache_write", convert=_as_int),
+                                     "gen_ai.usage.cache_creation_input_tokens",
+                                     "llm.token_count.prompt_details.cache_write",
+                                     usage + "cache_creation_input_tokens", convert=_as_int),
         "reasoning_tokens": a.pick("gen_ai.usage.output_tokens.reasoning", "gen_ai.usage.reasoning.output_tokens",
-                                   "llm.token_count.completion_details.reasoning", convert=_as_int),
-        "input_cost": a.pick("gen_ai.usage.input_cost", "llm.cost.prompt", convert=_as_float),
-        "output_cost": a.pick("gen_ai.usage.output_cost", "llm.cost.completion", convert=_as_float),
-        "cost": a.pick("gen_ai.usage.total_cost", "gen_ai.usage.cost", "llm.cost.total", convert=_as_float),
+                                   "llm.token_count.completion_details.reasoning", "ai.usage.reasoningTokens",
+                                   usage + "output_reasoning_tokens", convert=_as_int),
+        "input_cost": a.pick("gen_ai.usage.input_cost", "llm.cost.prompt", costs + "input", convert=_as_float),
+        "output_cost": a.pick("gen_ai.usage.output_cost", "llm.cost.completion", costs + "output",
+                              convert=_as_float),
+        "cost": a.pick("gen_ai.usage.total_cost", "gen_ai.usage.cost", "llm.cost.total", costs + "total",
+                       "trace.metadata.openrouter_generation.usage", convert=_as_float),
         "session_id": a.pick("session.id", "gen_ai.conversation.id", "langfuse.session.id", convert=_as_text),
         "customer_id": a.pick("user.id", "langfuse.user.id", convert=_as_text),
         "api_key_name": a.pick("trace.metadata.openrouter.api_key_name", convert=_as_text),
-        "finish_reason": _finish_reason(a),
+        "finish_reason": _finish_reason(a, completion_finish_reason),
         "native_finish_reason": a.pick("trace.metadata.openrouter.finish_reason", convert=_as_text),
-        "time_to_first_token_ms": _time_to_first_token_ms(a),
+        "time_to_first_token_ms": _time_to_first_token_ms(a, start),
         "status": STATUS_NAMES.get(span.status_code, "unset"),
         "status_message": _status_message(span, a),
         "prompt": prompt,
         "completion": completion,
-        "metadata": _metadata(a),
+        "metadata": None,
         "observations": [_observation(other) for other in observations],
-        "events": _events(span),
+        "events": _events(span.events, used_events),
         "links": span.links,
         "attributes": None,
         "resource": span.resource,
@@ -341,53 +502,57 @@ def build_record(span: Span, observations: list[Span], *, key_name: str | None, 
         "source": _source(span),
         "ingest": {"received_at": rfc3339(received_at_unix_nano), "key_name": key_name, "transport": transport},
     }
+    record["metadata"] = _metadata(a)
     record["attributes"] = a.remaining()
     return record
 
 
-def _group_by_trace(spans: Iterable[Span]) -> dict[str, list[Span]]:
-    groups: dict[str, list[Span]] = {}
-    for span in spans:
-        groups.setdefault(span.trace_id, []).append(span)
-    return groups
+# --- grouping --------------------------------------------------------------------------------------
 
-
-def _owner(span: Span, by_id: dict[str, Span], llm_ids: set[str], default: str) -> str:
-    """The nearest LLM ancestor of a span within its group, else the group's first LLM span."""
+def _ancestors(span: Span, by_id: dict[str, Span]) -> Iterable[str]:
     seen: set[str] = set()
     parent = span.parent_span_id
     while parent and parent in by_id and parent not in seen:
-        if parent in llm_ids:
-            return parent
+        yield parent
         seen.add(parent)
         parent = by_id[parent].parent_span_id
-    return default
 
 
-def decode(spans: Iterable[Span], *, key_name: str | None, transport: str,
-           received_at_unix_nano: int) -> DecodeResult:
-    """Group spans by trace and build one record per LLM span (or per group without one)."""
+def _record_spans(group: list[Span], by_id: dict[str, Span]) -> list[Span]:
+    """LLM spans with no LLM span below them: a wrapper (Vercel `ai.generateText` around its
+    `doGenerate` calls, a framework span around a client span) would count the same call twice."""
+    llm_spans = [span for span in group if _is_llm(span)]
+    wrappers = {ancestor for span in llm_spans for ancestor in _ancestors(span, by_id)}
+    return [span for span in llm_spans if span.span_id not in wrappers]
+
+
+def decode(spans: Iterable[Span], *, key_name: str | None, transport: str, received_at_unix_nano: int,
+           non_llm_spans: str = NON_LLM_KEEP) -> DecodeResult:
+    """Group spans by trace and build one record per LLM call (or per group without one)."""
     result = DecodeResult()
-    kept = []
+    groups: dict[str, list[Span]] = {}
     for span in spans:
         if span.name == CONNECTION_TEST_SPAN:
             result.connection_tests += 1
         else:
-            kept.append(span)
+            groups.setdefault(span.trace_id, []).append(span)
 
-    for group in _group_by_trace(kept).values():
-        llm_spans = [span for span in group if _is_llm(span)]
-        if not llm_spans:
-            ids = {span.span_id for span in group}
-            roots = [span for span in group if span.parent_span_id not in ids] or group
-            llm_spans = [min(roots, key=lambda span: span.start_time_unix_nano)]
-        llm_ids = {span.span_id for span in llm_spans}
+    for group in groups.values():
         by_id = {span.span_id: span for span in group}
-        observations: dict[str, list[Span]] = {span.span_id: [] for span in llm_spans}
+        record_spans = _record_spans(group, by_id)
+        if not record_spans:
+            if non_llm_spans == NON_LLM_DROP:
+                result.dropped_spans += len(group)
+                continue
+            roots = [span for span in group if span.parent_span_id not in by_id] or group
+            record_spans = [min(roots, key=lambda span: span.start_time_unix_nano)]
+        record_ids = {span.span_id for span in record_spans}
+        observations: dict[str, list[Span]] = {span.span_id: [] for span in record_spans}
         for span in group:
-            if span.span_id not in llm_ids:
-                observations[_owner(span, by_id, llm_ids, llm_spans[0].span_id)].append(span)
-        for span in llm_spans:
+            if span.span_id not in record_ids:
+                owner = next((a for a in _ancestors(span, by_id) if a in record_ids), record_spans[0].span_id)
+                observations[owner].append(span)
+        for span in record_spans:
             result.records.append(build_record(
                 span, observations[span.span_id], key_name=key_name, transport=transport,
                 received_at_unix_nano=received_at_unix_nano))

@@ -6,7 +6,7 @@ this list and that file identical. This module must not compute anything.
 
 SCHEMA = "otel-s3-bridge.trace.v1"
 
-SOURCES = ("openrouter", "gen_ai", "openinference", "openllmetry", "otlp")
+SOURCES = ("openrouter", "gen_ai", "openinference", "openllmetry", "vercel_ai", "langfuse", "otlp")
 
 RECORD_FIELDS = (
     "schema",
