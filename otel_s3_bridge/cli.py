@@ -1,4 +1,4 @@
-"""Command line: `serve`, `check` and `send-test-trace`. Turns config errors and sink diagnoses
+"""Command line: `serve`, `check`, `decode` and `send-test-trace`. Turns config errors and sink diagnoses
 into one plain message and an exit code; never prints a traceback for a user error or a token.
 """
 
@@ -7,12 +7,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import orjson
 
@@ -20,9 +21,9 @@ from . import __version__
 from .app import Bridge
 from .config import BridgeConfig, add_config_arguments, load_config
 from .decode import decode
-from .errors import ConfigError, SinkError
+from .errors import ConfigError, InvalidRequest, SinkError
 from .keys import object_key
-from .otlp import parse_json
+from .otlp import ParsedRequest, parse_json, parse_protobuf
 from .sample import new_generation_id, sample_delivery
 from .sink import build_sink
 
@@ -48,6 +49,19 @@ def _parser() -> argparse.ArgumentParser:
     send.add_argument("--prefix", help="the bridge's --prefix, to print the expected key")
     send.add_argument("--path-template", dest="path_template", metavar="TEMPLATE",
                       help="the bridge's --path-template, to print the expected key")
+    decode_command = commands.add_parser(
+        "decode", help="print the records the bridge makes of an export request, as NDJSON (no server needed)")
+    decode_command.add_argument("file", nargs="?", default="-",
+                                help="OTLP/JSON or OTLP/protobuf export request, or NDJSON of them; - for stdin")
+    decode_command.add_argument("--format", choices=("auto", "json", "protobuf"), default="auto",
+                                help="input encoding (auto: JSON when it starts with '{', else protobuf)")
+    decode_command.add_argument("--key", action="store_true",
+                                help='print {"key": ..., "record": ...} with the object key of each record')
+    decode_command.add_argument("--prefix", help="as for serve, for --key")
+    decode_command.add_argument("--path-template", dest="path_template", metavar="TEMPLATE",
+                                help="as for serve, for --key")
+    decode_command.add_argument("--non-llm-spans", dest="non_llm_spans", choices=("keep", "drop"),
+                                help="as for serve")
     return parser
 
 
@@ -60,8 +74,11 @@ def _setup_logging(level: str) -> None:
 
 
 def _load(args: argparse.Namespace) -> BridgeConfig | None:
+    # send-test-trace's --token is the client's token, not a bridge key.
+    flags = {name: value for name, value in vars(args).items() if not (args.command == "send-test-trace"
+                                                                       and name == "token")}
     try:
-        return load_config(vars(args))
+        return load_config(flags)
     except ConfigError as error:
         print("otel-s3-bridge: invalid configuration:", file=sys.stderr)
         for problem in error.problems:
@@ -123,13 +140,63 @@ async def _check(config: BridgeConfig) -> int:
     return EXIT_OK
 
 
-def _send_test_trace(args: argparse.Namespace) -> int:
-    flags = {"prefix": args.prefix, "path_template": args.path_template}
+def _export_requests(data: bytes, encoding: str) -> Iterator[tuple[str, str, ParsedRequest]]:
+    """(where, encoding, parsed) for one request, or for each line of NDJSON."""
+    if encoding == "protobuf" or (encoding == "auto" and data.lstrip()[:1] not in (b"{", b"")):
+        yield "input", "protobuf", parse_protobuf(data)
+        return
     try:
-        config = load_config(flags)
-    except ConfigError as error:
-        print("otel-s3-bridge: invalid configuration:\n" + "\n".join(f"  - {p}" for p in error.problems),
-              file=sys.stderr)
+        yield "input", "json", parse_json(data)
+    except InvalidRequest:
+        lines = data.splitlines()
+        if sum(1 for line in lines if line.strip()) < 2:
+            raise
+        for number, line in enumerate(lines, start=1):
+            if line.strip():
+                try:
+                    yield f"line {number}", "json", parse_json(line)
+                except InvalidRequest as error:
+                    raise InvalidRequest(f"line {number}: {error.message}") from None
+
+
+def _decode(args: argparse.Namespace) -> int:
+    config = _load(args)
+    if config is None:
+        return EXIT_CONFIG
+    try:
+        data = sys.stdin.buffer.read() if args.file == "-" else open(args.file, "rb").read()
+    except OSError as error:
+        print(f"cannot read {args.file}: {error.strerror}", file=sys.stderr)
+        return EXIT_FAILED
+    now = time.time_ns()
+    out = sys.stdout.buffer
+    try:
+        for where, encoding, parsed in _export_requests(data, args.format):
+            decoded = decode(parsed.spans, key_name=None, transport=f"file/{encoding}", received_at_unix_nano=now,
+                             non_llm_spans=config.non_llm_spans)
+            if parsed.rejected_spans:
+                print(f"{where}: {parsed.rejected_spans} span(s) rejected; first problem: {parsed.first_problem}",
+                      file=sys.stderr)
+            if decoded.dropped_spans:
+                print(f"{where}: {decoded.dropped_spans} span(s) without LLM attributes dropped", file=sys.stderr)
+            for record in decoded.records:
+                if args.key:
+                    key = object_key(config.path_template, record, prefix=config.prefix, fallback_unix_nano=now)
+                    out.write(orjson.dumps({"key": key, "record": record}) + b"\n")
+                else:
+                    out.write(orjson.dumps(record) + b"\n")
+    except InvalidRequest as error:
+        out.flush()
+        print(f"cannot decode {args.file}: {error.message}", file=sys.stderr)
+        return EXIT_FAILED
+    except BrokenPipeError:  # `decode … | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return EXIT_OK
+
+
+def _send_test_trace(args: argparse.Namespace) -> int:
+    config = _load(args)
+    if config is None:
         return EXIT_CONFIG
     now = time.time_ns()
     generation_id = new_generation_id(now // 1_000_000_000)
@@ -165,6 +232,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = _parser().parse_args(["serve", *(argv or sys.argv[1:])])
     if args.command == "send-test-trace":
         return _send_test_trace(args)
+    if args.command == "decode":
+        return _decode(args)
     config = _load(args)
     if config is None:
         return EXIT_CONFIG

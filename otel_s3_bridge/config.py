@@ -139,6 +139,9 @@ class BridgeConfig:
     s3_addressing_style: str = _option(
         "auto", "S3 addressing: auto (path-style when --endpoint-url is set), path or virtual",
         _choice("auto", "path", "virtual"))
+    non_llm_spans: str = _option(
+        "keep", "traces without LLM attributes: keep (as source 'otlp' records) or drop (counted as rejected)",
+        _choice("keep", "drop"))
     max_request_bytes: int = _option(64 * 1024 * 1024, "largest accepted request body, after decompression",
                                      _integer(1024, 1024 * 1024 * 1024), metavar="BYTES")
     log_level: str = _option("info", "debug, info, warning or error", _choice("debug", "info", "warning", "error"))

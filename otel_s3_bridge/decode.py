@@ -35,6 +35,9 @@ OPENROUTER_PREFIXES = ("trace.metadata.openrouter.", "trace.metadata.openrouter_
 METADATA_PREFIXES = ("trace.metadata.", "traceloop.association.properties.", "ai.telemetry.metadata.",
                      "langfuse.trace.metadata.", "langfuse.observation.metadata.")
 LANGFUSE_JSON = ("langfuse.observation.usage_details", "langfuse.observation.cost_details")
+OPENINFERENCE_PREFIXES = ("openinference.", "llm.input_messages.", "llm.output_messages.", "llm.token_count.",
+                          "llm.cost.", "llm.model_name", "llm.provider", "llm.system", "llm.invocation_parameters")
+OPENLLMETRY_PREFIXES = ("traceloop.", "llm.request.type", "llm.usage.", "gen_ai.prompt.0.", "gen_ai.completion.0.")
 NON_LLM_KEEP, NON_LLM_DROP = "keep", "drop"
 
 
@@ -165,10 +168,9 @@ def _source(span: Span) -> str:
         return "langfuse"
     if any(key.startswith("ai.") for key in keys):
         return "vercel_ai"
-    if "openinference.span.kind" in keys or any(key.startswith("llm.") and key != "llm.usage.total_tokens"
-                                                 for key in keys):
+    if any(key.startswith(OPENINFERENCE_PREFIXES) for key in keys):
         return "openinference"
-    if any(key.startswith(("traceloop.", "gen_ai.prompt.0.", "gen_ai.completion.0.", "llm.usage.")) for key in keys):
+    if any(key.startswith(OPENLLMETRY_PREFIXES) for key in keys):
         return "openllmetry"
     if any(key.startswith("gen_ai.") for key in keys):
         return "gen_ai"
@@ -209,8 +211,13 @@ def _genai_prompt(a: _Attributes) -> Any:
     return ([{"role": "system", "parts": system}] if system else []) + (conversation or [])
 
 
+def _indexed(a: _Attributes, prefix: str) -> dict[str, Any]:
+    """`prefix.N.…` attributes (N a list index), keyed `N.…`; other keys under the prefix are not."""
+    return {rest: value for rest, value in a.prefixed(prefix).items() if rest.split(".", 1)[0].isdigit()}
+
+
 def _flattened_prompt(a: _Attributes, prefix: str, convert: Callable[[dict[str, Any]], list]) -> Any:
-    flattened = a.prefixed(prefix)
+    flattened = _indexed(a, prefix)
     if not flattened:
         return None
     a.consume_prefix(prefix, flattened)
@@ -281,7 +288,7 @@ def _genai_completion(a: _Attributes) -> CompletionFound:
 
 def _first_of_flattened(a: _Attributes, prefix: str, convert: Callable[[dict[str, Any]], list]) -> CompletionFound:
     """The first choice/message of a flattened list; later ones stay in `attributes`."""
-    first = {rest: value for rest, value in a.prefixed(prefix).items() if rest.split(".", 1)[0] == "0"}
+    first = {rest: value for rest, value in _indexed(a, prefix).items() if rest.split(".", 1)[0] == "0"}
     if not first:
         return None
     a.consume_prefix(prefix, first)
@@ -335,18 +342,21 @@ def _completion(a: _Attributes, events: list[dict[str, Any]], used_events: set[i
     return _text_completion(a, "output.value") or (None, None)
 
 
+def _single_reason(value: Any) -> str | None:
+    """A finish reason, or a list of exactly one (a longer list is not one reason)."""
+    value = json_or_value(value)
+    if isinstance(value, list):
+        return str(value[0]) if len(value) == 1 else None
+    return _as_text(value)
+
+
 def _finish_reason(a: _Attributes, from_completion: Any) -> str | None:
-    reason = a.pick("gen_ai.response.finish_reason", convert=_as_text)
-    raw_list = a.values.get("gen_ai.response.finish_reasons")
-    reasons = json_or_value(raw_list)
-    if isinstance(reasons, list):
-        if reason is None and reasons:
-            reason = str(reasons[0])
-            a.consume("gen_ai.response.finish_reasons")
-        elif reasons == [reason]:
-            a.consume("gen_ai.response.finish_reasons")
-    return (reason or a.pick("llm.finish_reason", "ai.response.finishReason", convert=_as_text)
-            or _as_text(from_completion))
+    reason = a.pick("gen_ai.response.finish_reason", "gen_ai.response.finish_reasons", "llm.finish_reason",
+                    "ai.response.finishReason", convert=_single_reason)
+    if reason is None:
+        reasons = json_or_value(a.values.get("gen_ai.response.finish_reasons"))
+        reason = str(reasons[0]) if isinstance(reasons, list) and reasons else None  # the list stays visible
+    return reason or _as_text(from_completion)
 
 
 # --- the other fields ------------------------------------------------------------------------------
@@ -440,6 +450,8 @@ def build_record(span: Span, observations: list[Span], *, key_name: str | None, 
                            usage + "output", convert=_as_int)
     prompt = _prompt(a, span.events, used_events)
     completion, completion_finish_reason = _completion(a, span.events, used_events)
+    if completion and completion["text"] is not None:
+        a.drop_duplicate("output.value", completion["text"])
     record = {
         "schema": SCHEMA,
         "trace_id": _as_text(span.resource.get("openrouter.trace.id")) or span.trace_id,

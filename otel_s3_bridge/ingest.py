@@ -36,6 +36,7 @@ class Ingestor:
                  clock: Callable[[], int] = time.time_ns) -> None:
         self._template = config.path_template
         self._prefix = config.prefix
+        self._non_llm_spans = config.non_llm_spans
         self._sink = sink
         self._clock = clock
         self._last_failure: str | None = None
@@ -43,7 +44,7 @@ class Ingestor:
     async def export(self, parsed: ParsedRequest, *, key_name: str | None, transport: str) -> ExportResult:
         received_at = self._clock()
         decoded = decode(parsed.spans, key_name=key_name, transport=transport,
-                         received_at_unix_nano=received_at)
+                         received_at_unix_nano=received_at, non_llm_spans=self._non_llm_spans)
         objects = [(object_key(self._template, record, prefix=self._prefix, fallback_unix_nano=received_at),
                     encode_json(record)) for record in decoded.records]
         if objects:
@@ -59,10 +60,14 @@ class Ingestor:
                 self._last_failure = None
             for key, _ in objects:
                 log.debug("stored %s", key)
-        message = None
+        problems = []
         if parsed.rejected_spans:
-            message = f"{parsed.rejected_spans} span(s) rejected; first problem: {parsed.first_problem}"
-        return ExportResult(len(objects), parsed.rejected_spans, message)
+            problems.append(f"{parsed.rejected_spans} span(s) rejected; first problem: {parsed.first_problem}")
+        if decoded.dropped_spans:
+            problems.append(f"{decoded.dropped_spans} span(s) of traces without LLM attributes dropped "
+                            "(--non-llm-spans drop)")
+        return ExportResult(len(objects), parsed.rejected_spans + decoded.dropped_spans,
+                            "; ".join(problems) or None)
 
     def _report_failure(self, failure: BaseException) -> None:
         description = _describe(failure)

@@ -13,7 +13,11 @@ import orjson
 import pytest
 import requests
 
-from conftest import TOKENS, BridgeProcess, S3Bridge, capture_lines, free_port, key_for, list_keys, new_bucket, read_json
+from conftest import (CAPTURES, TOKENS, BridgeProcess, S3Bridge, capture_lines, free_port, key_for, list_keys,
+                      new_bucket, read_json)
+from otlp_builders import to_protobuf
+
+CONVENTIONS = CAPTURES.parent / "conventions"
 
 
 def run_cli(*args: str, cwd=None, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -188,3 +192,75 @@ def test_send_test_trace_reports_a_rejection(prefixed_bridge):
     result = run_cli("send-test-trace", "--endpoint", prefixed_bridge.url, "--token", "wrong")
     assert result.returncode == 1
     assert "401" in result.stderr
+
+
+# --- --non-llm-spans ------------------------------------------------------------------------------
+
+def test_non_llm_spans_drop_reports_them_as_rejected(moto, s3, tmp_path):
+    bridge = S3Bridge(moto, new_bucket(s3), tmp_path / "bridge.log", ["--non-llm-spans", "drop"])
+    try:
+        response = bridge.post((CONVENTIONS / "otlp.request.json").read_bytes())
+        assert response.status_code == 200
+        partial = response.json()["partialSuccess"]
+        assert partial["rejectedSpans"] == "2" and "--non-llm-spans drop" in partial["errorMessage"]
+        assert list_keys(s3, bridge.bucket) == []
+        assert bridge.post((CONVENTIONS / "gen_ai.request.json").read_bytes()).json() == {}
+        assert len(list_keys(s3, bridge.bucket)) == 1
+    finally:
+        assert bridge.stop() == 0
+
+
+# --- decode ---------------------------------------------------------------------------------------
+
+def test_decode_prints_records_as_ndjson():
+    result = run_cli("decode", str(CAPTURES / "pi.ndjson"))
+    assert result.returncode == 0, result.stderr
+    records = [orjson.loads(line) for line in result.stdout.splitlines()]
+    assert [r["generation_id"] for r in records][:2] == ["gen-1790606294-sdYHTGXUVyDKWCLqX5Op",
+                                                          "gen-1790606298-6JSFeW7zs6W0v5Pu8ZJE"]
+    assert len(records) == 8 and {r["ingest"]["transport"] for r in records} == {"file/json"}
+
+
+def test_decode_with_keys_from_stdin_and_a_template(tmp_path):
+    data = (CONVENTIONS / "vercel_ai.request.json").read_bytes()
+    result = subprocess.run([sys.executable, "-m", "otel_s3_bridge", "decode", "-", "--key", "--path-template",
+                             "{prefix}/{year}/{month}"], input=data, capture_output=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    lines = [orjson.loads(line) for line in result.stdout.splitlines()]
+    assert [line["key"] for line in lines] == [
+        "openrouter-traces/2026/09/abcdef0123456789abcdef0123456789-1790000000-0202020202020202.json",
+        "openrouter-traces/2026/09/fedcba9876543210fedcba9876543210-1790000005-0303030303030303.json"]
+    assert lines[0]["record"]["source"] == "vercel_ai"
+
+
+def test_decode_protobuf_matches_json(tmp_path):
+    request = orjson.loads((CONVENTIONS / "openinference.request.json").read_bytes())
+    path = tmp_path / "request.binpb"
+    path.write_bytes(to_protobuf(request))
+    from_protobuf = orjson.loads(run_cli("decode", str(path)).stdout)
+    from_json = orjson.loads(run_cli("decode", str(CONVENTIONS / "openinference.request.json")).stdout)
+    assert from_protobuf["ingest"].pop("transport") == "file/protobuf"
+    assert from_json["ingest"].pop("transport") == "file/json"
+    from_protobuf["ingest"].pop("received_at"), from_json["ingest"].pop("received_at")
+    assert from_protobuf == from_json
+
+
+@pytest.mark.parametrize("content,reason", [
+    (b'{"resourceSpans": 3}', "must be an array"),
+    (b"\x0a\xff\xff garbage", "not a protobuf"),
+    (b'{"resourceSpans": []}\n{"resourceSpans": [}\n', "line 2"),
+])
+def test_decode_bad_input_exits_1_with_the_reason(tmp_path, content, reason):
+    path = tmp_path / "bad"
+    path.write_bytes(content)
+    result = run_cli("decode", str(path))
+    assert result.returncode == 1
+    assert reason in result.stderr and "Traceback" not in result.stderr
+
+
+def test_decode_reports_rejected_spans(tmp_path):
+    path = tmp_path / "partly-bad.json"
+    path.write_bytes(b'{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"abc","spanId":"0102030405060708"}]}]}]}')
+    result = run_cli("decode", str(path))
+    assert result.returncode == 0 and result.stdout == ""
+    assert "1 span(s) rejected" in result.stderr and "traceId" in result.stderr

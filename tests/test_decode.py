@@ -114,3 +114,63 @@ def test_bad_spans_are_rejected_with_the_first_problem(mutate, problem):
     parsed = parse_json(orjson.dumps(request(good, bad)))
     assert parsed.rejected_spans == 1 and problem in parsed.first_problem
     assert [s.span_id for s in parsed.spans] == [good["spanId"]]
+
+
+def _any(value) -> dict:
+    if isinstance(value, dict):
+        return {"kvlistValue": {"values": [{"key": k, "value": _any(v)} for k, v in value.items()]}}
+    if isinstance(value, list):
+        return {"arrayValue": {"values": [_any(v) for v in value]}}
+    return {"stringValue": value}
+
+
+def test_genai_messages_as_structured_values():
+    chat = span(TRACE, "00f067aa0ba902b7", "chat", {"gen_ai.request.model": "m"})
+    messages = [{"role": "user", "parts": [{"type": "text", "content": "hi"}]}]
+    output = [{"role": "assistant", "parts": [{"type": "text", "content": "hello"}], "finish_reason": "stop"}]
+    chat["attributes"] += [{"key": "gen_ai.input.messages", "value": _any(messages)},
+                           {"key": "gen_ai.output.messages", "value": _any(output)}]
+    [record] = records_of(request(chat))
+    assert record["prompt"] == messages
+    assert record["completion"] == {"text": "hello", "reasoning": None, "tool_calls": None}
+    assert record["finish_reason"] == "stop"
+    assert record["attributes"] == {}
+
+
+def test_deprecated_content_events_and_event_bodies():
+    chat = span(TRACE, "00f067aa0ba902b7", "chat", {"gen_ai.system": "openai", "gen_ai.request.model": "m"})
+    chat["events"] = [
+        {"name": "gen_ai.content.prompt", "timeUnixNano": "1", "attributes": [
+            {"key": "gen_ai.prompt", "value": {"stringValue": '[{"role": "user", "content": "2+2?"}]'}}]},
+        {"name": "gen_ai.content.completion", "timeUnixNano": "2", "attributes": [
+            {"key": "gen_ai.completion", "value": {"stringValue": '[{"role": "assistant", "content": "4", '
+                                                                  '"finish_reason": "stop"}]'}}]},
+    ]
+    [record] = records_of(request(chat))
+    assert record["prompt"] == [{"role": "user", "content": "2+2?"}]
+    assert record["completion"]["text"] == "4" and record["finish_reason"] == "stop"
+    assert record["events"] == []
+
+    tool = span(TRACE, "00f067aa0ba902b8", "chat", {"gen_ai.request.model": "m"})
+    tool["events"] = [{"name": "gen_ai.tool.message", "timeUnixNano": "1", "attributes": [
+        {"key": "gen_ai.event.content", "value": {"stringValue": '{"content": "42", "id": "call_1"}'}}]}]
+    [record] = records_of(request(tool))
+    assert record["prompt"] == [{"role": "tool", "content": "42", "tool_call_id": "call_1"}]
+
+
+def test_leaf_llm_spans_only_a_wrapper_becomes_an_observation():
+    outer = span(TRACE, "0000000000000001", "ai.generateText", {"ai.model.id": "m", "ai.usage.promptTokens": 5})
+    inner = span(TRACE, "0000000000000002", "ai.generateText.doGenerate",
+                 {"ai.model.id": "m", "ai.usage.promptTokens": 5}, parent=outer["spanId"])
+    [record] = records_of(request(outer, inner))
+    assert record["span_id"] == inner["spanId"]
+    assert [o["name"] for o in record["observations"]] == ["ai.generateText"]
+
+
+def test_input_and_output_value_are_the_last_resort():
+    llm = span(TRACE, "00f067aa0ba902b7", "llm", {"openinference.span.kind": "LLM", "input.value": "Hello?",
+                                                   "output.value": '{"choices": [{"message": {"content": "Hi!"}}]}'})
+    [record] = records_of(request(llm))
+    assert record["prompt"] == [{"role": "user", "content": "Hello?"}]
+    assert record["completion"]["text"] == "Hi!"
+    assert record["attributes"] == {"openinference.span.kind": "LLM"}
