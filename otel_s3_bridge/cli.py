@@ -1,4 +1,4 @@
-"""Command line: `serve`, `check`, `decode` and `send-test-trace`. Turns config errors and sink diagnoses
+"""Command line: `serve`, `check`, `spool`, `decode` and `send-test-trace`. Turns config errors and sink diagnoses
 into one plain message and an exit code; never prints a traceback for a user error or a token.
 """
 
@@ -14,6 +14,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import orjson
 
@@ -26,6 +27,7 @@ from .keys import object_key
 from .otlp import ParsedRequest, parse_json, parse_protobuf
 from .sample import new_generation_id, sample_delivery
 from .sink import build_sink
+from .spool import retry_quarantined, stats
 
 log = logging.getLogger("otel_s3_bridge")
 
@@ -49,6 +51,12 @@ def _parser() -> argparse.ArgumentParser:
     send.add_argument("--prefix", help="the bridge's --prefix, to print the expected key")
     send.add_argument("--path-template", dest="path_template", metavar="TEMPLATE",
                       help="the bridge's --path-template, to print the expected key")
+    spool = commands.add_parser("spool", help="inspect the spool, or retry what is quarantined")
+    spool_commands = spool.add_subparsers(dest="spool_command", metavar="ACTION", required=True)
+    for action, text in (("status", "what is waiting for upload and what is quarantined"),
+                         ("retry", "move quarantined records back into the spool")):
+        add_config_arguments(spool_commands.add_parser(action, help=text))
+
     decode_command = commands.add_parser(
         "decode", help="print the records the bridge makes of an export request, as NDJSON (no server needed)")
     decode_command.add_argument("file", nargs="?", default="-",
@@ -90,36 +98,51 @@ def _ready_message(config: BridgeConfig) -> str:
     listening = f"OTLP/HTTP on http://{config.host}:{config.http_port}/v1/traces"
     if config.grpc_port:
         listening += f", OTLP/gRPC on {config.host}:{config.grpc_port}"
+    delivery = (f"acknowledging once fsynced in the spool {config.spool_dir}" if config.ack == "spool"
+                else "acknowledging once uploaded")
     auth = (f"Bearer auth with key(s) {', '.join(token.name for token in config.tokens)}" if config.tokens
             else "no auth (loopback only)")
     where = config.destination
     if not config.uses_s3:
         where += " (no --bucket set; objects get exactly the keys they would get in S3)"
-    return f"otel-s3-bridge {__version__} ready: {listening}; {auth}; writing to {where}, " \
+    return f"otel-s3-bridge {__version__} ready: {listening}; {auth}; {delivery}; writing to {where}, " \
            f"keys {str(config.path_template).replace('{prefix}', config.prefix)}/{{traceId}}-{{timestamp}}.json"
 
 
 async def _serve(config: BridgeConfig) -> int:
     bridge = Bridge(config)
     try:
-        verified = await bridge.start()
+        report = await bridge.start()
     except SinkError as error:
         log.error("refusing to start: the check of %s failed: %s", config.destination, error.message)
         return EXIT_FAILED
     except OSError as error:
         log.error("refusing to start: %s", error)
         return EXIT_FAILED
-    for line in verified:
+    for line in report.verified:
         log.info("check passed: %s", line)
+    if report.sink_unreachable:
+        log.warning("%s cannot be reached yet (%s); accepting exports into the spool and checking again",
+                    config.destination, report.sink_unreachable)
+    if report.replayed:
+        log.info("spool: %d entries left by an earlier run are queued for upload", report.replayed)
     log.info("%s", _ready_message(config))
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        if stop.is_set():  # a second signal: leave now; everything acknowledged is in the spool
+            log.warning("second signal: exiting at once; the spool is replayed at the next start")
+            logging.shutdown()
+            os._exit(EXIT_FAILED)
+        stop.set()
+
     for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
+        loop.add_signal_handler(signum, on_signal)
     await stop.wait()
-    log.info("stopping: finishing in-flight exports")
-    await bridge.stop()
+    log.info("stopping: no new exports, finishing in-flight ones")
+    await bridge.stop(drain_seconds=config.drain_seconds)
     log.info("stopped")
     return EXIT_OK
 
@@ -194,6 +217,47 @@ def _decode(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _size(count: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if count < 1024 or unit == "GiB":
+            return f"{count:.1f} {unit}" if unit != "B" else f"{count} B"
+        count /= 1024
+    raise AssertionError("unreachable")
+
+
+def _age(unix_nano: int | None) -> str:
+    if unix_nano is None:
+        return ""
+    seconds = max(0, int((time.time_ns() - unix_nano) / 1e9))
+    return f", oldest {seconds // 3600}h{seconds // 60 % 60:02d}m{seconds % 60:02d}s ago"
+
+
+def _spool(args: argparse.Namespace) -> int:
+    config = _load(args)
+    if config is None:
+        return EXIT_CONFIG
+    root = Path(config.spool_dir)
+    if args.spool_command == "retry":
+        moved = retry_quarantined(config.spool_dir)
+        print(f"moved {moved} quarantined record(s) back into {root / 'segments'}; a running bridge uploads "
+              "them within seconds, a stopped one at its next start")
+        return EXIT_OK
+    waiting, quarantined = stats(root / "segments"), stats(root / "quarantine")
+    print(f"spool {root.resolve()}")
+    print(f"  waiting for upload: {waiting.entries} record(s), {_size(waiting.bytes)}{_age(waiting.oldest_unix_nano)}")
+    print(f"  quarantined:        {quarantined.entries} record(s), {_size(quarantined.bytes)}"
+          f"{_age(quarantined.oldest_unix_nano)}")
+    print(f"  budget:             {_size(waiting.bytes + quarantined.bytes)} of {_size(config.spool_max_bytes)}")
+    reasons = root / "quarantine" / "reasons.log"
+    if quarantined.entries and reasons.exists():
+        print("  quarantine causes:")
+        for line in reasons.read_text().splitlines()[-10:]:
+            print(f"    {line}")
+    for damaged in waiting.damaged_files + quarantined.damaged_files:
+        print(f"  damaged (the readable part is uploaded): {damaged}")
+    return EXIT_OK
+
+
 def _send_test_trace(args: argparse.Namespace) -> int:
     config = _load(args)
     if config is None:
@@ -234,6 +298,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _send_test_trace(args)
     if args.command == "decode":
         return _decode(args)
+    if args.command == "spool":
+        return _spool(args)
     config = _load(args)
     if config is None:
         return EXIT_CONFIG

@@ -139,6 +139,22 @@ class BridgeConfig:
     s3_addressing_style: str = _option(
         "auto", "S3 addressing: auto (path-style when --endpoint-url is set), path or virtual",
         _choice("auto", "path", "virtual"))
+    ack: str = _option(
+        "spool", "acknowledge an export once its records are fsynced in the spool (spool) or once uploaded (upload)",
+        _choice("spool", "upload"))
+    spool_dir: str = _option("./otel-s3-data/spool", "durable spool directory (one per bridge process)",
+                             metavar="DIR")
+    spool_max_bytes: int = _option(1024 ** 3, "spool byte budget; when reached, exports get 503 + Retry-After",
+                                   _integer(1024 * 1024, 2 ** 50), metavar="BYTES")
+    drain_seconds: int = _option(20, "on SIGTERM, time to upload what the spool holds before exiting",
+                                 _integer(0, 3600), metavar="SECONDS")
+    upload_concurrency: int = _option(16, "parallel uploads to the sink", _integer(1, 1024), metavar="N")
+    upload_retry_max_seconds: int = _option(30, "longest wait between two retries of one upload",
+                                            _integer(1, 3600), metavar="SECONDS")
+    s3_timeout_seconds: int = _option(30, "S3 connect and read timeout of one request", _integer(1, 600),
+                                      metavar="SECONDS")
+    max_inflight_bytes: int = _option(128 * 1024 * 1024, "request bytes held in memory at once; beyond, 503",
+                                      _integer(1024 * 1024, 2 ** 40), metavar="BYTES")
     non_llm_spans: str = _option(
         "keep", "traces without LLM attributes: keep (as source 'otlp' records) or drop (counted as rejected)",
         _choice("keep", "drop"))

@@ -1,8 +1,10 @@
-"""The one consume path every receiver calls: decode -> key -> encode -> store -> acknowledge.
+"""The one consume path every receiver calls: decode -> key -> encode -> spool -> acknowledge.
 
 Receivers hand over parsed spans and the authenticated key name; the answer is an
-`ExportResult` or an `Unavailable` error. The export is acknowledged only after every object
-of the request is stored. Must not import aiohttp or grpc.
+`ExportResult` or an `Unavailable` error. With the spool (`--ack spool`) an export is
+acknowledged once its entries are fsynced in the spool; with `--ack upload` once every object is
+in the sink. `InflightBytes` bounds the request bytes held in memory. Must not import aiohttp
+or grpc.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from .errors import SinkError, Unavailable
 from .keys import object_key
 from .otlp import ParsedRequest
 from .sink import ObjectSink
+from .spool import Spool, SpoolFull
 
 log = logging.getLogger("otel_s3_bridge.ingest")
 
@@ -31,15 +34,73 @@ class ExportResult:
     message: str | None
 
 
+class InflightBytes:
+    """Bytes of requests being received or processed; beyond the limit new ones are told to retry."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.current = 0
+
+    def acquire(self, size: int) -> None:
+        # A single request is always let through when nothing else is in flight.
+        if self.current and self.current + size > self.limit:
+            raise Unavailable(f"the bridge holds {self.current} request bytes in memory "
+                              f"(--max-inflight-bytes {self.limit}); retry later")
+        self.current += size
+
+    def release(self, size: int) -> None:
+        self.current -= size
+
+    def reserve(self) -> Reservation:
+        return Reservation(self)
+
+
+class Reservation:
+    """The bytes one request holds; released in one go when the request ends."""
+
+    def __init__(self, owner: InflightBytes) -> None:
+        self._owner = owner
+        self.size = 0
+
+    def add(self, size: int) -> None:
+        self._owner.acquire(size)
+        self.size += size
+
+    def release(self) -> None:
+        self._owner.release(self.size)
+        self.size = 0
+
+
 class Ingestor:
-    def __init__(self, config: BridgeConfig, sink: ObjectSink,
+    def __init__(self, config: BridgeConfig, sink: ObjectSink, spool: Spool | None = None,
                  clock: Callable[[], int] = time.time_ns) -> None:
         self._template = config.path_template
         self._prefix = config.prefix
         self._non_llm_spans = config.non_llm_spans
         self._sink = sink
+        self._spool = spool
         self._clock = clock
         self._last_failure: str | None = None
+        self.inflight = InflightBytes(config.max_inflight_bytes)
+        self.accepting = True
+
+    def check_accepting(self) -> None:
+        """Called as a request arrives: once the bridge is stopping, new exports are told to retry."""
+        if not self.accepting:
+            raise Unavailable("the bridge is shutting down; retry later")
+
+    def spool_state(self) -> dict[str, int]:
+        if self._spool is None:
+            return {}
+        return {"spool_pending": self._spool.pending, "spool_bytes": self._spool.used_bytes,
+                "spool_max_bytes": self._spool.max_bytes}
+
+    def not_ready_reason(self) -> str | None:
+        if not self.accepting:
+            return "shutting down"
+        if self._spool is not None and not self._spool.has_room:
+            return f"the spool is full ({self._spool.used_bytes} of {self._spool.max_bytes} bytes)"
+        return None
 
     async def export(self, parsed: ParsedRequest, *, key_name: str | None, transport: str) -> ExportResult:
         received_at = self._clock()
@@ -47,19 +108,10 @@ class Ingestor:
                          received_at_unix_nano=received_at, non_llm_spans=self._non_llm_spans)
         objects = [(object_key(self._template, record, prefix=self._prefix, fallback_unix_nano=received_at),
                     encode_json(record)) for record in decoded.records]
-        if objects:
-            outcomes = await asyncio.gather(
-                *(self._sink.put(key, body, JSON_CONTENT_TYPE) for key, body in objects), return_exceptions=True)
-            failures = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
-            if failures:
-                self._report_failure(failures[0])
-                raise Unavailable(f"could not store {len(failures)} of {len(objects)} object(s) "
-                                  f"({_describe(failures[0])}); retry later")
-            if self._last_failure is not None:
-                log.info("writes to %s succeed again", self._sink.description)
-                self._last_failure = None
-            for key, _ in objects:
-                log.debug("stored %s", key)
+        if objects and self._spool is not None:
+            await self._append_to_spool(objects)
+        elif objects:
+            await self._put_directly(objects)
         problems = []
         if parsed.rejected_spans:
             problems.append(f"{parsed.rejected_spans} span(s) rejected; first problem: {parsed.first_problem}")
@@ -68,6 +120,27 @@ class Ingestor:
                             "(--non-llm-spans drop)")
         return ExportResult(len(objects), parsed.rejected_spans + decoded.dropped_spans,
                             "; ".join(problems) or None)
+
+    async def _put_directly(self, objects: list[tuple[str, bytes]]) -> None:
+        outcomes = await asyncio.gather(
+            *(self._sink.put(key, body, JSON_CONTENT_TYPE) for key, body in objects), return_exceptions=True)
+        failures = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+        if failures:
+            self._report_failure(failures[0])
+            raise Unavailable(f"could not store {len(failures)} of {len(objects)} object(s) "
+                              f"({_describe(failures[0])}); retry later")
+        if self._last_failure is not None:
+            log.info("writes to %s succeed again", self._sink.description)
+            self._last_failure = None
+
+    async def _append_to_spool(self, objects: list[tuple[str, bytes]]) -> None:
+        try:
+            await self._spool.append(objects)
+        except SpoolFull as full:
+            raise Unavailable(f"the spool is full ({full}); retry later") from None
+        except OSError as error:
+            self._report_failure(SinkError(f"cannot write the spool: {error}", retryable=True))
+            raise Unavailable("cannot write the spool; retry later") from None
 
     def _report_failure(self, failure: BaseException) -> None:
         description = _describe(failure)

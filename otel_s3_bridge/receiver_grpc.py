@@ -52,9 +52,12 @@ class GrpcReceiver:
             await self._server.stop(grace_seconds)
 
     async def export(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        reservation = self._ingestor.inflight.reserve()
         try:
+            self._ingestor.check_accepting()
             metadata = dict(context.invocation_metadata() or ())
             key_name = self._auth.authenticate(metadata.get("authorization"))
+            reservation.add(len(request))
             parsed = otlp.parse_protobuf(request)
             result = await self._ingestor.export(parsed, key_name=key_name, transport="grpc")
         except BridgeError as error:
@@ -62,6 +65,8 @@ class GrpcReceiver:
         except Exception:  # never INTERNAL/UNKNOWN for what a retry could fix
             log.exception("unexpected error while handling a gRPC export")
             await self._abort(context, Unavailable("internal error; retry later"))
+        finally:
+            reservation.release()
         return otlp.encode_response(result.rejected_spans, result.message, otlp.PROTOBUF)
 
     @staticmethod

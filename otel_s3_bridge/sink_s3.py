@@ -41,8 +41,8 @@ class S3Sink:
         client_config = AioConfig(
             s3={"addressing_style": self.config.addressing_style},
             retries={"mode": "standard", "max_attempts": 3},
-            connect_timeout=5,
-            read_timeout=30,
+            connect_timeout=min(5, self.config.s3_timeout_seconds),
+            read_timeout=self.config.s3_timeout_seconds,
             max_pool_connections=64,
         )
         session = get_session()

@@ -91,8 +91,16 @@ def list_keys(s3, bucket: str, prefix: str = "") -> list[str]:
     return keys
 
 
-def read_json(s3, bucket: str, key: str) -> dict:
-    return orjson.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+def read_json(s3, bucket: str, key: str, wait_seconds: float = 30.0) -> dict:
+    """The object's record; waits for it, since with the spool an upload follows the acknowledgement."""
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        try:
+            return orjson.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+        except s3.exceptions.NoSuchKey:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 class BridgeProcess:
@@ -116,6 +124,17 @@ class BridgeProcess:
     def log(self) -> str:
         return self.log_path.read_text()
 
+    def readiness(self) -> dict:
+        return requests.get(f"http://127.0.0.1:{self.http_port}/readyz", timeout=10).json()
+
+    def wait_until_uploaded(self, wait_seconds: float = 60.0) -> None:
+        """Until the spool holds nothing: every acknowledged record is in the sink (or quarantined)."""
+        deadline = time.monotonic() + wait_seconds
+        while self.readiness().get("spool_pending", 0):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"spool not drained after {wait_seconds}s: {self.readiness()}")
+            time.sleep(0.05)
+
     def stop(self) -> int:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
@@ -123,10 +142,12 @@ class BridgeProcess:
 
 
 class S3Bridge(BridgeProcess):
-    def __init__(self, moto: MotoServer, bucket: str, log_path: pathlib.Path, extra: list[str] = ()) -> None:
+    def __init__(self, moto, bucket: str, log_path: pathlib.Path, extra: list[str] = ()) -> None:
         self.bucket = bucket
         token_args = [arg for name, token in TOKENS.items() for arg in ("--token", f"{name}={token}")]
-        super().__init__(["--bucket", bucket, "--endpoint-url", moto.url, *token_args, *extra], log_path)
+        spool_args = [] if "--spool-dir" in extra else ["--spool-dir", str(log_path.parent / "spool")]
+        super().__init__(["--bucket", bucket, "--endpoint-url", moto.url, *token_args, *spool_args, *extra],
+                         log_path)
 
     def headers(self, key: str = "openrouter", content_type: str = "application/json") -> dict[str, str]:
         return {"Authorization": f"Bearer {TOKENS[key]}", "Content-Type": content_type}
@@ -138,9 +159,10 @@ class S3Bridge(BridgeProcess):
 
 @pytest.fixture(scope="module")
 def bridge(moto: MotoServer, s3, tmp_path_factory) -> Iterator[S3Bridge]:
-    """The bridge with two named keys, writing to a fresh bucket on the S3 server, 2 MiB body limit."""
+    """The bridge with two named keys, writing to a fresh bucket on the S3 server, 2 MiB body limit,
+    acknowledging after upload so that what a test reads back is there at once."""
     process = S3Bridge(moto, new_bucket(s3), tmp_path_factory.mktemp("bridge") / "bridge.log",
-                       ["--max-request-bytes", str(2 * 1024 * 1024)])
+                       ["--max-request-bytes", str(2 * 1024 * 1024), "--ack", "upload"])
     yield process
     assert process.stop() == 0
     for token in TOKENS.values():

@@ -41,7 +41,9 @@ def test_serve_without_configuration_writes_the_s3_layout_to_a_local_directory(t
     record = orjson.loads(path.read_bytes())
     assert record["generation_id"] == "gen-1790606294-sdYHTGXUVyDKWCLqX5Op"
     assert record["ingest"]["key_name"] is None
-    assert sorted(p.name for p in (tmp_path / "otel-s3-data").rglob("*") if p.is_file()) == [path.name]
+    objects = [p for p in (tmp_path / "otel-s3-data" / "openrouter-traces").rglob("*") if p.is_file()]
+    assert objects == [path]
+    assert list((tmp_path / "otel-s3-data" / "spool" / "segments").iterdir()) == []  # drained at stop
 
 
 def test_default_configuration_is_loopback_4318_4317():
@@ -122,7 +124,7 @@ def test_check_of_the_local_directory(tmp_path):
 
 def test_serve_refuses_to_start_when_the_check_fails(moto, tmp_path):
     result = run_cli("serve", "--bucket", "no-such-bucket-here", "--endpoint-url", moto.url,
-                     "--http-port", str(free_port()), "--grpc-port", "0")
+                     "--http-port", str(free_port()), "--grpc-port", "0", "--spool-dir", str(tmp_path / "spool"))
     assert result.returncode == 1
     assert "refusing to start" in result.stderr and "does not exist" in result.stderr
     assert "Traceback" not in result.stderr
@@ -158,9 +160,14 @@ def test_token_values_are_never_printed():
 def test_port_in_use_is_a_clear_error(tmp_path):
     bridge = BridgeProcess([], tmp_path / "first.log", cwd=tmp_path)
     try:
-        result = run_cli("serve", "--http-port", str(bridge.http_port), "--grpc-port", "0", cwd=tmp_path)
+        result = run_cli("serve", "--http-port", str(bridge.http_port), "--grpc-port", "0",
+                         "--spool-dir", str(tmp_path / "second-spool"), cwd=tmp_path)
         assert result.returncode == 1
-        assert "refusing to start" in result.stderr and "Traceback" not in result.stderr
+        assert "refusing to start" in result.stderr and "address already in use" in result.stderr
+        assert "Traceback" not in result.stderr
+        shared = run_cli("serve", "--http-port", str(free_port()), "--grpc-port", "0", cwd=tmp_path)
+        assert shared.returncode == 1
+        assert "is in use by another otel-s3-bridge" in shared.stderr
     finally:
         bridge.stop()
 
@@ -203,8 +210,8 @@ def test_non_llm_spans_drop_reports_them_as_rejected(moto, s3, tmp_path):
         assert response.status_code == 200
         partial = response.json()["partialSuccess"]
         assert partial["rejectedSpans"] == "2" and "--non-llm-spans drop" in partial["errorMessage"]
-        assert list_keys(s3, bridge.bucket) == []
         assert bridge.post((CONVENTIONS / "gen_ai.request.json").read_bytes()).json() == {}
+        bridge.wait_until_uploaded()
         assert len(list_keys(s3, bridge.bucket)) == 1
     finally:
         assert bridge.stop() == 0

@@ -169,10 +169,10 @@ def test_grpc_partial_success(bridge, s3):
     assert [k for k in list_keys(s3, bridge.bucket) if trace_id in k]
 
 
-def test_grpc_unavailable_with_retry_info_when_s3_is_down(tmp_path):
+def test_grpc_unavailable_with_retry_info_when_s3_is_down_in_ack_upload_mode(tmp_path):
     server = MotoServer()
     boto3.client("s3", endpoint_url=server.url, region_name="us-east-1").create_bucket(Bucket="down")
-    bridge = S3Bridge(server, "down", tmp_path / "bridge.log")
+    bridge = S3Bridge(server, "down", tmp_path / "bridge.log", ["--ack", "upload"])
     server.stop()
     try:
         line = (CAPTURES / "pi.ndjson").read_bytes().splitlines()[0]

@@ -182,11 +182,11 @@ def test_method_not_allowed(bridge):
 
 @pytest.fixture
 def outage(tmp_path):
-    """A bridge whose S3 server goes away after start-up."""
+    """A bridge acknowledging after upload whose S3 server goes away after start-up."""
     server = MotoServer()
     bucket = "outage-bucket"
     boto3.client("s3", endpoint_url=server.url, region_name="us-east-1").create_bucket(Bucket=bucket)
-    bridge = S3Bridge(server, bucket, tmp_path / "bridge.log")
+    bridge = S3Bridge(server, bucket, tmp_path / "bridge.log", ["--ack", "upload"])
     server.stop()
     yield server, bridge
     assert bridge.stop() == 0
