@@ -41,6 +41,7 @@ PREFIX = struct.Struct("<4sII")  # magic, payload length, crc32(payload)
 META = struct.Struct("<QH")  # enqueue time (unix ns), key length
 SEGMENT_SUFFIX = ".seg"
 SEGMENT_MAX_BYTES = 16 * 1024 * 1024
+RECLAIM_BYTES = 1024 * 1024  # a fully uploaded active segment this large is replaced and deleted
 BODY_CACHE_BYTES = 64 * 1024 * 1024  # entries waiting beyond this are read back from disk
 
 
@@ -169,8 +170,10 @@ class Spool:
         self._segment_max = segment_max_bytes
         self._body_cache_limit = body_cache_bytes
         self._cached_bytes = 0
-        self._segment_bytes = 0
+        self._pending_bytes = 0
         self._quarantine_bytes = 0
+        self._refusing = False
+        self._reclaiming: asyncio.Task | None = None
         self._segments: dict[Path, Segment] = {}
         self._active: Segment | None = None
         self._fd: int | None = None
@@ -185,6 +188,7 @@ class Spool:
         self._idle = asyncio.Event()
         self._idle.set()
         self.quarantined_total = 0
+        self.syncs_total = 0
         self._reasons_logged: set[str] = set()
 
     # --- opening and replay -----------------------------------------------------------------------
@@ -218,7 +222,6 @@ class Spool:
             uploaded = read_done(path)
             segment = Segment(path, size=len(data), entries=len(entries), sealed=True)
             self._segments[path] = segment
-            self._segment_bytes += len(data)
             if problem is not None:
                 log.warning("spool file %s: %s; the %d entries before it are replayed, the rest is skipped "
                             "(a write cut short by a crash was never acknowledged)", path.name, problem, len(entries))
@@ -227,6 +230,7 @@ class Spool:
                     segment.done += 1
                     continue
                 self.pending += 1
+                self._pending_bytes += entry.length
                 self._enqueue(Ref(segment, entry.offset, entry.length, entry.key, None, entry.enqueued_unix_nano))
                 adopted += 1
             self._finish_if_done(segment)
@@ -244,12 +248,14 @@ class Spool:
 
     @property
     def used_bytes(self) -> int:
-        """Bytes on disk that count against the budget: segments and quarantine."""
-        return self._segment_bytes + self._quarantine_bytes
+        """Bytes that count against the budget: entries not yet uploaded, and the quarantine.
+        (Uploaded entries wait on disk only until their segment is deleted.)"""
+        return self._pending_bytes + self._quarantine_bytes
 
     @property
     def has_room(self) -> bool:
-        return self.used_bytes < self.max_bytes
+        """False from a refused append until uploads free space again."""
+        return not self._refusing and self.used_bytes < self.max_bytes
 
     async def append(self, items: list[tuple[str, bytes]]) -> None:
         """Make the entries durable; return only once they are fsynced. Raises SpoolFull."""
@@ -257,6 +263,7 @@ class Spool:
         encoded = [encode_entry(key, body, now) for key, body in items]
         data = b"".join(encoded)
         if self.used_bytes + len(data) > self.max_bytes:
+            self._refusing = True
             raise SpoolFull(f"the spool holds {self.used_bytes} of {self.max_bytes} bytes")
         async with self._write_lock:
             if self._active.size and self._active.size + len(data) > self._segment_max:
@@ -267,22 +274,27 @@ class Spool:
             except OSError as exc:
                 os.ftruncate(self._fd, start)  # leave no half entry behind
                 if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                    self._refusing = True
                     raise SpoolFull(f"the disk holding {self.directory} is full") from exc
                 raise
             segment.size += len(data)
             segment.entries += len(items)
-            self._segment_bytes += len(data)
+            self._pending_bytes += len(data)
             self.pending += len(items)
             self._idle.clear()
             self._written += 1
             sequence = self._written
-        await self._durable(sequence)
-        offset = start
-        for (key, body), entry in zip(items, encoded):
-            self._enqueue(Ref(segment, offset, len(entry), key, body, now))
-            offset += len(entry)
-        async with self._ready:
-            self._ready.notify(len(items))
+        try:
+            await self._durable(sequence)
+        finally:
+            # Queued even if the fsync failed: the export is then refused and retried by the client,
+            # and the entries in the file are uploaded once more under the same keys, harmlessly.
+            offset = start
+            for (key, body), entry in zip(items, encoded):
+                self._enqueue(Ref(segment, offset, len(entry), key, body, now))
+                offset += len(entry)
+            async with self._ready:
+                self._ready.notify(len(items))
 
     async def _durable(self, sequence: int) -> None:
         """Group commit: one fdatasync covers every write made before it started."""
@@ -295,6 +307,7 @@ class Spool:
         try:
             target, fd = self._written, self._fd
             await asyncio.to_thread(os.fdatasync, fd)
+            self.syncs_total += 1
             self._synced = max(self._synced, target)
         finally:
             self._syncing = None
@@ -344,12 +357,28 @@ class Spool:
         if ref.body is not None:
             self._cached_bytes -= len(ref.body)
             ref.body = None
-        ref.segment.done += 1
-        ref.segment.record_done(ref.offset)
+        segment = ref.segment
+        segment.done += 1
+        segment.record_done(ref.offset)
         self.pending -= 1
+        self._pending_bytes -= ref.length
+        self._refusing = False
         if self.pending == 0:
             self._idle.set()
-        self._finish_if_done(ref.segment)
+        self._finish_if_done(segment)
+        if (segment is self._active and segment.done == segment.entries and segment.size >= RECLAIM_BYTES
+                and self._reclaiming is None):
+            self._reclaiming = asyncio.ensure_future(self._reclaim_active())
+
+    async def _reclaim_active(self) -> None:
+        """Replace a fully uploaded active segment, so that its file can be deleted."""
+        try:
+            async with self._write_lock:
+                active = self._active
+                if self._fd is not None and active.done == active.entries and active.size >= RECLAIM_BYTES:
+                    await self._rotate()
+        finally:
+            self._reclaiming = None
 
     def _finish_if_done(self, segment: Segment) -> None:
         if not segment.finished:
@@ -357,7 +386,6 @@ class Spool:
         segment.close_files()
         segment.path.unlink(missing_ok=True)
         done_path(segment.path).unlink(missing_ok=True)
-        self._segment_bytes -= segment.size
         del self._segments[segment.path]
 
     def quarantine(self, ref: Ref, body: bytes, reason: str) -> None:
@@ -384,6 +412,8 @@ class Spool:
 
     async def close(self) -> None:
         """Seal the active segment; delete it when everything in it is uploaded."""
+        if self._reclaiming is not None:
+            self._reclaiming.cancel()
         async with self._write_lock:
             if self._fd is not None:
                 await self._durable(self._written)

@@ -138,7 +138,7 @@ class BridgeProcess:
     def stop(self) -> int:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(20)
+        return self.process.wait(60)
 
 
 class S3Bridge(BridgeProcess):

@@ -1,0 +1,82 @@
+"""A fault-injecting HTTP proxy in front of an S3 server, run as its own process by the durability
+tests: `python faulty_s3_proxy.py --port P --upstream URL [--fail-rate R --kinds 500,503,reset,stall]`.
+
+Object PUTs fail at the given rate with one of the kinds (500 InternalError, 503 SlowDown, a
+connection reset, or a stall longer than the client's timeout before forwarding); everything
+else is forwarded unchanged. `GET /__faults__` answers the counters.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+
+from aiohttp import ClientSession, ClientTimeout, web
+
+HOP_BY_HOP = {"host", "content-length", "transfer-encoding", "connection", "expect", "content-encoding",
+              "keep-alive"}
+S3_ERRORS = {"500": (500, "InternalError", "We encountered an internal error."),
+             "503": (503, "SlowDown", "Please reduce your request rate.")}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--upstream", required=True)
+    parser.add_argument("--fail-rate", type=float, default=0.0)
+    parser.add_argument("--kinds", default="500,503,reset,stall")
+    parser.add_argument("--stall-seconds", type=float, default=3.0)
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args()
+    chance = random.Random(args.seed)
+    kinds = args.kinds.split(",")
+    counters = {"requests": 0, "puts": 0, "faults": 0, **{f"fault_{kind}": 0 for kind in kinds}}
+
+    async def forward(request: web.Request, body: bytes, session: ClientSession) -> web.StreamResponse:
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
+        async with session.request(request.method, args.upstream + request.path_qs, headers=headers,
+                                   data=body, allow_redirects=False) as upstream:
+            payload = await upstream.read()
+            reply = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP}
+            return web.Response(status=upstream.status, headers=reply, body=payload)
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        if request.path == "/__faults__":
+            return web.json_response(counters)
+        counters["requests"] += 1
+        body = await request.read()
+        session = request.app["session"]
+        is_object_put = request.method == "PUT" and request.path.count("/") >= 2 and not request.query
+        if is_object_put:
+            counters["puts"] += 1
+            if chance.random() < args.fail_rate:
+                kind = chance.choice(kinds)
+                counters["faults"] += 1
+                counters[f"fault_{kind}"] += 1
+                if kind == "reset":
+                    request.transport.abort()
+                    return web.Response(status=500)
+                if kind == "stall":
+                    await asyncio.sleep(args.stall_seconds)
+                    return await forward(request, body, session)
+                status, code, message = S3_ERRORS[kind]
+                xml = f"<?xml version='1.0'?><Error><Code>{code}</Code><Message>{message}</Message></Error>"
+                return web.Response(status=status, body=xml.encode(), content_type="application/xml")
+        return await forward(request, body, session)
+
+    async def open_session(app: web.Application) -> None:
+        app["session"] = ClientSession(timeout=ClientTimeout(total=60), auto_decompress=False)
+
+    async def close_session(app: web.Application) -> None:
+        await app["session"].close()
+
+    app = web.Application(client_max_size=1024 ** 3)
+    app.router.add_route("*", "/{tail:.*}", handle)
+    app.on_startup.append(open_session)
+    app.on_cleanup.append(close_session)
+    web.run_app(app, host="127.0.0.1", port=args.port, print=None, access_log=None)
+
+
+if __name__ == "__main__":
+    main()

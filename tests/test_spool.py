@@ -1,0 +1,141 @@
+"""The spool on a real directory: entry format, group commit, replay, torn tails, budget,
+quarantine and retry. (End-to-end crash and fault tests are in test_durability.py.)"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+
+import pytest
+
+from otel_s3_bridge.spool import Spool, SpoolFull, encode_entry, read_entries, retry_quarantined, stats
+
+
+def run(coroutine):
+    return asyncio.run(coroutine)
+
+
+def test_entries_round_trip_and_a_torn_tail_is_reported():
+    data = encode_entry("a/b.json", b'{"x":1}', 5) + encode_entry("c.json", b"{}", 6)
+    entries, end, problem = read_entries(data)
+    assert [(e.key, e.body, e.enqueued_unix_nano) for e in entries] == [("a/b.json", b'{"x":1}', 5), ("c.json", b"{}", 6)]
+    assert end == len(data) and problem is None
+    for cut in (3, len(data) - 1):
+        entries, end, problem = read_entries(data[:cut] if cut == 3 else data[:cut])
+        assert problem and end <= cut
+    corrupted = bytearray(data)
+    corrupted[-1] ^= 0xFF
+    entries, _, problem = read_entries(bytes(corrupted))
+    assert len(entries) == 1 and "checksum" in problem
+
+
+def test_concurrent_appends_share_fsyncs(tmp_path):
+    async def scenario():
+        spool = Spool(str(tmp_path), max_bytes=1 << 30)
+        spool.open()
+        await asyncio.gather(*(spool.append([(f"k{n}", b"x" * 100)]) for n in range(50)))
+        assert spool.pending == 50
+        syncs = spool.syncs_total
+        await spool.close()
+        return syncs
+
+    assert 1 <= run(scenario()) < 25
+
+
+FIRST_RUN = """
+import asyncio, os, sys
+from otel_s3_bridge.spool import Spool
+
+async def first_run():
+    spool = Spool(sys.argv[1], max_bytes=1 << 30, segment_max_bytes=300)
+    spool.open()
+    for n in range(6):
+        await spool.append([(f"key-{n}", b"body-%d" % n + b"." * 60)])
+    for _ in range(2):  # two uploaded, four still waiting
+        spool.done(await spool.next())
+    os._exit(0)  # the process dies without closing anything
+
+asyncio.run(first_run())
+"""
+
+
+def test_a_restart_replays_what_was_not_uploaded(tmp_path):
+
+    async def second_run():
+        spool = Spool(str(tmp_path), max_bytes=1 << 30)
+        replayed = spool.open()
+        keys = [(await spool.next()).key for _ in range(replayed)]
+        await spool.close()
+        return replayed, keys
+
+    subprocess.run([sys.executable, "-c", FIRST_RUN, str(tmp_path)], check=True, timeout=60)
+    replayed, keys = run(second_run())
+    assert replayed == 4 and keys == ["key-2", "key-3", "key-4", "key-5"]
+
+
+def test_budget_refuses_and_frees_on_upload(tmp_path):
+    async def scenario():
+        spool = Spool(str(tmp_path), max_bytes=4096)
+        spool.open()
+        await spool.append([("a", b"x" * 3000)])
+        with pytest.raises(SpoolFull):
+            await spool.append([("b", b"x" * 3000)])
+        assert not spool.has_room
+        spool.done(await spool.next())
+        assert spool.has_room
+        await spool.append([("b", b"x" * 3000)])
+        await spool.close()
+
+    run(scenario())
+
+
+def test_quarantine_status_and_retry(tmp_path):
+    async def scenario():
+        spool = Spool(str(tmp_path), max_bytes=1 << 30)
+        spool.open()
+        await spool.append([("k1", b"one"), ("k2", b"two")])
+        for _ in range(2):
+            ref = await spool.next()
+            spool.quarantine(ref, spool.body_of(ref), "bucket 'b' does not exist")
+        assert spool.pending == 0
+        await spool.close()
+
+    run(scenario())
+    quarantined = stats(tmp_path / "quarantine")
+    assert quarantined.entries == 2 and stats(tmp_path / "segments").entries == 0
+    assert "does not exist" in (tmp_path / "quarantine" / "reasons.log").read_text()
+    assert retry_quarantined(str(tmp_path)) == 2
+    assert stats(tmp_path / "quarantine").entries == 0 and stats(tmp_path / "segments").entries == 2
+
+    async def replay():
+        spool = Spool(str(tmp_path), max_bytes=1 << 30)
+        assert spool.open() == 2
+        refs = [await spool.next(), await spool.next()]
+        bodies = sorted(spool.body_of(ref) for ref in refs)
+        await spool.close()
+        return bodies
+
+    assert run(replay()) == [b"one", b"two"]
+
+
+def test_a_fully_uploaded_spool_leaves_no_segment_behind(tmp_path):
+    async def scenario():
+        spool = Spool(str(tmp_path), max_bytes=1 << 30, segment_max_bytes=1000)
+        spool.open()
+        for n in range(20):
+            await spool.append([(f"k{n}", b"y" * 200)])
+        while spool.pending:
+            spool.done(await spool.next())
+        await spool.close()
+
+    run(scenario())
+    assert list((tmp_path / "segments").iterdir()) == []
+
+
+def test_one_spool_directory_per_process(tmp_path):
+    first = Spool(str(tmp_path), max_bytes=1 << 30)
+    first.open()
+    with pytest.raises(OSError, match="in use"):
+        Spool(str(tmp_path), max_bytes=1 << 30).open()
+    run(first.close())
