@@ -41,9 +41,9 @@ class InflightBytes:
         self.limit = limit
         self.current = 0
 
-    def acquire(self, size: int) -> None:
-        # A single request is always let through when nothing else is in flight.
-        if self.current and self.current + size > self.limit:
+    def acquire(self, size: int, already_held: int = 0) -> None:
+        # A request is always let through when it is the only one holding bytes.
+        if self.current > already_held and self.current + size > self.limit:
             raise Unavailable(f"the bridge holds {self.current} request bytes in memory "
                               f"(--max-inflight-bytes {self.limit}); retry later")
         self.current += size
@@ -63,7 +63,7 @@ class Reservation:
         self.size = 0
 
     def add(self, size: int) -> None:
-        self._owner.acquire(size)
+        self._owner.acquire(size, already_held=self.size)
         self.size += size
 
     def release(self) -> None:
@@ -89,11 +89,12 @@ class Ingestor:
         if not self.accepting:
             raise Unavailable("the bridge is shutting down; retry later")
 
-    def spool_state(self) -> dict[str, int]:
-        if self._spool is None:
-            return {}
-        return {"spool_pending": self._spool.pending, "spool_bytes": self._spool.used_bytes,
-                "spool_max_bytes": self._spool.max_bytes}
+    def state(self) -> dict[str, int]:
+        state = {"inflight_bytes": self.inflight.current}
+        if self._spool is not None:
+            state.update(spool_pending=self._spool.pending, spool_bytes=self._spool.used_bytes,
+                         spool_max_bytes=self._spool.max_bytes, quarantined_total=self._spool.quarantined_total)
+        return state
 
     def not_ready_reason(self) -> str | None:
         if not self.accepting:

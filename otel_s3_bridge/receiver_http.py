@@ -95,7 +95,7 @@ class HttpReceiver:
 
     async def handle_ready(self, request: web.Request) -> web.Response:
         reason = self._ingestor.not_ready_reason()
-        body = {"status": "ready" if reason is None else "not ready", **self._ingestor.spool_state()}
+        body = {"status": "ready" if reason is None else "not ready", **self._ingestor.state()}
         if reason is not None:
             body["reason"] = reason
         return web.json_response(body, status=200 if reason is None else 503)

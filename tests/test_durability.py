@@ -4,8 +4,8 @@ Every test compares the set of acknowledged records with the set of objects in t
 
 from __future__ import annotations
 
-import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -333,5 +333,30 @@ def test_ack_after_upload_mode_still_available(moto, s3, proxy, tmp_path):
         assert bridge.post(body).status_code == 200
         assert list_keys(s3, bucket) == [key]  # there at the moment of the acknowledgement
         assert not (tmp_path / "spool").exists()
+    finally:
+        assert bridge.stop() == 0
+
+
+def test_request_bytes_in_memory_are_bounded(moto, s3, proxy, tmp_path):
+    proxy.start()
+    bridge = S3Bridge(proxy, new_bucket(s3), tmp_path / "bridge.log",
+                      ["--max-inflight-bytes", str(1024 * 1024), "--max-request-bytes", str(2 * 1024 * 1024)])
+    try:
+        slow = socket.create_connection(("127.0.0.1", bridge.http_port), timeout=10)
+        slow.sendall(b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     + f"Authorization: Bearer {TOKENS['openrouter']}\r\nContent-Length: {1_500_000}\r\n\r\n".encode()
+                     + b" " * 1_000_000)  # a slow client: most of its body, then a pause
+        deadline = time.monotonic() + 20
+        while bridge.readiness()["inflight_bytes"] < 1_000_000:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        response = bridge.post(b" " * 300_000)
+        assert response.status_code == 503 and int(response.headers["Retry-After"]) > 0
+        assert "--max-inflight-bytes" in response.json()["message"]
+        slow.sendall(b" " * 500_000)  # the slow client finishes: an (empty) export, answered 200
+        assert slow.recv(100).startswith(b"HTTP/1.1 200")
+        slow.close()
+        assert bridge.readiness()["inflight_bytes"] == 0
+        assert bridge.post(b" " * 300_000).status_code == 200
     finally:
         assert bridge.stop() == 0
