@@ -39,8 +39,9 @@ class StartReport:
 
 
 class Bridge:
-    def __init__(self, config: BridgeConfig) -> None:
+    def __init__(self, config: BridgeConfig, *, share_ports: bool = False) -> None:
         self.config = config
+        self._share_ports = share_ports
         self.sink = build_sink(config)
         self.spool = Spool(config.spool_dir, config.spool_max_bytes) if config.ack == "spool" else None
         self.uploader = (Uploader(self.spool, self.sink, concurrency=config.upload_concurrency,
@@ -70,8 +71,8 @@ class Bridge:
                 self.uploader.start()
                 self._maintenance = asyncio.create_task(self._maintain())
             if self.grpc is not None:
-                await self.grpc.start(self.config.host, self.config.grpc_port)
-            await self.http.start(self.config.host, self.config.http_port)
+                await self.grpc.start(self.config.host, self.config.grpc_port, share_port=self._share_ports)
+            await self.http.start(self.config.host, self.config.http_port, share_port=self._share_ports)
         except BaseException:
             await self.stop(drain_seconds=0)
             raise

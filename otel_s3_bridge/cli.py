@@ -27,7 +27,8 @@ from .keys import object_key
 from .otlp import ParsedRequest, parse_json, parse_protobuf
 from .sample import new_generation_id, sample_delivery
 from .sink import build_sink
-from .spool import retry_quarantined, stats
+from .spool import adopt_orphan_spools, retry_quarantined, stats
+from .supervisor import supervise, worker_index
 
 log = logging.getLogger("otel_s3_bridge")
 
@@ -74,8 +75,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _setup_logging(level: str) -> None:
+    index = worker_index()
+    worker = f" worker-{index}" if index is not None else ""
     logging.basicConfig(level=level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+                        format=f"%(asctime)s %(levelname)s{worker} %(name)s: %(message)s")
     # botocore's debug output includes request headers; keep it quiet whatever the level.
     for noisy in ("botocore", "aiobotocore", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -109,8 +112,8 @@ def _ready_message(config: BridgeConfig) -> str:
            f"keys {str(config.path_template).replace('{prefix}', config.prefix)}/{{traceId}}-{{timestamp}}.json"
 
 
-async def _serve(config: BridgeConfig) -> int:
-    bridge = Bridge(config)
+async def _serve(config: BridgeConfig, *, share_ports: bool = False) -> int:
+    bridge = Bridge(config, share_ports=share_ports)
     try:
         report = await bridge.start()
     except SinkError as error:
@@ -306,7 +309,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     _setup_logging(config.log_level)
     if args.command == "check":
         return asyncio.run(_check(config))
+    index = worker_index()
+    if config.workers > 1 and index is None:
+        return supervise(config, argv if argv is not None else sys.argv[1:])
+    if index is not None:
+        config = config.for_worker(index)
+    elif config.ack == "spool":
+        moved = adopt_orphan_spools(str(Path(config.spool_dir)), config.spool_dir)
+        if moved:
+            log.info("moved %d spool file(s) left by former --workers processes into %s", moved, config.spool_dir)
     try:
-        return asyncio.run(_serve(config))
+        return asyncio.run(_serve(config, share_ports=index is not None))
     except KeyboardInterrupt:
         return EXIT_OK

@@ -12,7 +12,8 @@ import ipaddress
 import os
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -160,7 +161,13 @@ class BridgeConfig:
         _choice("keep", "drop"))
     max_request_bytes: int = _option(64 * 1024 * 1024, "largest accepted request body, after decompression",
                                      _integer(1024, 1024 * 1024 * 1024), metavar="BYTES")
+    workers: int = _option(1, "processes sharing the ports (SO_REUSEPORT), each with its own spool "
+                              "directory <spool-dir>/worker-<n>", _integer(1, 64), metavar="N")
     log_level: str = _option("info", "debug, info, warning or error", _choice("debug", "info", "warning", "error"))
+
+    def for_worker(self, index: int) -> BridgeConfig:
+        """The configuration of worker `index` of `--workers N`: its own spool directory."""
+        return replace(self, spool_dir=str(Path(self.spool_dir) / f"worker-{index}"))
 
     @property
     def uses_s3(self) -> bool:

@@ -34,10 +34,11 @@ class GrpcReceiver:
         self._limit = max_request_bytes
         self._server: grpc.aio.Server | None = None
 
-    async def start(self, host: str, port: int) -> None:
-        # so_reuseport off: a second process on the same port must fail loudly, not share it.
+    async def start(self, host: str, port: int, *, share_port: bool = False) -> None:
+        # SO_REUSEPORT only for `--workers N`: otherwise a second process on the same port must
+        # fail loudly, not share it.
         server = grpc.aio.server(options=[("grpc.max_receive_message_length", self._limit),
-                                          ("grpc.so_reuseport", 0)])
+                                          ("grpc.so_reuseport", int(share_port))])
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
             SERVICE, {"Export": grpc.unary_unary_rpc_method_handler(self.export)}),))
         try:

@@ -100,12 +100,13 @@ class HttpReceiver:
             body["reason"] = reason
         return web.json_response(body, status=200 if reason is None else 503)
 
-    async def start(self, host: str, port: int) -> None:
+    async def start(self, host: str, port: int, *, share_port: bool = False) -> None:
+        """`share_port`: SO_REUSEPORT, for `--workers N` processes on one port."""
         # auto_decompress=False: aiohttp would inflate without a size bound; `inflate` is bounded.
         self._runner = web.AppRunner(self.application(), access_log=None, auto_decompress=False,
                                      handle_signals=False, shutdown_timeout=STOP_GRACE_SECONDS)
         await self._runner.setup()
-        await web.TCPSite(self._runner, host, port).start()
+        await web.TCPSite(self._runner, host, port, reuse_port=share_port or None).start()
 
     async def stop(self) -> None:
         if self._runner is not None:

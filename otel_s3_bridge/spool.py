@@ -477,3 +477,33 @@ def retry_quarantined(spool_directory: str) -> int:
         _fsync_directory(segments)
         _fsync_directory(quarantine)
     return moved
+
+
+def adopt_orphan_spools(root: str, target: str) -> int:
+    """Move the files of spools no process uses (a worker directory left by a larger `--workers`,
+    or the single-process spool when workers start) into `target`, so nothing is left behind.
+    Returns how many segment files were moved."""
+    root_path, target_path = Path(root), Path(target)
+    candidates = [root_path, *sorted(root_path.glob("worker-*"))]
+    moved = 0
+    for candidate in candidates:
+        if candidate.resolve() == target_path.resolve() or not (candidate / "segments").is_dir():
+            continue
+        lock_fd = os.open(candidate / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # a running process owns it
+            for kind in ("segments", "quarantine"):
+                (target_path / kind).mkdir(parents=True, exist_ok=True)
+                for path in sorted((candidate / kind).glob("*" + SEGMENT_SUFFIX)):
+                    destination = target_path / kind / f"adopted-{candidate.name}-{path.name}"
+                    if done_path(path).exists():
+                        os.replace(done_path(path), done_path(destination))
+                    os.replace(path, destination)
+                    moved += 1
+                _fsync_directory(target_path / kind)
+        finally:
+            os.close(lock_fd)
+    return moved

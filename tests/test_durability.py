@@ -4,6 +4,7 @@ Every test compares the set of acknowledged records with the set of objects in t
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -121,6 +122,25 @@ class Load:
         self._stop.set()
         for thread in self._threads:
             thread.join(40)
+
+
+def wait_for_workers(bridge: S3Bridge, count: int) -> None:
+    deadline = time.monotonic() + 30
+    while bridge.log.count("ready:") < count:
+        assert time.monotonic() < deadline, bridge.log
+        time.sleep(0.05)
+
+
+def child_pids(parent: int) -> list[int]:
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == parent:
+            pids.append(int(stat.parent.name))
+    return pids
 
 
 def restart(bridge: S3Bridge, proxy: Proxy, extra: list[str]) -> S3Bridge:
@@ -360,3 +380,57 @@ def test_request_bytes_in_memory_are_bounded(moto, s3, proxy, tmp_path):
         assert bridge.post(b" " * 300_000).status_code == 200
     finally:
         assert bridge.stop() == 0
+
+
+def test_workers_share_the_ports_and_each_has_its_own_spool(moto, s3, proxy, tmp_path):
+    bucket = new_bucket(s3)
+    bridge = S3Bridge(proxy, bucket, tmp_path / "bridge.log", [*FAST_RETRIES, "--workers", "2"])
+    try:
+        wait_for_workers(bridge, 2)
+        acknowledged = set()
+        for _ in range(40):  # a new connection each time: the kernel spreads them over the workers
+            body, key = delivery()
+            assert requests.post(bridge.url, data=body, headers={**bridge.headers(), "Connection": "close"},
+                                 timeout=10).status_code == 200
+            acknowledged.add(key)
+        proxy.start()  # S3 was down: each worker holds part of the load in its own spool
+        spools = [tmp_path / "spool" / f"worker-{n}" for n in (0, 1)]
+        assert all((spool / "segments").is_dir() for spool in spools)
+        deadline = time.monotonic() + 60
+        while set(list_keys(s3, bucket)) != acknowledged:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    finally:
+        assert bridge.stop() == 0
+    assert bridge.log.count("ready:") == 2 and "worker-1" in bridge.log
+
+
+def test_a_spool_left_by_more_workers_is_adopted(moto, s3, proxy, tmp_path):
+    bucket = new_bucket(s3)
+    first = S3Bridge(proxy, bucket, tmp_path / "bridge.log", [*FAST_RETRIES, "--workers", "2"])
+    wait_for_workers(first, 2)
+    acknowledged = set()
+    for _ in range(10):  # S3 is down: all of it stays in the two workers' spools
+        body, key = delivery()
+        assert requests.post(first.url, data=body, headers={**first.headers(), "Connection": "close"},
+                             timeout=10).status_code == 200
+        acknowledged.add(key)
+    workers = child_pids(first.process.pid)
+    assert len(workers) == 2
+    for pid in [first.process.pid, *workers]:
+        os.kill(pid, signal.SIGKILL)
+    first.process.wait(10)
+    deadline = time.monotonic() + 10
+    while any(Path(f"/proc/{pid}").exists() and "Z" not in Path(f"/proc/{pid}/stat").read_text().split()[2]
+              for pid in workers):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    proxy.start()
+    single = S3Bridge(proxy, bucket, tmp_path / "single.log", ["--spool-dir", str(tmp_path / "spool"), *FAST_RETRIES])
+    try:
+        deadline = time.monotonic() + 60
+        while not acknowledged <= set(list_keys(s3, bucket)):
+            assert time.monotonic() < deadline, "records of the former workers were not uploaded"
+            time.sleep(0.1)
+    finally:
+        assert single.stop() == 0

@@ -1,0 +1,72 @@
+"""`--workers N`: runs N bridge processes that share the ports (SO_REUSEPORT), each with its own
+spool directory; forwards SIGTERM/SIGINT to them and restarts one that dies after start-up.
+Must not touch data: every worker is a complete bridge.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+
+from .config import BridgeConfig
+from .spool import adopt_orphan_spools
+
+log = logging.getLogger("otel_s3_bridge.supervisor")
+
+WORKER_ENV = "OTEL_S3_BRIDGE_WORKER_INDEX"
+START_GRACE_SECONDS = 10.0  # a worker that exits sooner failed to start: stop everything
+
+
+def worker_index() -> int | None:
+    value = os.environ.get(WORKER_ENV)
+    return int(value) if value is not None else None
+
+
+def supervise(config: BridgeConfig, argv: Sequence[str]) -> int:
+    moved = adopt_orphan_spools(config.spool_dir, config.for_worker(0).spool_dir)
+    if moved:
+        log.info("moved %d spool file(s) left by a former configuration into worker-0's spool", moved)
+    stopping = {"signals": 0}
+    children: dict[int, tuple[subprocess.Popen, float]] = {}
+
+    def spawn(index: int) -> None:
+        process = subprocess.Popen([sys.executable, "-m", "otel_s3_bridge", *argv],
+                                   env={**os.environ, WORKER_ENV: str(index)})
+        children[index] = (process, time.monotonic())
+
+    def forward(signum: int, _frame: object) -> None:
+        stopping["signals"] += 1
+        for process, _ in children.values():
+            if process.poll() is None:
+                process.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for index in range(config.workers):
+        spawn(index)
+    log.info("started %d workers sharing the ports", config.workers)
+
+    status = 0
+    while children:
+        pid, code = os.wait()
+        index = next((i for i, (p, _) in children.items() if p.pid == pid), None)
+        if index is None:
+            continue
+        process, started = children.pop(index)
+        process.returncode = os.waitstatus_to_exitcode(code)
+        if stopping["signals"]:
+            status = max(status, process.returncode)
+            continue
+        if time.monotonic() - started < START_GRACE_SECONDS:
+            log.error("worker %d failed to start (exit %s); stopping the others", index, process.returncode)
+            forward(signal.SIGTERM, None)
+            status = 1
+            continue
+        log.warning("worker %d exited with %s; starting it again", index, process.returncode)
+        spawn(index)
+    return status
