@@ -52,3 +52,70 @@ def genai_batch(batch_index: int, spans: int, start_unix_nano: int) -> dict:
 
 def to_json(document: dict) -> bytes:
     return orjson.dumps(document)
+
+
+# --- templates for the load generators: distinct ids are spliced in per request --------------------
+
+import base64
+import copy
+
+from google.protobuf import json_format
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+GEN_MARKER = "G" * 20  # 20 characters of the generation id, replaced per request
+TRACE_MARKER = "feedfacefeedfacefeedfacefeedface"  # an OpenRouter delivery's trace id
+BATCH_MARKER = "deadbeefdeadbeef"  # first half of every trace id in a GenAI batch
+
+
+def to_protobuf(document: dict) -> bytes:
+    """OTLP/JSON (hex ids) -> OTLP/protobuf, through protobuf's own JSON parser (bench tooling only)."""
+    document = copy.deepcopy(document)
+    for resource_spans in document["resourceSpans"]:
+        for scope_spans in resource_spans["scopeSpans"]:
+            for span in scope_spans["spans"]:
+                for name in ("traceId", "spanId", "parentSpanId"):
+                    if span.get(name):
+                        span[name] = base64.b64encode(bytes.fromhex(span[name])).decode()
+    return json_format.ParseDict(document, ExportTraceServiceRequest()).SerializeToString()
+
+
+def openrouter_template(start_unix_nano: int) -> dict:
+    delivery = openrouter_delivery(f"gen-{start_unix_nano // 10**9}-{GEN_MARKER}", start_unix_nano)
+    for resource_spans in delivery["resourceSpans"]:
+        for span in resource_spans["scopeSpans"][0]["spans"]:
+            span["traceId"] = TRACE_MARKER
+    return delivery
+
+
+def batch_template(spans: int, start_unix_nano: int) -> dict:
+    document = genai_batch(0, spans, start_unix_nano)
+    for n, span in enumerate(document["resourceSpans"][0]["scopeSpans"][0]["spans"]):
+        span["traceId"] = BATCH_MARKER + f"{n + 1:016x}"
+        span["spanId"] = f"{n + 1:016x}"
+    return document
+
+
+MARKERS_JSON = {GEN_MARKER.encode(): "gen20", TRACE_MARKER.encode(): "hex32", BATCH_MARKER.encode(): "hex16"}
+MARKERS_PROTOBUF = {GEN_MARKER.encode(): "gen20", bytes.fromhex(TRACE_MARKER): "raw16",
+                    bytes.fromhex(BATCH_MARKER): "raw8"}
+
+
+def marker_positions(body: bytes, markers: dict[bytes, str]) -> list[tuple[int, int, str]]:
+    found = []
+    for marker, kind in markers.items():
+        start = body.find(marker)
+        while start >= 0:
+            found.append((start, len(marker), kind))
+            start = body.find(marker, start + len(marker))
+    return sorted(found)
+
+
+def fill(body: bytes, markers: dict[bytes, str], thread: int, counter: int) -> bytes:
+    """The same substitution the Lua script makes, for the Python load generators."""
+    hex16 = f"{thread:08x}{counter:08x}"
+    values = {"gen20": f"{thread:04d}{counter:016d}".encode(), "hex16": hex16.encode(),
+              "hex32": (hex16 + "0123456789abcdef").encode(), "raw8": bytes.fromhex(hex16),
+              "raw16": bytes.fromhex(hex16 + "0123456789abcdef")}
+    for marker, kind in markers.items():
+        body = body.replace(marker, values[kind])
+    return body

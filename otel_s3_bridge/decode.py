@@ -11,9 +11,10 @@ payload does not carry is null, never guessed. Must not do I/O, read clocks or k
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from . import messages
@@ -41,31 +42,7 @@ OPENLLMETRY_PREFIXES = ("traceloop.", "llm.request.type", "llm.usage.", "gen_ai.
 NON_LLM_KEEP, NON_LLM_DROP = "keep", "drop"
 
 
-@dataclass(slots=True)
-class DecodeResult:
-    records: list[dict[str, Any]] = field(default_factory=list)
-    connection_tests: int = 0
-    dropped_spans: int = 0
-
-
-def rfc3339(unix_nano: int) -> str:
-    """`2026-09-28T10:01:02.318Z`: UTC with milliseconds."""
-    seconds, rest = divmod(unix_nano, 1_000_000_000)
-    return f"{datetime.fromtimestamp(seconds, tz=UTC):%Y-%m-%dT%H:%M:%S}.{rest // 1_000_000:03d}Z"
-
-
-def _unix_nano(rfc3339_text: Any) -> int | None:
-    if not isinstance(rfc3339_text, str):
-        return None
-    try:
-        moment = datetime.fromisoformat(rfc3339_text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return int(moment.timestamp() * 1_000_000) * 1000
-
-
-def _duration_ms(start: int, end: int) -> float | None:
-    return (end - start) / 1e6 if start and end >= start else None
+USAGE_DETAILS, COST_DETAILS = "langfuse.observation.usage_details.", "langfuse.observation.cost_details."
 
 
 def _as_int(value: Any) -> int | None:
@@ -100,6 +77,77 @@ def _as_text(value: Any) -> str | None:
     return value if isinstance(value, str) and value != "" else None
 
 
+# Record fields taken straight from attributes: the sources in precedence order, and the type.
+FIELD_SOURCES: dict[str, tuple[tuple[str, ...], Callable[[Any], Any]]] = {
+    "generation_id": (("gen_ai.response.id", "ai.response.id"), _as_text),
+    "name": (("trace.name", "langfuse.trace.name"), _as_text),
+    "model": (("gen_ai.response.model", "gen_ai.request.model", "llm.response.model_name", "llm.model_name",
+               "ai.response.model", "ai.model.id", "langfuse.observation.model.name"), _as_text),
+    "requested_model": (("gen_ai.request.model", "llm.request.model_name", "ai.model.id"), _as_text),
+    "provider": (("trace.metadata.openrouter.provider_name", "gen_ai.provider.name", "gen_ai.system",
+                  "llm.provider", "ai.model.provider"), _as_text),
+    "model_author": (("gen_ai.provider.name", "gen_ai.system", "llm.system", "llm.provider"), _as_text),
+    "input_tokens": (("gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens", "llm.token_count.prompt",
+                      "ai.usage.inputTokens", "ai.usage.promptTokens", USAGE_DETAILS + "input"), _as_int),
+    "output_tokens": (("gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens", "llm.token_count.completion",
+                       "ai.usage.outputTokens", "ai.usage.completionTokens", USAGE_DETAILS + "output"), _as_int),
+    "total_tokens": (("gen_ai.usage.total_tokens", "llm.token_count.total", "llm.usage.total_tokens",
+                      "ai.usage.totalTokens", USAGE_DETAILS + "total"), _as_int),
+    "cached_tokens": (("gen_ai.usage.input_tokens.cached", "gen_ai.usage.cache_read.input_tokens",
+                       "gen_ai.usage.cache_read_input_tokens", "llm.token_count.prompt_details.cache_read",
+                       "ai.usage.cachedInputTokens", USAGE_DETAILS + "input_cached_tokens",
+                       USAGE_DETAILS + "cache_read_input_tokens"), _as_int),
+    "cache_write_tokens": (("gen_ai.usage.input_tokens.cache_write", "gen_ai.usage.cache_creation.input_tokens",
+                            "gen_ai.usage.cache_creation_input_tokens", "llm.token_count.prompt_details.cache_write",
+                            USAGE_DETAILS + "cache_creation_input_tokens"), _as_int),
+    "reasoning_tokens": (("gen_ai.usage.output_tokens.reasoning", "gen_ai.usage.reasoning.output_tokens",
+                          "llm.token_count.completion_details.reasoning", "ai.usage.reasoningTokens",
+                          USAGE_DETAILS + "output_reasoning_tokens"), _as_int),
+    "input_cost": (("gen_ai.usage.input_cost", "llm.cost.prompt", COST_DETAILS + "input"), _as_float),
+    "output_cost": (("gen_ai.usage.output_cost", "llm.cost.completion", COST_DETAILS + "output"), _as_float),
+    "cost": (("gen_ai.usage.total_cost", "gen_ai.usage.cost", "llm.cost.total", COST_DETAILS + "total",
+              "trace.metadata.openrouter_generation.usage"), _as_float),
+    "session_id": (("session.id", "gen_ai.conversation.id", "langfuse.session.id"), _as_text),
+    "customer_id": (("user.id", "langfuse.user.id"), _as_text),
+    "api_key_name": (("trace.metadata.openrouter.api_key_name",), _as_text),
+    "native_finish_reason": (("trace.metadata.openrouter.finish_reason",), _as_text),
+}
+# attribute key -> the fields it can fill, with its rank in each
+KEY_FIELDS: dict[str, list[tuple[str, int]]] = {}
+for _field, (_keys, _) in FIELD_SOURCES.items():
+    for _rank, _key in enumerate(_keys):
+        KEY_FIELDS.setdefault(_key, []).append((_field, _rank))
+
+
+@dataclass(slots=True)
+class DecodeResult:
+    records: list[dict[str, Any]] = field(default_factory=list)
+    connection_tests: int = 0
+    dropped_spans: int = 0
+
+
+def rfc3339(unix_nano: int) -> str:
+    """`2026-09-28T10:01:02.318Z`: UTC with milliseconds."""
+    seconds, rest = divmod(unix_nano, 1_000_000_000)
+    t = time.gmtime(seconds)
+    return (f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}"
+            f".{rest // 1_000_000:03d}Z")
+
+
+def _unix_nano(rfc3339_text: Any) -> int | None:
+    if not isinstance(rfc3339_text, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(rfc3339_text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return int(moment.timestamp() * 1_000_000) * 1000
+
+
+def _duration_ms(start: int, end: int) -> float | None:
+    return (end - start) / 1e6 if start and end >= start else None
+
+
 class _Attributes:
     """The LLM span's attributes, remembering which ones a record field consumed."""
 
@@ -107,6 +155,15 @@ class _Attributes:
         self.values = dict(attributes)
         self.used: set[str] = set()
         self.added: dict[str, Any] = {}
+        # First one and two dotted segments of every key ("gen_ai", "gen_ai.prompt"): lets each
+        # convention's code skip a span that carries nothing of it without scanning every key.
+        self.roots: set[str] = set()
+        self.heads: set[str] = set()
+        for key in attributes:
+            first = key.find(".")
+            second = key.find(".", first + 1) if first >= 0 else -1
+            self.roots.add(key[:first] if first >= 0 else key)
+            self.heads.add(key[:second] if second >= 0 else key)
         for key in LANGFUSE_JSON:  # JSON objects whose parts map to separate fields
             document = json_text(self.values.get(key))
             if isinstance(document, dict):
@@ -129,6 +186,35 @@ class _Attributes:
             elif value == winner:
                 self.used.add(key)
         return winner
+
+    def pick_fields(self) -> dict[str, Any]:
+        """Every FIELD_SOURCES field at once, in one pass over the attributes, with `pick`'s rules."""
+        candidates: dict[str, list[tuple[int, str, Any]]] = {}
+        for key, value in self.values.items():
+            for field_name, rank in KEY_FIELDS.get(key, ()):
+                candidates.setdefault(field_name, []).append((rank, key, value))
+        fields = dict.fromkeys(FIELD_SOURCES)
+        for field_name, found in candidates.items():
+            convert = FIELD_SOURCES[field_name][1]
+            if len(found) == 1:  # the common case: one source present
+                _, key, value = found[0]
+                value = convert(value)
+                if value is not None:
+                    self.used.add(key)
+                fields[field_name] = value
+                continue
+            winner = None
+            for _, key, value in sorted(found, key=lambda item: item[0]):
+                value = convert(value)
+                if value is None:
+                    continue
+                if winner is None:
+                    winner = value
+                    self.used.add(key)
+                elif value == winner:
+                    self.used.add(key)
+            fields[field_name] = winner
+        return fields
 
     def prefixed(self, prefix: str) -> dict[str, Any]:
         """Unused attributes under `prefix`, keyed by the rest of their name."""
@@ -159,20 +245,23 @@ def _is_llm(span: Span) -> bool:
             or attributes.get("langfuse.observation.type") == "generation")
 
 
-def _source(span: Span) -> str:
+def _source(span: Span, a: _Attributes) -> str:
     keys = span.attributes.keys()
     if (span.resource.get("service.name") == "openrouter" or span.scope_name == "openrouter"
-            or any(key.startswith(OPENROUTER_PREFIXES) for key in keys)):
+            or ("trace.metadata" in a.heads and any(key.startswith(OPENROUTER_PREFIXES) for key in keys))):
         return "openrouter"
-    if any(key.startswith("langfuse.") for key in keys):
+    if "langfuse" in a.roots:
         return "langfuse"
-    if any(key.startswith("ai.") for key in keys):
+    if "ai" in a.roots:
         return "vercel_ai"
-    if any(key.startswith(OPENINFERENCE_PREFIXES) for key in keys):
+    if ("llm" in a.roots or "openinference" in a.roots) and any(key.startswith(OPENINFERENCE_PREFIXES)
+                                                                for key in keys):
         return "openinference"
-    if any(key.startswith(OPENLLMETRY_PREFIXES) for key in keys):
+    if ("traceloop" in a.roots or a.heads & {"llm.request", "llm.usage"}
+            or (a.heads & {"gen_ai.prompt", "gen_ai.completion"}
+                and any(key.startswith(OPENLLMETRY_PREFIXES) for key in keys))):
         return "openllmetry"
-    if any(key.startswith("gen_ai.") for key in keys):
+    if "gen_ai" in a.roots:
         return "gen_ai"
     return "otlp"
 
@@ -213,6 +302,8 @@ def _genai_prompt(a: _Attributes) -> Any:
 
 def _indexed(a: _Attributes, prefix: str) -> dict[str, Any]:
     """`prefix.N.…` attributes (N a list index), keyed `N.…`; other keys under the prefix are not."""
+    if prefix[:-1] not in a.heads:
+        return {}
     return {rest: value for rest, value in a.prefixed(prefix).items() if rest.split(".", 1)[0].isdigit()}
 
 
@@ -241,7 +332,15 @@ def _text_prompt(a: _Attributes, key: str) -> Any:
     return prompt
 
 
+PROMPT_HEADS = {"gen_ai.prompt", "gen_ai.system_instructions", "gen_ai.input", "llm.input_messages",
+                "ai.prompt", "langfuse.observation", "input.value"}
+COMPLETION_HEADS = {"gen_ai.completion", "gen_ai.output", "llm.output_messages", "ai.response",
+                    "langfuse.observation", "output.value"}
+
+
 def _prompt(a: _Attributes, events: list[dict[str, Any]], used_events: set[int]) -> Any:
+    if not events and not a.heads & PROMPT_HEADS:
+        return None
     for source in (
         _openrouter_prompt,
         _genai_prompt,
@@ -324,6 +423,8 @@ def _text_completion(a: _Attributes, key: str) -> CompletionFound:
 
 def _completion(a: _Attributes, events: list[dict[str, Any]], used_events: set[int]) -> tuple[Any, Any]:
     """(completion, finish reason found inside the completion's own source)."""
+    if not events and not a.heads & COMPLETION_HEADS:
+        return None, None
     for source in (
         _openrouter_completion,
         _genai_completion,
@@ -361,7 +462,12 @@ def _finish_reason(a: _Attributes, from_completion: Any) -> str | None:
 
 # --- the other fields ------------------------------------------------------------------------------
 
+METADATA_HEADS = {".".join(prefix.split(".")[:2]) for prefix in METADATA_PREFIXES}
+
+
 def _metadata(a: _Attributes) -> dict[str, Any] | None:
+    if not (a.heads & METADATA_HEADS) and "metadata" not in a.values:
+        return None
     metadata: dict[str, Any] = {}
     for key, value in a.values.items():
         if key in a.used or key.startswith(OPENROUTER_PREFIXES):
@@ -405,14 +511,6 @@ def _time_to_first_token_ms(a: _Attributes, start: int) -> float | None:
     return None
 
 
-def _total_tokens(a: _Attributes, input_tokens: int | None, output_tokens: int | None) -> int | None:
-    total = a.pick("gen_ai.usage.total_tokens", "llm.token_count.total", "llm.usage.total_tokens",
-                   "ai.usage.totalTokens", "langfuse.observation.usage_details.total", convert=_as_int)
-    if total is None and input_tokens is not None and output_tokens is not None:
-        return input_tokens + output_tokens
-    return total
-
-
 def _events(span_events: list[dict[str, Any]], skip: set[int]) -> list[dict[str, Any]]:
     return [{"name": e["name"], "timestamp": rfc3339(e["time_unix_nano"]) if e["time_unix_nano"] else None,
              "time_unix_nano": e["time_unix_nano"] or None, "attributes": e["attributes"]}
@@ -436,18 +534,15 @@ def _observation(span: Span) -> dict[str, Any]:
 
 
 def build_record(span: Span, observations: list[Span], *, key_name: str | None, transport: str,
-                 received_at_unix_nano: int) -> dict[str, Any]:
+                 received_at: str) -> dict[str, Any]:
     """One schema-v1 record for an LLM span (or a non-LLM root) and its sibling spans."""
     a = _Attributes(span.attributes)
     start = span.start_time_unix_nano
     used_events: set[int] = set()
-    usage = "langfuse.observation.usage_details."
-    costs = "langfuse.observation.cost_details."
-    input_tokens = a.pick("gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens", "llm.token_count.prompt",
-                          "ai.usage.inputTokens", "ai.usage.promptTokens", usage + "input", convert=_as_int)
-    output_tokens = a.pick("gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens",
-                           "llm.token_count.completion", "ai.usage.outputTokens", "ai.usage.completionTokens",
-                           usage + "output", convert=_as_int)
+    f = a.pick_fields()
+    total_tokens = f["total_tokens"]
+    if total_tokens is None and f["input_tokens"] is not None and f["output_tokens"] is not None:
+        total_tokens = f["input_tokens"] + f["output_tokens"]
     prompt = _prompt(a, span.events, used_events)
     completion, completion_finish_reason = _completion(a, span.events, used_events)
     if completion and completion["text"] is not None:
@@ -458,47 +553,31 @@ def build_record(span: Span, observations: list[Span], *, key_name: str | None, 
         "otel_trace_id": span.trace_id,
         "span_id": span.span_id,
         "parent_span_id": span.parent_span_id,
-        "generation_id": a.pick("gen_ai.response.id", "ai.response.id", convert=_as_text),
-        "name": a.pick("trace.name", "langfuse.trace.name", convert=_as_text) or span.name,
+        "generation_id": f["generation_id"],
+        "name": f["name"] or span.name,
         "span_name": span.name,
         "timestamp": rfc3339(start) if start else None,
         "start_time_unix_nano": start or None,
         "end_time_unix_nano": span.end_time_unix_nano or None,
         "duration_ms": _duration_ms(start, span.end_time_unix_nano),
-        "model": a.pick("gen_ai.response.model", "gen_ai.request.model", "llm.response.model_name",
-                        "llm.model_name", "ai.response.model", "ai.model.id", "langfuse.observation.model.name",
-                        convert=_as_text),
-        "requested_model": a.pick("gen_ai.request.model", "llm.request.model_name", "ai.model.id",
-                                  convert=_as_text),
-        "provider": a.pick("trace.metadata.openrouter.provider_name", "gen_ai.provider.name", "gen_ai.system",
-                           "llm.provider", "ai.model.provider", convert=_as_text),
-        "model_author": a.pick("gen_ai.provider.name", "gen_ai.system", "llm.system", "llm.provider",
-                               convert=_as_text),
-        "input_tokens": input_tokens,
-        "output_tokens": output_tokens,
-        "total_tokens": _total_tokens(a, input_tokens, output_tokens),
-        "cached_tokens": a.pick("gen_ai.usage.input_tokens.cached", "gen_ai.usage.cache_read.input_tokens",
-                                "gen_ai.usage.cache_read_input_tokens", "llm.token_count.prompt_details.cache_read",
-                                "ai.usage.cachedInputTokens", usage + "input_cached_tokens",
-                                usage + "cache_read_input_tokens", convert=_as_int),
-        "cache_write_tokens": a.pick("gen_ai.usage.input_tokens.cache_write",
-                                     "gen_ai.usage.cache_creation.input_tokens",
-                                     "gen_ai.usage.cache_creation_input_tokens",
-                                     "llm.token_count.prompt_details.cache_write",
-                                     usage + "cache_creation_input_tokens", convert=_as_int),
-        "reasoning_tokens": a.pick("gen_ai.usage.output_tokens.reasoning", "gen_ai.usage.reasoning.output_tokens",
-                                   "llm.token_count.completion_details.reasoning", "ai.usage.reasoningTokens",
-                                   usage + "output_reasoning_tokens", convert=_as_int),
-        "input_cost": a.pick("gen_ai.usage.input_cost", "llm.cost.prompt", costs + "input", convert=_as_float),
-        "output_cost": a.pick("gen_ai.usage.output_cost", "llm.cost.completion", costs + "output",
-                              convert=_as_float),
-        "cost": a.pick("gen_ai.usage.total_cost", "gen_ai.usage.cost", "llm.cost.total", costs + "total",
-                       "trace.metadata.openrouter_generation.usage", convert=_as_float),
-        "session_id": a.pick("session.id", "gen_ai.conversation.id", "langfuse.session.id", convert=_as_text),
-        "customer_id": a.pick("user.id", "langfuse.user.id", convert=_as_text),
-        "api_key_name": a.pick("trace.metadata.openrouter.api_key_name", convert=_as_text),
+        "model": f["model"],
+        "requested_model": f["requested_model"],
+        "provider": f["provider"],
+        "model_author": f["model_author"],
+        "input_tokens": f["input_tokens"],
+        "output_tokens": f["output_tokens"],
+        "total_tokens": total_tokens,
+        "cached_tokens": f["cached_tokens"],
+        "cache_write_tokens": f["cache_write_tokens"],
+        "reasoning_tokens": f["reasoning_tokens"],
+        "input_cost": f["input_cost"],
+        "output_cost": f["output_cost"],
+        "cost": f["cost"],
+        "session_id": f["session_id"],
+        "customer_id": f["customer_id"],
+        "api_key_name": f["api_key_name"],
         "finish_reason": _finish_reason(a, completion_finish_reason),
-        "native_finish_reason": a.pick("trace.metadata.openrouter.finish_reason", convert=_as_text),
+        "native_finish_reason": f["native_finish_reason"],
         "time_to_first_token_ms": _time_to_first_token_ms(a, start),
         "status": STATUS_NAMES.get(span.status_code, "unset"),
         "status_message": _status_message(span, a),
@@ -511,8 +590,8 @@ def build_record(span: Span, observations: list[Span], *, key_name: str | None, 
         "attributes": None,
         "resource": span.resource,
         "scope": {"name": span.scope_name or None, "version": span.scope_version or None},
-        "source": _source(span),
-        "ingest": {"received_at": rfc3339(received_at_unix_nano), "key_name": key_name, "transport": transport},
+        "source": _source(span, a),
+        "ingest": {"received_at": received_at, "key_name": key_name, "transport": transport},
     }
     record["metadata"] = _metadata(a)
     record["attributes"] = a.remaining()
@@ -542,6 +621,7 @@ def decode(spans: Iterable[Span], *, key_name: str | None, transport: str, recei
            non_llm_spans: str = NON_LLM_KEEP) -> DecodeResult:
     """Group spans by trace and build one record per LLM call (or per group without one)."""
     result = DecodeResult()
+    received_at = rfc3339(received_at_unix_nano)
     groups: dict[str, list[Span]] = {}
     for span in spans:
         if span.name == CONNECTION_TEST_SPAN:
@@ -566,6 +646,5 @@ def decode(spans: Iterable[Span], *, key_name: str | None, transport: str, recei
                 observations[owner].append(span)
         for span in record_spans:
             result.records.append(build_record(
-                span, observations[span.span_id], key_name=key_name, transport=transport,
-                received_at_unix_nano=received_at_unix_nano))
+                span, observations[span.span_id], key_name=key_name, transport=transport, received_at=received_at))
     return result

@@ -9,8 +9,8 @@ from __future__ import annotations
 import re
 import string
 from collections.abc import Mapping
+import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 PLACEHOLDERS = ("prefix", "date", "year", "month", "day", "hour", "apiKeyName", "keyName")
@@ -73,16 +73,18 @@ def sanitize(value: Any) -> str:
     return "_" if text in ("", ".") else text
 
 
-def template_values(when: datetime, *, prefix: str, api_key_name: str | None,
+def template_values(unix_seconds: int, *, prefix: str, api_key_name: str | None,
                     key_name: str | None) -> dict[str, str]:
-    """The template variables for one record. `{apiKeyName}` falls back to the bridge key name."""
+    """The template variables for one record (UTC). `{apiKeyName}` falls back to the bridge key name."""
+    when = time.gmtime(unix_seconds)
+    year, month, day = f"{when.tm_year:04d}", f"{when.tm_mon:02d}", f"{when.tm_mday:02d}"
     return {
         "prefix": prefix,
-        "date": when.strftime("%Y-%m-%d"),
-        "year": when.strftime("%Y"),
-        "month": when.strftime("%m"),
-        "day": when.strftime("%d"),
-        "hour": when.strftime("%H"),
+        "date": f"{year}-{month}-{day}",
+        "year": year,
+        "month": month,
+        "day": day,
+        "hour": f"{when.tm_hour:02d}",
         "apiKeyName": sanitize(api_key_name or key_name or "unknown"),
         "keyName": sanitize(key_name or "anonymous"),
     }
@@ -103,9 +105,8 @@ def object_key(template: KeyTemplate, record: Mapping[str, Any], *, prefix: str,
     renders the same key, so a redelivery overwrites instead of duplicating.
     """
     start = record.get("start_time_unix_nano") or fallback_unix_nano
-    when = datetime.fromtimestamp(start // 1_000_000_000, tz=UTC)
     ingest = record.get("ingest") or {}
-    values = template_values(when, prefix=prefix, api_key_name=record.get("api_key_name"),
+    values = template_values(start // 1_000_000_000, prefix=prefix, api_key_name=record.get("api_key_name"),
                              key_name=ingest.get("key_name"))
     name = f"{sanitize(record['trace_id'])}-{start // 1_000_000_000}"
     if record["trace_id"] != record.get("generation_id"):
