@@ -68,7 +68,11 @@ def validate_prefix(raw: str) -> str:
 
 def sanitize(value: Any) -> str:
     """Make a payload value safe as part of one key segment: no '/', '\\', control chars or '..'."""
-    text = _UNSAFE.sub("_", str(value))[:MAX_VALUE_LENGTH]
+    text = str(value)
+    if (len(text) <= MAX_VALUE_LENGTH and text.isprintable() and "/" not in text and "\\" not in text
+            and ".." not in text and text not in ("", ".")):
+        return text  # the common case, already safe: skip the regular expressions
+    text = _UNSAFE.sub("_", text)[:MAX_VALUE_LENGTH]
     text = _DOTS.sub(lambda m: "_" * len(m.group()), text)
     return "_" if text in ("", ".") else text
 

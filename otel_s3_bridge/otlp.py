@@ -113,28 +113,45 @@ def _double(value: Any) -> float:
         raise SpanProblem(f"doubleValue {value!r} is not a number") from None
 
 
+def _json_string(inner: Any) -> str:
+    return inner if isinstance(inner, str) else str(inner)
+
+
+def _json_bool(inner: Any) -> bool:
+    return inner if isinstance(inner, bool) else str(inner).lower() == "true"
+
+
+def _json_bytes(inner: Any) -> str:
+    try:
+        raw = base64.b64decode(str(inner).replace("-", "+").replace("_", "/") + "==")
+    except binascii.Error:
+        raise SpanProblem("bytesValue is not base64") from None
+    return base64.b64encode(raw).decode()
+
+
+# AnyValue's one field -> how to read it (lowerCamelCase as OTLP/JSON senders write it, and the
+# proto field names that proto3 JSON parsers also accept).
+_JSON_VALUE_READERS: dict[str, Any] = {}
+for _names, _reader in (
+    (("stringValue", "string_value"), _json_string),
+    (("intValue", "int_value"), lambda inner: _int64(inner, "intValue")),
+    (("doubleValue", "double_value"), lambda inner: _double(inner)),
+    (("boolValue", "bool_value"), _json_bool),
+    (("arrayValue", "array_value"), lambda inner: [_json_value(item) for item in (inner or {}).get("values") or ()]),
+    (("kvlistValue", "kvlist_value"), lambda inner: _json_attributes((inner or {}).get("values"))),
+    (("bytesValue", "bytes_value"), _json_bytes),
+):
+    for _name in _names:
+        _JSON_VALUE_READERS[_name] = _reader
+
+
 def _json_value(value: Any) -> Any:
     if not isinstance(value, dict):
         return None
     for key, inner in value.items():
-        if key in ("stringValue", "string_value"):
-            return inner if isinstance(inner, str) else str(inner)
-        if key in ("intValue", "int_value"):
-            return _int64(inner, "intValue")
-        if key in ("doubleValue", "double_value"):
-            return _double(inner)
-        if key in ("boolValue", "bool_value"):
-            return inner if isinstance(inner, bool) else str(inner).lower() == "true"
-        if key in ("arrayValue", "array_value"):
-            return [_json_value(item) for item in (inner or {}).get("values") or ()]
-        if key in ("kvlistValue", "kvlist_value"):
-            return _json_attributes((inner or {}).get("values"))
-        if key in ("bytesValue", "bytes_value"):
-            try:
-                raw = base64.b64decode(str(inner).replace("-", "+").replace("_", "/") + "==")
-            except binascii.Error:
-                raise SpanProblem("bytesValue is not base64") from None
-            return base64.b64encode(raw).decode()
+        reader = _JSON_VALUE_READERS.get(key)
+        if reader is not None:
+            return reader(inner)
     return None
 
 

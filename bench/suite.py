@@ -1,0 +1,373 @@
+"""Every benchmark of bench/RESULTS.md, end to end: `bash bench/run` (or `python -m bench.suite`).
+
+Each figure is the median of RUNS runs. The bridge runs as its own process(es); its CPU time is
+read from /proc (every process of its tree), peak RSS from VmHWM; load comes from wrk (HTTP) or
+a multi-process grpc.aio client, acknowledgement latency from the load generator.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import gzip
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+from bench import payloads
+from bench.loadgen import run_grpc, run_wrk, write_lua
+
+ROOT = Path(__file__).resolve().parents[1]
+TOKEN = "bench-token-0123456789"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+START = time.time_ns()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_port(port: int, process: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args} exited with {process.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+class Process:
+    """A subprocess measured as a whole tree: CPU seconds and peak RSS of it and its children."""
+
+    def __init__(self, command: list[str], port: int, log: Path, env: dict | None = None) -> None:
+        self.log = log
+        with open(log, "wb") as handle:
+            self.popen = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, cwd=ROOT,
+                                          env={**os.environ, **(env or {})})
+        wait_port(port, self.popen)
+
+    def tree(self) -> list[int]:
+        children: dict[int, list[int]] = {}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+        pids, todo = [], [self.popen.pid]
+        while todo:
+            pid = todo.pop()
+            pids.append(pid)
+            todo.extend(children.get(pid, ()))
+        return pids
+
+    def cpu_seconds(self) -> float:
+        total = 0
+        for pid in self.tree():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += int(fields[11]) + int(fields[12])  # utime + stime
+        return total / CLOCK_TICKS
+
+    def peak_rss_bytes(self) -> int:
+        total = 0
+        for pid in self.tree():
+            try:
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        total += int(line.split()[1]) * 1024
+            except OSError:
+                continue
+        return total
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(60)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(10)
+
+
+class Stack:
+    """Mock S3 (or moto) + the bridge, in a scratch directory."""
+
+    def __init__(self, scratch: Path, *, park_uploads: bool = False, workers: int = 1, moto: bool = False) -> None:
+        self.dir = Path(tempfile.mkdtemp(dir=scratch))
+        self.s3_port = free_port()
+        if moto:
+            command = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.s3_port)]
+        else:
+            command = [sys.executable, "-m", "bench.mock_s3", "--port", str(self.s3_port)]
+            command += ["--hold-puts-after", "1"] if park_uploads else []
+        self.s3 = Process(command, self.s3_port, self.dir / "s3.log")
+        if moto:
+            import boto3
+            boto3.client("s3", endpoint_url=f"http://127.0.0.1:{self.s3_port}", region_name="us-east-1",
+                         aws_access_key_id="bench", aws_secret_access_key="bench").create_bucket(Bucket="bench")
+        self.http_port, self.grpc_port = free_port(), free_port()
+        self.url = f"http://127.0.0.1:{self.http_port}/v1/traces"
+        self.bridge = Process(
+            [sys.executable, "-m", "otel_s3_bridge", "serve", "--http-port", str(self.http_port),
+             "--grpc-port", str(self.grpc_port), "--bucket", "bench", "--endpoint-url",
+             f"http://127.0.0.1:{self.s3_port}", "--region", "us-east-1", "--token", f"bench={TOKEN}",
+             "--spool-dir", str(self.dir / "spool"), "--spool-max-bytes", str(16 * 1024 ** 3),
+             "--drain-seconds", "0", "--log-level", "warning", "--workers", str(workers)],
+            self.http_port, self.dir / "bridge.log",
+            env={"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench"})
+        deadline = time.monotonic() + 60
+        while workers > 1 and len(self.bridge.tree()) < workers + 1 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.5 if workers == 1 else 2.0)
+
+    def pending(self) -> int:
+        return requests.get(f"http://127.0.0.1:{self.http_port}/readyz", timeout=10).json().get("spool_pending", 0)
+
+    def wait_drained(self, timeout: float = 600) -> None:
+        deadline = time.monotonic() + timeout
+        quiet = 0
+        while quiet < 3:  # with several workers, each answers for itself: ask until three say 0
+            quiet = quiet + 1 if self.pending() == 0 else 0
+            if time.monotonic() > deadline:
+                raise RuntimeError("the spool did not drain")
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        self.bridge.stop()
+        self.s3.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+# --- workloads ----------------------------------------------------------------------------------------
+
+def http_script(scratch: Path, name: str, *, kind: str, spans: int = 1, encoding: str = "json",
+                compress: bool = False, pace_ms: float | None = None) -> Path:
+    document = (payloads.openrouter_template(START) if kind == "openrouter"
+                else payloads.batch_template(spans, START))
+    protobuf = encoding == "protobuf"
+    body = payloads.to_protobuf(document) if protobuf else payloads.to_json(document)
+    markers = payloads.MARKERS_PROTOBUF if protobuf else payloads.MARKERS_JSON
+    headers = {"Content-Type": "application/x-protobuf" if protobuf else "application/json",
+               "Authorization": f"Bearer {TOKEN}"}
+    if compress:
+        headers["Content-Encoding"] = "gzip"
+        bodies = [gzip.compress(payloads.fill(body, markers, 9, n), 6) for n in range(3000)]
+        return write_lua(scratch, name, template=None, markers=[], headers=headers, bodies=bodies)
+    return write_lua(scratch, name, template=body, markers=payloads.marker_positions(body, markers),
+                     headers=headers, pace_ms=pace_ms)
+
+
+def measure_ingest(scratch: Path, label: str, *, transport: str, kind: str, spans: int, compress: bool = False,
+                   seconds: float, runs: int) -> dict:
+    """Receive, authenticate, decode, spool (fsynced), acknowledge; uploads parked by the mock S3."""
+    outcomes = []
+    for run in range(runs):
+        stack = Stack(scratch, park_uploads=True)
+        try:
+            if transport == "grpc":
+                document = (payloads.openrouter_template(START) if kind == "openrouter"
+                            else payloads.batch_template(spans, START))
+                template = payloads.to_protobuf(document)
+                target = f"127.0.0.1:{stack.grpc_port}"
+                run_grpc(target, TOKEN, template, payloads.MARKERS_PROTOBUF, seconds=1)  # warm-up
+                cpu = stack.bridge.cpu_seconds()
+                result = run_grpc(target, TOKEN, template, payloads.MARKERS_PROTOBUF, seconds=seconds)
+            else:
+                script = http_script(scratch, f"{label}-{run}".replace(" ", "_").replace("/", "_"), kind=kind,
+                                     spans=spans, encoding=transport, compress=compress)
+                run_wrk(stack.url, script, connections=16, seconds=1)  # warm-up
+                cpu = stack.bridge.cpu_seconds()
+                result = run_wrk(stack.url, script, connections=16, seconds=seconds)
+            cpu = stack.bridge.cpu_seconds() - cpu
+            accepted = result["ok"] * (3 if kind == "openrouter" else spans)
+            calls = result["ok"]
+            outcomes.append({"spans_per_second": accepted / (result["duration_us"] / 1e6),
+                             "calls_per_second": calls / (result["duration_us"] / 1e6),
+                             "cpu_us_per_span": cpu / accepted * 1e6, "cpu_us_per_call": cpu / calls * 1e6,
+                             "errors": result["errors_status"], "p99_ms": result["p99_us"] / 1000})
+        finally:
+            stack.close()
+    return _median(outcomes, label=label)
+
+
+def _median(outcomes: list[dict], **extra) -> dict:
+    keys = outcomes[0].keys()
+    return {**extra, "runs": outcomes, **{key: statistics.median(o[key] for o in outcomes) for key in keys}}
+
+
+def measure_end_to_end(scratch: Path, *, seconds: float, runs: int, workers: int = 1, moto: bool = False) -> dict:
+    """OpenRouter deliveries over HTTP/JSON into the trace layout: ingest and upload, until drained."""
+    outcomes = []
+    for run in range(runs):
+        stack = Stack(scratch, workers=workers, moto=moto)
+        try:
+            script = http_script(scratch, f"e2e-{workers}-{run}-{int(moto)}", kind="openrouter")
+            run_wrk(stack.url, script, connections=8, seconds=1)  # warm-up, then drain it
+            stack.wait_drained()
+            cpu, started = stack.bridge.cpu_seconds(), time.perf_counter()
+            result = run_wrk(stack.url, script, connections=16, seconds=seconds)
+            stack.wait_drained()
+            wall = time.perf_counter() - started
+            cpu = stack.bridge.cpu_seconds() - cpu
+            outcomes.append({"deliveries_per_second": result["ok"] / wall, "cpu_ms_per_delivery": cpu / result["ok"] * 1e3,
+                             "errors": result["errors_status"], "peak_rss_mb": stack.bridge.peak_rss_bytes() / 2**20})
+        finally:
+            stack.close()
+    return _median(outcomes, workers=workers, s3="moto" if moto else "mock")
+
+
+def measure_latency(scratch: Path, rate: float, *, seconds: float, runs: int) -> dict:
+    """Acknowledgement latency of OpenRouter deliveries offered at `rate` per second (paced wrk)."""
+    outcomes = []
+    connections = 8
+    for run in range(runs):
+        stack = Stack(scratch)
+        try:
+            pace = 1000.0 * connections / rate
+            script = http_script(scratch, f"lat-{int(rate)}-{run}", kind="openrouter", pace_ms=pace)
+            run_wrk(stack.url, script, connections=connections, seconds=1)
+            stack.wait_drained()
+            cpu = stack.bridge.cpu_seconds()
+            result = run_wrk(stack.url, script, connections=connections, seconds=seconds)
+            stack.wait_drained()
+            cpu = stack.bridge.cpu_seconds() - cpu
+            outcomes.append({"offered_per_second": rate, "achieved_per_second": result["ok"] / (result["duration_us"] / 1e6),
+                             "p50_ms": result["p50_us"] / 1000, "p99_ms": result["p99_us"] / 1000,
+                             "cpu_ms_per_delivery": cpu / result["ok"] * 1e3,
+                             "peak_rss_mb": stack.bridge.peak_rss_bytes() / 2**20})
+        finally:
+            stack.close()
+    return _median(outcomes)
+
+
+def measure_bare_http(scratch: Path, *, seconds: float, runs: int) -> dict:
+    outcomes = []
+    for run in range(runs):
+        port = free_port()
+        server = Process([sys.executable, "-m", "bench.bare_http", "--port", str(port)], port, scratch / "bare.log")
+        try:
+            script = http_script(scratch, f"bare-{run}", kind="openrouter")
+            url = f"http://127.0.0.1:{port}/v1/traces"
+            run_wrk(url, script, connections=16, seconds=1)
+            cpu = server.cpu_seconds()
+            result = run_wrk(url, script, connections=16, seconds=seconds)
+            cpu = server.cpu_seconds() - cpu
+            outcomes.append({"requests_per_second": result["ok"] / (result["duration_us"] / 1e6),
+                             "cpu_us_per_request": cpu / result["ok"] * 1e6})
+        finally:
+            server.stop()
+    return _median(outcomes)
+
+
+def measure_bare_put(scratch: Path, *, runs: int, moto: bool = False) -> dict:
+    outcomes = []
+    for _ in range(runs):
+        stack_dir = Path(tempfile.mkdtemp(dir=scratch))
+        port = free_port()
+        command = ([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)] if moto
+                   else [sys.executable, "-m", "bench.mock_s3", "--port", str(port)])
+        server = Process(command, port, stack_dir / "s3.log")
+        try:
+            if moto:
+                import boto3
+                boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
+                             aws_access_key_id="bench", aws_secret_access_key="bench").create_bucket(Bucket="bench")
+            out = subprocess.run([sys.executable, "-m", "bench.bare_put", "--endpoint-url", f"http://127.0.0.1:{port}",
+                                  "--puts", "1000" if moto else "3000"], check=True, capture_output=True, text=True,
+                                 cwd=ROOT, env={**os.environ, "AWS_ACCESS_KEY_ID": "bench",
+                                                "AWS_SECRET_ACCESS_KEY": "bench"})
+            outcomes.append(json.loads(out.stdout))
+        finally:
+            server.stop()
+    return _median(outcomes, s3="moto" if moto else "mock")
+
+
+def measure_decode(runs: int) -> list[dict]:
+    results = [json.loads(subprocess.run([sys.executable, "-m", "bench.decode_bench"], check=True, cwd=ROOT,
+                                         capture_output=True, text=True).stdout) for _ in range(runs)]
+    return [_median([run[index] for run in results], payload=results[0][index]["payload"])
+            for index in range(len(results[0]))]
+
+
+def machine() -> dict:
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor())
+    wrk = subprocess.run(["wrk", "--version"], capture_output=True, text=True).stdout.splitlines()[0]
+    return {"nproc": os.cpu_count(), "cpu": model, "python": platform.python_version(),
+            "kernel": platform.release(), "wrk": wrk.split(" [")[0],
+            "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results.json"))
+    args = parser.parse_args()
+    scratch = Path(tempfile.mkdtemp(prefix="otel-s3-bench-"))
+    results: dict = {"machine": machine(), "command": " ".join(["bash bench/run", *sys.argv[1:]]),
+                     "runs": args.runs, "seconds": args.seconds}
+    step = lambda name: print(f"[bench] {name}", file=sys.stderr, flush=True)  # noqa: E731
+    try:
+        step("decode alone")
+        results["decode"] = measure_decode(args.runs)
+        step("machine ceiling: bare aiobotocore PUT loop")
+        results["bare_put"] = measure_bare_put(scratch, runs=args.runs)
+        results["bare_put_moto"] = measure_bare_put(scratch, runs=1, moto=True)
+        step("machine ceiling: bare aiohttp handler")
+        results["bare_http"] = measure_bare_http(scratch, seconds=args.seconds, runs=args.runs)
+        step("end to end")
+        results["end_to_end"] = measure_end_to_end(scratch, seconds=args.seconds, runs=args.runs)
+        results["end_to_end_moto"] = measure_end_to_end(scratch, seconds=args.seconds, runs=1, moto=True)
+        results["end_to_end_workers2"] = measure_end_to_end(scratch, seconds=args.seconds, runs=args.runs, workers=2)
+        sustained = results["end_to_end"]["deliveries_per_second"]
+        step("latency at 50% and 90% of the sustained rate")
+        results["latency"] = [measure_latency(scratch, sustained * share, seconds=args.seconds, runs=args.runs)
+                              for share in (0.5, 0.9)]
+        step("ingest ceilings")
+        ingest = []
+        for label, transport, kind, spans, compress in (
+                ("OpenRouter delivery, HTTP/JSON", "json", "openrouter", 3, False),
+                ("OpenRouter delivery, gRPC (one per call)", "grpc", "openrouter", 3, False),
+                ("1 span, HTTP/JSON", "json", "batch", 1, False),
+                ("100 spans, HTTP/JSON", "json", "batch", 100, False),
+                ("1 span, HTTP/protobuf", "protobuf", "batch", 1, False),
+                ("100 spans, HTTP/protobuf", "protobuf", "batch", 100, False),
+                ("1 span, HTTP/protobuf+gzip", "protobuf", "batch", 1, True),
+                ("100 spans, HTTP/protobuf+gzip", "protobuf", "batch", 100, True),
+                ("1 span, gRPC", "grpc", "batch", 1, False),
+                ("100 spans, gRPC", "grpc", "batch", 100, False)):
+            step(f"ingest: {label}")
+            ingest.append(measure_ingest(scratch, label, transport=transport, kind=kind, spans=spans,
+                                         compress=compress, seconds=min(args.seconds, 5), runs=args.runs))
+        results["ingest"] = ingest
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+        Path(args.out).write_text(json.dumps(results, indent=1))
+    from bench.report import write_report
+    write_report(results, ROOT / "bench" / "RESULTS.md")
+    step("wrote bench/RESULTS.md")
+
+
+if __name__ == "__main__":
+    main()
