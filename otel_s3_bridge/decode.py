@@ -36,6 +36,7 @@ OPENROUTER_PREFIXES = ("trace.metadata.openrouter.", "trace.metadata.openrouter_
 METADATA_PREFIXES = ("trace.metadata.", "traceloop.association.properties.", "ai.telemetry.metadata.",
                      "langfuse.trace.metadata.", "langfuse.observation.metadata.")
 LANGFUSE_JSON = ("langfuse.observation.usage_details", "langfuse.observation.cost_details")
+METADATA_HEADS = {".".join(prefix.split(".")[:2]) for prefix in METADATA_PREFIXES}
 OPENINFERENCE_PREFIXES = ("openinference.", "llm.input_messages.", "llm.output_messages.", "llm.token_count.",
                           "llm.cost.", "llm.model_name", "llm.provider", "llm.system", "llm.invocation_parameters")
 OPENLLMETRY_PREFIXES = ("traceloop.", "llm.request.type", "llm.usage.", "gen_ai.prompt.0.", "gen_ai.completion.0.")
@@ -148,27 +149,56 @@ def _duration_ms(start: int, end: int) -> float | None:
     return (end - start) / 1e6 if start and end >= start else None
 
 
+KEY_PLAIN, KEY_METADATA, KEY_OPENROUTER = 0, 1, 2
+# What decoding needs to know of an attribute key, computed once per distinct key: the same few
+# dozen keys arrive on every span. Bounded, since keys come from clients.
+_KEY_INFO: dict[str, tuple[str, str, list[tuple[str, int]], int]] = {}
+KEY_INFO_LIMIT = 50_000
+
+
+def _key_info(key: str) -> tuple[str, str, list[tuple[str, int]], int]:
+    first = key.find(".")
+    second = key.find(".", first + 1) if first >= 0 else -1
+    head = key[:second] if second >= 0 else key
+    kind = KEY_PLAIN
+    if head in METADATA_HEADS and key.startswith(METADATA_PREFIXES):
+        kind = KEY_OPENROUTER if key.startswith(OPENROUTER_PREFIXES) else KEY_METADATA
+    info = (key[:first] if first >= 0 else key, head, KEY_FIELDS.get(key, []), kind)
+    if len(_KEY_INFO) < KEY_INFO_LIMIT:
+        _KEY_INFO[key] = info
+    return info
+
+
 class _Attributes:
     """The LLM span's attributes, remembering which ones a record field consumed."""
 
     def __init__(self, attributes: dict[str, Any]) -> None:
-        self.values = dict(attributes)
+        self.values = attributes
         self.used: set[str] = set()
         self.added: dict[str, Any] = {}
-        # First one and two dotted segments of every key ("gen_ai", "gen_ai.prompt"): lets each
-        # convention's code skip a span that carries nothing of it without scanning every key.
+        for key in LANGFUSE_JSON:  # JSON objects whose parts map to separate fields
+            document = json_text(attributes.get(key))
+            if isinstance(document, dict):
+                self.values = values = {name: value for name, value in self.values.items() if name != key}
+                values.update({f"{key}.{part}": value for part, value in document.items()})
+        # One pass over the keys: the first one and two dotted segments of each ("gen_ai",
+        # "gen_ai.prompt") let each convention's code skip a span that carries nothing of it;
+        # the candidates of every table field and the metadata keys are collected on the way.
         self.roots: set[str] = set()
         self.heads: set[str] = set()
-        for key in attributes:
-            first = key.find(".")
-            second = key.find(".", first + 1) if first >= 0 else -1
-            self.roots.add(key[:first] if first >= 0 else key)
-            self.heads.add(key[:second] if second >= 0 else key)
-        for key in LANGFUSE_JSON:  # JSON objects whose parts map to separate fields
-            document = json_text(self.values.get(key))
-            if isinstance(document, dict):
-                del self.values[key]
-                self.values.update({f"{key}.{part}": value for part, value in document.items()})
+        self.candidates: dict[str, list[tuple[int, str, Any]]] = {}
+        self.metadata_keys: list[str] = []
+        self.openrouter = False
+        for key, value in self.values.items():
+            root, head, fields, kind = _KEY_INFO.get(key) or _key_info(key)
+            self.roots.add(root)
+            self.heads.add(head)
+            for field_name, rank in fields:
+                self.candidates.setdefault(field_name, []).append((rank, key, value))
+            if kind == KEY_OPENROUTER:
+                self.openrouter = True
+            elif kind == KEY_METADATA:
+                self.metadata_keys.append(key)
 
     def pick(self, *keys: str, convert: Callable[[Any], Any] = lambda v: v) -> Any:
         """First key (in precedence order) with a usable value wins; equal losers are duplicates
@@ -188,13 +218,10 @@ class _Attributes:
         return winner
 
     def pick_fields(self) -> dict[str, Any]:
-        """Every FIELD_SOURCES field at once, in one pass over the attributes, with `pick`'s rules."""
-        candidates: dict[str, list[tuple[int, str, Any]]] = {}
-        for key, value in self.values.items():
-            for field_name, rank in KEY_FIELDS.get(key, ()):
-                candidates.setdefault(field_name, []).append((rank, key, value))
+        """Every FIELD_SOURCES field at once, from the candidates collected in `__init__`, with
+        `pick`'s rules."""
         fields = dict.fromkeys(FIELD_SOURCES)
-        for field_name, found in candidates.items():
+        for field_name, found in self.candidates.items():
             convert = FIELD_SOURCES[field_name][1]
             if len(found) == 1:  # the common case: one source present
                 _, key, value = found[0]
@@ -237,18 +264,20 @@ class _Attributes:
         return rest
 
 
+LLM_MARKER_KEYS = frozenset(MODEL_KEYS + USAGE_KEYS)
+
+
 def _is_llm(span: Span) -> bool:
     attributes = span.attributes
-    return (any(attributes.get(key) is not None for key in MODEL_KEYS)
-            or any(attributes.get(key) is not None for key in USAGE_KEYS)
-            or attributes.get("openinference.span.kind") == "LLM"
+    if any(attributes[key] is not None for key in LLM_MARKER_KEYS.intersection(attributes)):
+        return True
+    return (attributes.get("openinference.span.kind") == "LLM"
             or attributes.get("langfuse.observation.type") == "generation")
 
 
 def _source(span: Span, a: _Attributes) -> str:
     keys = span.attributes.keys()
-    if (span.resource.get("service.name") == "openrouter" or span.scope_name == "openrouter"
-            or ("trace.metadata" in a.heads and any(key.startswith(OPENROUTER_PREFIXES) for key in keys))):
+    if span.resource.get("service.name") == "openrouter" or span.scope_name == "openrouter" or a.openrouter:
         return "openrouter"
     if "langfuse" in a.roots:
         return "langfuse"
@@ -462,20 +491,16 @@ def _finish_reason(a: _Attributes, from_completion: Any) -> str | None:
 
 # --- the other fields ------------------------------------------------------------------------------
 
-METADATA_HEADS = {".".join(prefix.split(".")[:2]) for prefix in METADATA_PREFIXES}
-
-
 def _metadata(a: _Attributes) -> dict[str, Any] | None:
-    if not (a.heads & METADATA_HEADS) and "metadata" not in a.values:
+    if not a.metadata_keys and "metadata" not in a.values:
         return None
     metadata: dict[str, Any] = {}
-    for key, value in a.values.items():
-        if key in a.used or key.startswith(OPENROUTER_PREFIXES):
+    for key in a.metadata_keys:
+        if key in a.used:
             continue
-        prefix = next((p for p in METADATA_PREFIXES if key.startswith(p)), None)
-        if prefix is not None:
-            metadata.setdefault(key[len(prefix):], value)
-            a.consume(key)
+        prefix = next(p for p in METADATA_PREFIXES if key.startswith(p))
+        metadata.setdefault(key[len(prefix):], a.values[key])
+        a.consume(key)
     openinference = json_or_value(a.values.get("metadata"))
     if isinstance(openinference, dict):
         for key, value in openinference.items():
