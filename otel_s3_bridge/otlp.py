@@ -158,8 +158,14 @@ def _json_value(value: Any) -> Any:
 def _json_attributes(items: Any) -> dict[str, Any]:
     attributes: dict[str, Any] = {}
     for item in items or ():
-        if isinstance(item, dict) and isinstance(item.get("key"), str):
-            attributes[item["key"]] = _json_value(item.get("value"))
+        if type(item) is not dict or type(key := item.get("key")) is not str:
+            continue
+        value = item.get("value")
+        # Most values are plain strings: read them without the general dispatch.
+        if type(value) is dict and len(value) == 1 and type(inner := value.get("stringValue")) is str:
+            attributes[key] = inner
+        else:
+            attributes[key] = _json_value(value)
     return attributes
 
 

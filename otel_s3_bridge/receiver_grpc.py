@@ -39,8 +39,10 @@ class GrpcReceiver:
         # fail loudly, not share it.
         server = grpc.aio.server(options=[("grpc.max_receive_message_length", self._limit),
                                           ("grpc.so_reuseport", int(share_port))])
-        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
-            SERVICE, {"Export": grpc.unary_unary_rpc_method_handler(self.export)}),))
+        handlers = {"Export": grpc.unary_unary_rpc_method_handler(self.export)}
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+        if hasattr(server, "add_registered_method_handlers"):  # grpcio >= 1.62: no per-call lookup
+            server.add_registered_method_handlers(SERVICE, handlers)
         try:
             server.add_insecure_port(grpc_address(host, port))
         except RuntimeError as exc:
