@@ -3,10 +3,14 @@ completion) and GenAI SDK-shaped batches, as OTLP/JSON and OTLP/protobuf, with d
 
 from __future__ import annotations
 
+import base64
+import copy
 import hashlib
 import json
 
 import orjson
+from google.protobuf import json_format
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from otel_s3_bridge.sample import sample_delivery
 
@@ -55,12 +59,6 @@ def to_json(document: dict) -> bytes:
 
 
 # --- templates for the load generators: distinct ids are spliced in per request --------------------
-
-import base64
-import copy
-
-from google.protobuf import json_format
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 GEN_MARKER = "G" * 20  # 20 characters of the generation id, replaced per request
 TRACE_MARKER = "feedfacefeedfacefeedfacefeedface"  # an OpenRouter delivery's trace id

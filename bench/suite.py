@@ -325,7 +325,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "bench" / "results.json"))
     args = parser.parse_args()
     scratch = Path(tempfile.mkdtemp(prefix="otel-s3-bench-"))
-    results: dict = {"machine": machine(), "command": " ".join(["bash bench/run", *sys.argv[1:]]),
+    results: dict = {"machine": machine(), "command": " ".join(["python -m bench.suite", *sys.argv[1:]]),
                      "runs": args.runs, "seconds": args.seconds}
     step = lambda name: print(f"[bench] {name}", file=sys.stderr, flush=True)  # noqa: E731
     try:
