@@ -200,14 +200,12 @@ class _Attributes:
             elif kind == KEY_METADATA:
                 self.metadata_keys.append(key)
 
-    def pick(self, *keys: str, convert: Callable[[Any], Any] = lambda v: v) -> Any:
-        """First key (in precedence order) with a usable value wins; equal losers are duplicates
-        and are consumed too, a disagreeing loser stays visible in `attributes`."""
+    def _choose(self, candidates: Iterable[tuple[str, Any]], convert: Callable[[Any], Any]) -> Any:
+        """The first candidate (in precedence order) with a usable value wins; equal losers are
+        duplicates and are consumed too, a disagreeing loser stays visible in `attributes`."""
         winner = None
-        for key in keys:
-            if key not in self.values:
-                continue
-            value = convert(self.values[key])
+        for key, value in candidates:
+            value = convert(value)
             if value is None:
                 continue
             if winner is None:
@@ -217,30 +215,16 @@ class _Attributes:
                 self.used.add(key)
         return winner
 
+    def pick(self, *keys: str, convert: Callable[[Any], Any] = lambda v: v) -> Any:
+        return self._choose(((key, self.values[key]) for key in keys if key in self.values), convert)
+
     def pick_fields(self) -> dict[str, Any]:
-        """Every FIELD_SOURCES field at once, from the candidates collected in `__init__`, with
-        `pick`'s rules."""
+        """Every FIELD_SOURCES field at once, from the candidates collected in `__init__`."""
         fields = dict.fromkeys(FIELD_SOURCES)
         for field_name, found in self.candidates.items():
-            convert = FIELD_SOURCES[field_name][1]
-            if len(found) == 1:  # the common case: one source present
-                _, key, value = found[0]
-                value = convert(value)
-                if value is not None:
-                    self.used.add(key)
-                fields[field_name] = value
-                continue
-            winner = None
-            for _, key, value in sorted(found, key=lambda item: item[0]):
-                value = convert(value)
-                if value is None:
-                    continue
-                if winner is None:
-                    winner = value
-                    self.used.add(key)
-                elif value == winner:
-                    self.used.add(key)
-            fields[field_name] = winner
+            ranked = found if len(found) == 1 else sorted(found, key=lambda item: item[0])
+            fields[field_name] = self._choose(((key, value) for _, key, value in ranked),
+                                              FIELD_SOURCES[field_name][1])
         return fields
 
     def prefixed(self, prefix: str) -> dict[str, Any]:

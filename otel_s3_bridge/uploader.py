@@ -31,9 +31,6 @@ class Uploader:
         self._tasks: list[asyncio.Task] = []
         self._failing: str | None = None
         self._causes_logged: set[str] = set()
-        self.uploaded_total = 0
-        self.retries_total = 0
-        self.quarantined_total = 0
 
     def start(self) -> None:
         self._tasks = [asyncio.create_task(self._work(), name=f"uploader-{n}") for n in range(self._concurrency)]
@@ -64,12 +61,10 @@ class Uploader:
                 self._note_failure(f"{type(error).__name__}: {error}")
             else:
                 self._spool.done(ref)
-                self.uploaded_total += 1
                 if self._failing is not None:
                     log.info("uploads to %s succeed again", self._sink.description)
                     self._failing = None
                 return
-            self.retries_total += 1
             await asyncio.sleep(random.uniform(0, delay))
             delay = min(delay * 2, self._retry_max)
 
@@ -84,7 +79,6 @@ class Uploader:
         except OSError as exc:  # the entry stays in its segment and is replayed at the next start
             log.error("cannot quarantine %s: %s", ref.key, exc)
             return
-        self.quarantined_total += 1
         if cause not in self._causes_logged:
             self._causes_logged.add(cause)
             log.error("%s refused an object for good: %s. Its record is kept in %s; fix the cause, then run "
