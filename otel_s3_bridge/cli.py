@@ -245,18 +245,26 @@ def _spool(args: argparse.Namespace) -> int:
     config = _load(args)
     if config is None:
         return EXIT_CONFIG
-    root = Path(config.spool_dir)
-    if args.spool_command == "retry":
-        moved = retry_quarantined(config.spool_dir)
-        print(f"moved {moved} quarantined record(s) back into {root / 'segments'}; a running bridge uploads "
-              "them within seconds, a stopped one at its next start")
-        return EXIT_OK
+    base = Path(config.spool_dir)
+    # With --workers N every worker has its own spool below the base directory.
+    roots = [root for root in (base, *sorted(base.glob("worker-*"))) if (root / "segments").is_dir()] or [base]
+    for root in roots:
+        if args.spool_command == "retry":
+            moved = retry_quarantined(str(root))
+            print(f"moved {moved} quarantined record(s) back into {root / 'segments'}; a running bridge uploads "
+                  "them within seconds, a stopped one at its next start")
+        else:
+            _print_spool_status(root, config.spool_max_bytes)
+    return EXIT_OK
+
+
+def _print_spool_status(root: Path, max_bytes: int) -> None:
     waiting, quarantined = stats(root / "segments"), stats(root / "quarantine")
     print(f"spool {root.resolve()}")
     print(f"  waiting for upload: {waiting.entries} record(s), {_size(waiting.bytes)}{_age(waiting.oldest_unix_nano)}")
     print(f"  quarantined:        {quarantined.entries} record(s), {_size(quarantined.bytes)}"
           f"{_age(quarantined.oldest_unix_nano)}")
-    print(f"  budget:             {_size(waiting.bytes + quarantined.bytes)} of {_size(config.spool_max_bytes)}")
+    print(f"  budget:             {_size(waiting.bytes + quarantined.bytes)} of {_size(max_bytes)}")
     reasons = root / "quarantine" / "reasons.log"
     if quarantined.entries and reasons.exists():
         print("  quarantine causes:")
@@ -264,7 +272,6 @@ def _spool(args: argparse.Namespace) -> int:
             print(f"    {line}")
     for damaged in waiting.damaged_files + quarantined.damaged_files:
         print(f"  damaged (the readable part is uploaded): {damaged}")
-    return EXIT_OK
 
 
 def _send_test_trace(args: argparse.Namespace) -> int:

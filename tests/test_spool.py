@@ -139,3 +139,24 @@ def test_one_spool_directory_per_process(tmp_path):
     with pytest.raises(OSError, match="in use"):
         Spool(str(tmp_path), max_bytes=1 << 30).open()
     run(first.close())
+
+
+def test_spool_commands_cover_every_worker_directory(tmp_path):
+    async def quarantine_one(directory):
+        spool = Spool(str(directory), max_bytes=1 << 30)
+        spool.open()
+        await spool.append([("k", b"body")])
+        ref = await spool.next()
+        spool.quarantine(ref, spool.body_of(ref), "access denied")
+        await spool.close()
+
+    for worker in (0, 1):
+        run(quarantine_one(tmp_path / f"worker-{worker}"))
+    command = [sys.executable, "-m", "otel_s3_bridge", "spool"]
+    status = subprocess.run([*command, "status", "--spool-dir", str(tmp_path)], capture_output=True, text=True,
+                            timeout=60)
+    assert status.stdout.count("quarantined:        1 record(s)") == 2
+    retried = subprocess.run([*command, "retry", "--spool-dir", str(tmp_path)], capture_output=True, text=True,
+                             timeout=60)
+    assert retried.stdout.count("moved 1 quarantined") == 2
+    assert all(stats(tmp_path / f"worker-{n}" / "segments").entries == 1 for n in (0, 1))
