@@ -119,7 +119,8 @@ def write_lua(directory: Path, name: str, *, template: bytes | None, markers: li
 def run_wrk(url: str, script: Path, *, connections: int, seconds: float, threads: int = 1) -> dict:
     result_path = script.with_suffix(".result.json")
     result_path.unlink(missing_ok=True)
-    subprocess.run(["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{max(1, round(seconds))}s", "--timeout", "30s",
+    duration = f"{max(1, round(seconds))}s"  # wrk takes whole seconds only
+    subprocess.run(["wrk", "-t", str(threads), "-c", str(connections), "-d", duration, "--timeout", "30s",
                     "-s", str(script), url], check=True, capture_output=True, timeout=seconds + 120)
     result = json.loads(result_path.read_text())
     result["ok"] = result["requests"] - result["errors_status"]
