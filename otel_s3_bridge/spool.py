@@ -129,9 +129,12 @@ class Segment:
         return self.sealed and self.done == self.entries
 
     def record_done(self, offset: int) -> None:
-        if self.done_fd is None:
-            self.done_fd = os.open(done_path(self.path), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        os.write(self.done_fd, DONE_RECORD.pack(offset))
+        try:
+            if self.done_fd is None:
+                self.done_fd = os.open(done_path(self.path), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            os.write(self.done_fd, DONE_RECORD.pack(offset))
+        except OSError:  # e.g. a full disk: the mark only saves a re-upload after a restart
+            pass
 
     def close_files(self) -> None:
         for fd in (self.read_fd, self.done_fd):
@@ -173,6 +176,7 @@ class Spool:
         self._pending_bytes = 0
         self._quarantine_bytes = 0
         self._refusing = False
+        self._disk_full = False
         self._reclaiming: asyncio.Task | None = None
         self._segments: dict[Path, Segment] = {}
         self._active: Segment | None = None
@@ -274,7 +278,7 @@ class Spool:
             except OSError as exc:
                 os.ftruncate(self._fd, start)  # leave no half entry behind
                 if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                    self._refusing = True
+                    self._refusing = self._disk_full = True
                     raise SpoolFull(f"the disk holding {self.directory} is full") from exc
                 raise
             segment.size += len(data)
@@ -366,17 +370,22 @@ class Spool:
         if self.pending == 0:
             self._idle.set()
         self._finish_if_done(segment)
-        if (segment is self._active and segment.done == segment.entries and segment.size >= RECLAIM_BYTES
-                and self._reclaiming is None):
+        if (segment is self._active and segment.done == segment.entries and self._reclaiming is None
+                and (segment.size >= RECLAIM_BYTES or self._disk_full)):
             self._reclaiming = asyncio.ensure_future(self._reclaim_active())
 
     async def _reclaim_active(self) -> None:
-        """Replace a fully uploaded active segment, so that its file can be deleted."""
+        """Replace a fully uploaded active segment, so that its file can be deleted (at once when
+        the disk is full: that file is the space new exports need)."""
         try:
             async with self._write_lock:
                 active = self._active
-                if self._fd is not None and active.done == active.entries and active.size >= RECLAIM_BYTES:
+                if (self._fd is not None and active.done == active.entries
+                        and (active.size >= RECLAIM_BYTES or self._disk_full)):
                     await self._rotate()
+                    self._disk_full = False
+        except OSError as exc:
+            log.warning("cannot replace the spool's active segment yet: %s", exc)
         finally:
             self._reclaiming = None
 

@@ -434,3 +434,38 @@ def test_a_spool_left_by_more_workers_is_adopted(moto, s3, proxy, tmp_path):
             time.sleep(0.1)
     finally:
         assert single.stop() == 0
+
+
+def test_a_full_disk_is_a_full_spool_not_a_crash(moto, s3, proxy, tmp_path):
+    disk = tmp_path / "small-disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], check=True)
+    try:
+        bucket = new_bucket(s3)
+        bridge = S3Bridge(proxy, bucket, tmp_path / "bridge.log",  # S3 down: the spool fills the disk
+                          [*FAST_RETRIES, "--spool-dir", str(disk / "spool")])
+        try:
+            acknowledged, response = set(), None
+            for _ in range(2000):
+                body, key = delivery()
+                response = bridge.post(body)
+                if response.status_code != 200:
+                    break
+                acknowledged.add(key)
+            assert response.status_code == 503 and int(response.headers["Retry-After"]) > 0
+            assert "the disk holding" in response.json()["message"]
+            assert bridge.process.poll() is None and "Traceback" not in bridge.log
+            proxy.start()
+            bridge.wait_until_uploaded()
+            assert acknowledged <= set(list_keys(s3, bucket))
+            deadline = time.monotonic() + 30
+            body, key = delivery()
+            while bridge.post(body).status_code != 200:  # the full segment is replaced once uploaded
+                assert time.monotonic() < deadline, bridge.log
+                time.sleep(0.1)
+            bridge.wait_until_uploaded()
+            assert key in set(list_keys(s3, bucket))
+        finally:
+            assert bridge.stop() == 0
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
