@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
-
 from .auth import Authenticator
 from .config import BridgeConfig
 from .errors import SinkError
@@ -29,13 +27,6 @@ log = logging.getLogger("otel_s3_bridge")
 # How often the bridge looks for segments `spool retry` moved back, and re-checks a sink that
 # was unreachable at start: both are changes made outside the process, so they are polled.
 MAINTENANCE_SECONDS = 2.0
-
-
-@dataclass
-class StartReport:
-    verified: list[str]
-    sink_unreachable: str | None
-    replayed: int
 
 
 class Bridge:
@@ -54,20 +45,24 @@ class Bridge:
         self._sink_verified = False
         self._maintenance: asyncio.Task | None = None
 
-    async def start(self) -> StartReport:
-        """Raises SinkError (permanent, or any failure without the spool) or OSError (ports, spool)."""
+    async def start(self) -> None:
+        """Raises SinkError (permanent, or any failure without the spool) or OSError (ports, spool).
+        Everything it reports is logged before the receivers listen."""
         await self.sink.open()
-        report = StartReport([], None, 0)
         try:
             try:
-                report.verified = await self.sink.check()
+                for line in await self.sink.check():
+                    log.info("check passed: %s", line)
                 self._sink_verified = True
             except SinkError as error:
                 if not (error.retryable and self.spool is not None):
                     raise
-                report.sink_unreachable = error.message
+                log.warning("%s cannot be reached yet (%s); accepting exports into the spool and checking "
+                            "again", self.config.destination, error.message)
             if self.spool is not None:
-                report.replayed = self.spool.open()
+                replayed = self.spool.open()
+                if replayed:
+                    log.info("spool: %d entries left by an earlier run are queued for upload", replayed)
                 self.uploader.start()
                 self._maintenance = asyncio.create_task(self._maintain())
             if self.grpc is not None:
@@ -76,7 +71,6 @@ class Bridge:
         except BaseException:
             await self.stop(drain_seconds=0)
             raise
-        return report
 
     async def _maintain(self) -> None:
         last_problem: str | None = None

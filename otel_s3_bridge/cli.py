@@ -119,26 +119,7 @@ async def _serve(config: BridgeConfig, *, share_ports: bool = False) -> int:
     # CPU than anything else under load (profiled with py-spy), so they run far less often.
     gc.freeze()
     gc.set_threshold(50_000, 50, 100)
-    bridge = Bridge(config, share_ports=share_ports)
-    try:
-        report = await bridge.start()
-    except SinkError as error:
-        log.error("refusing to start: the check of %s failed: %s", config.destination, error.message)
-        return EXIT_FAILED
-    except OSError as error:
-        log.error("refusing to start: %s", error)
-        return EXIT_FAILED
-    for line in report.verified:
-        log.info("check passed: %s", line)
-    if report.sink_unreachable:
-        log.warning("%s cannot be reached yet (%s); accepting exports into the spool and checking again",
-                    config.destination, report.sink_unreachable)
-    if report.replayed:
-        log.info("spool: %d entries left by an earlier run are queued for upload", report.replayed)
-    log.info("%s", _ready_message(config))
-
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
 
     def on_signal() -> None:
         if stop.is_set():  # a second signal: leave now; everything acknowledged is in the spool
@@ -147,8 +128,20 @@ async def _serve(config: BridgeConfig, *, share_ports: bool = False) -> int:
             os._exit(EXIT_FAILED)
         stop.set()
 
+    # Installed before start-up, so that a SIGTERM arriving while the bridge starts stops it cleanly.
+    loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, on_signal)
+    bridge = Bridge(config, share_ports=share_ports)
+    try:
+        await bridge.start()
+    except SinkError as error:
+        log.error("refusing to start: the check of %s failed: %s", config.destination, error.message)
+        return EXIT_FAILED
+    except OSError as error:
+        log.error("refusing to start: %s", error)
+        return EXIT_FAILED
+    log.info("%s", _ready_message(config))
     await stop.wait()
     log.info("stopping: no new exports, finishing in-flight ones")
     await bridge.stop(drain_seconds=config.drain_seconds)

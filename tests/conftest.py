@@ -119,6 +119,9 @@ class BridgeProcess:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=cwd,
                                             env={**os.environ, **(env or {})})
         wait_for_port(self.http_port, self.process)
+        deadline = time.monotonic() + 30  # the port opens just before the ready line is logged
+        while "ready:" not in self.log and self.process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
 
     @property
     def log(self) -> str:
