@@ -50,6 +50,14 @@ def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 30.0) -
     raise RuntimeError(f"nothing listens on {port} after {timeout}s")
 
 
+def eventually(condition, timeout: float = 30.0, message=lambda: "condition not met", interval: float = 0.05):
+    """Poll `condition` until it is true (the bridge uploads after acknowledging); fail after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, message()
+        time.sleep(interval)
+
+
 class MotoServer:
     """moto's S3-protocol server as a subprocess on 127.0.0.1."""
 
@@ -132,11 +140,8 @@ class BridgeProcess:
 
     def wait_until_uploaded(self, wait_seconds: float = 60.0) -> None:
         """Until the spool holds nothing: every acknowledged record is in the sink (or quarantined)."""
-        deadline = time.monotonic() + wait_seconds
-        while self.readiness().get("spool_pending", 0):
-            if time.monotonic() > deadline:
-                raise AssertionError(f"spool not drained after {wait_seconds}s: {self.readiness()}")
-            time.sleep(0.05)
+        eventually(lambda: not self.readiness().get("spool_pending", 0), wait_seconds,
+                   lambda: f"spool not drained after {wait_seconds}s: {self.readiness()}")
 
     def stop(self) -> int:
         if self.process.poll() is None:

@@ -23,7 +23,8 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExport
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from opentelemetry.sdk.trace.export import SpanExportResult
 
-from conftest import TOKENS, S3Bridge, free_port, key_for, list_keys, new_bucket, read_json, wait_for_port
+from conftest import (TOKENS, S3Bridge, eventually, free_port, key_for, list_keys, new_bucket, read_json,
+                      wait_for_port)
 from otel_s3_bridge.sample import sample_delivery
 from otlp_builders import to_protobuf
 from test_grpc_and_sdk import genai_spans
@@ -113,10 +114,8 @@ class Load:
         return self
 
     def wait_for(self, acknowledged: int, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while len(self.acknowledged) < acknowledged:
-            assert time.monotonic() < deadline, f"only {len(self.acknowledged)} acknowledged"
-            time.sleep(0.01)
+        eventually(lambda: len(self.acknowledged) >= acknowledged, timeout,
+                   lambda: f"only {len(self.acknowledged)} acknowledged", interval=0.01)
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
@@ -125,10 +124,7 @@ class Load:
 
 
 def wait_for_workers(bridge: S3Bridge, count: int) -> None:
-    deadline = time.monotonic() + 30
-    while bridge.log.count("ready:") < count:
-        assert time.monotonic() < deadline, bridge.log
-        time.sleep(0.05)
+    eventually(lambda: bridge.log.count("ready:") >= count, 30, lambda: bridge.log)
 
 
 def child_pids(parent: int) -> list[int]:
@@ -237,10 +233,7 @@ def test_second_signal_exits_at_once_and_loses_nothing(moto, s3, proxy, tmp_path
     bridge = S3Bridge(proxy, bucket, tmp_path / "bridge.log", [*FAST_RETRIES, "--drain-seconds", "600"])
     acknowledged = post_all(bridge, 20)  # S3 is down: the drain could never finish
     bridge.process.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + 20
-    while "draining" not in bridge.log:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    eventually(lambda: "draining" in bridge.log, 20)
     bridge.process.send_signal(signal.SIGTERM)
     assert bridge.process.wait(10) != 0
     proxy.start()
@@ -320,10 +313,8 @@ def test_permanent_error_quarantines_and_spool_retry_delivers(moto, s3, proxy, t
         retried = subprocess.run([sys.executable, "-m", "otel_s3_bridge", "spool", "retry", "--spool-dir",
                                   spool_dir], capture_output=True, text=True, timeout=30)
         assert retried.returncode == 0 and "moved 12" in retried.stdout
-        deadline = time.monotonic() + 60
-        while set(list_keys(s3, bucket)) != acknowledged:
-            assert time.monotonic() < deadline, "spool retry did not deliver everything"
-            time.sleep(0.1)
+        eventually(lambda: set(list_keys(s3, bucket)) == acknowledged, 60,
+                   lambda: "spool retry did not deliver everything", interval=0.1)
         bridge.wait_until_uploaded()
         after = subprocess.run([sys.executable, "-m", "otel_s3_bridge", "spool", "status", "--spool-dir",
                                 spool_dir], capture_output=True, text=True, timeout=30)
@@ -366,10 +357,7 @@ def test_request_bytes_in_memory_are_bounded(moto, s3, proxy, tmp_path):
         slow.sendall(b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                      + f"Authorization: Bearer {TOKENS['openrouter']}\r\nContent-Length: {1_500_000}\r\n\r\n".encode()
                      + b" " * 1_000_000)  # a slow client: most of its body, then a pause
-        deadline = time.monotonic() + 20
-        while bridge.readiness()["inflight_bytes"] < 1_000_000:
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
+        eventually(lambda: bridge.readiness()["inflight_bytes"] >= 1_000_000, 20, interval=0.02)
         response = bridge.post(b" " * 300_000)
         assert response.status_code == 503 and int(response.headers["Retry-After"]) > 0
         assert "--max-inflight-bytes" in response.json()["message"]
@@ -396,10 +384,7 @@ def test_workers_share_the_ports_and_each_has_its_own_spool(moto, s3, proxy, tmp
         proxy.start()  # S3 was down: each worker holds part of the load in its own spool
         spools = [tmp_path / "spool" / f"worker-{n}" for n in (0, 1)]
         assert all((spool / "segments").is_dir() for spool in spools)
-        deadline = time.monotonic() + 60
-        while set(list_keys(s3, bucket)) != acknowledged:
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
+        eventually(lambda: set(list_keys(s3, bucket)) == acknowledged, 60, interval=0.1)
     finally:
         assert bridge.stop() == 0
     assert bridge.log.count("ready:") == 2 and "worker-1" in bridge.log
@@ -420,18 +405,14 @@ def test_a_spool_left_by_more_workers_is_adopted(moto, s3, proxy, tmp_path):
     for pid in [first.process.pid, *workers]:
         os.kill(pid, signal.SIGKILL)
     first.process.wait(10)
-    deadline = time.monotonic() + 10
-    while any(Path(f"/proc/{pid}").exists() and "Z" not in Path(f"/proc/{pid}/stat").read_text().split()[2]
-              for pid in workers):
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    eventually(lambda: not any(Path(f"/proc/{pid}").exists()
+                               and "Z" not in Path(f"/proc/{pid}/stat").read_text().split()[2] for pid in workers),
+               10)
     proxy.start()
     single = S3Bridge(proxy, bucket, tmp_path / "single.log", ["--spool-dir", str(tmp_path / "spool"), *FAST_RETRIES])
     try:
-        deadline = time.monotonic() + 60
-        while not acknowledged <= set(list_keys(s3, bucket)):
-            assert time.monotonic() < deadline, "records of the former workers were not uploaded"
-            time.sleep(0.1)
+        eventually(lambda: acknowledged <= set(list_keys(s3, bucket)), 60,
+                   lambda: "records of the former workers were not uploaded", interval=0.1)
     finally:
         assert single.stop() == 0
 
@@ -458,11 +439,8 @@ def test_a_full_disk_is_a_full_spool_not_a_crash(moto, s3, proxy, tmp_path):
             proxy.start()
             bridge.wait_until_uploaded()
             assert acknowledged <= set(list_keys(s3, bucket))
-            deadline = time.monotonic() + 30
-            body, key = delivery()
-            while bridge.post(body).status_code != 200:  # the full segment is replaced once uploaded
-                assert time.monotonic() < deadline, bridge.log
-                time.sleep(0.1)
+            body, key = delivery()  # accepted once the full segment is uploaded and replaced
+            eventually(lambda: bridge.post(body).status_code == 200, 30, lambda: bridge.log, interval=0.1)
             bridge.wait_until_uploaded()
             assert key in set(list_keys(s3, bucket))
         finally:
