@@ -114,8 +114,9 @@ class Ingestor:
         elif objects:
             await self._put_directly(objects)
         problems = []
-        if parsed.rejected_spans:
+        if parsed.first_problem is not None:
             problems.append(f"{parsed.rejected_spans} span(s) rejected; first problem: {parsed.first_problem}")
+        problems.extend(parsed.warnings)
         if decoded.dropped_spans:
             problems.append(f"{decoded.dropped_spans} span(s) of traces without LLM attributes dropped "
                             "(--non-llm-spans drop)")

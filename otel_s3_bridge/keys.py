@@ -1,22 +1,35 @@
 """Object keys: compile the path template once, render `{folder}/{traceId}-{timestamp}.json` per record.
 
-Pure functions, UTC only. Every value taken from a payload is sanitised so that no record can
-write outside its prefix. This module must not read clocks, configuration files or the network.
+Pure and total, UTC only. Values taken from payloads are untrusted, so rendering is confined and
+injective: a value that is safe as it is (printable, no `/`, `\\`, `~` or `..`, short enough)
+is used unchanged; any other value is cleaned, cut to its byte budget and marked with `~` and a
+hash of the original, so two different values never share a key and none can leave its prefix.
+Lengths are UTF-8 bytes: a key fits S3's 1,024 and every path segment a file system's 255 (with
+room for the local sink's temporary name). This module must not read clocks, configuration
+files or the network.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 import string
-from collections.abc import Mapping
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 PLACEHOLDERS = ("prefix", "date", "year", "month", "day", "hour", "apiKeyName", "keyName")
-MAX_VALUE_LENGTH = 200
-_UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\]")
-_DOTS = re.compile(r"\.{2,}")
+MAX_KEY_BYTES = 1024  # S3's limit for a whole key
+MAX_SEGMENT_BYTES = 255  # a file name, on every common file system
+MAX_NAME_BYTES = 200  # the object's own name: 255 less the local sink's temporary-name decoration
+MAX_TRACE_ID_BYTES = 150  # {traceId} within the name, beside `-{timestamp}-{spanId}.json`
+MAX_FOLDER_VALUE_BYTES = 100  # {apiKeyName} and {keyName}
+MAX_PREFIX_BYTES = 512
+HASH_MARK = "~"  # never left in a value used unchanged, so a marked value cannot be forged
+HASH_HEX_DIGITS = 16
+_WORST_CASE_VALUES = {"date": 10, "year": 4, "month": 2, "day": 2, "hour": 2,
+                      "apiKeyName": MAX_FOLDER_VALUE_BYTES, "keyName": MAX_FOLDER_VALUE_BYTES}
 _CONTROL_OR_BACKSLASH = re.compile(r"[\x00-\x1f\x7f\\]")
 
 
@@ -32,12 +45,14 @@ class KeyTemplate:
 
 
 def _check_path(text: str, what: str) -> None:
-    if _CONTROL_OR_BACKSLASH.search(text):
+    if _CONTROL_OR_BACKSLASH.search(text) or not text.isprintable():
         raise ValueError(f"{what} {text!r} contains a control character or a backslash")
     if text.startswith("/"):
         raise ValueError(f"{what} {text!r} must not start with '/'")
     if any(segment in (".", "..") for segment in text.split("/")):
         raise ValueError(f"{what} {text!r} must not contain '.' or '..' segments")
+    if any(len(segment.encode()) > MAX_SEGMENT_BYTES for segment in text.split("/")):
+        raise ValueError(f"{what} has a path segment longer than {MAX_SEGMENT_BYTES} bytes")
 
 
 def compile_template(text: str) -> KeyTemplate:
@@ -55,6 +70,10 @@ def compile_template(text: str) -> KeyTemplate:
     if any(spec or conversion for _, name, spec, conversion in parsed if name is not None):
         raise ValueError(f"{text!r}: variables take no format spec or conversion")
     _check_path(text, "the path template")
+    worst = sum(len(literal.encode()) + (_WORST_CASE_VALUES.get(name, MAX_PREFIX_BYTES) if name else 0)
+                for literal, name, _, _ in parsed)
+    if worst + 1 + MAX_NAME_BYTES > MAX_KEY_BYTES:
+        raise ValueError(f"{text[:60]!r} is too long: rendered keys could exceed {MAX_KEY_BYTES} bytes")
     return KeyTemplate(text.strip("/"), tuple((literal, name) for literal, name, _, _ in parsed))
 
 
@@ -63,18 +82,28 @@ def validate_prefix(raw: str) -> str:
     if not prefix:
         raise ValueError("the prefix must not be empty")
     _check_path(prefix, "the prefix")
+    if len(prefix.encode()) > MAX_PREFIX_BYTES:
+        raise ValueError(f"the prefix is longer than {MAX_PREFIX_BYTES} bytes")
     return prefix
 
 
-def sanitize(value: Any) -> str:
-    """Make a payload value safe as part of one key segment: no '/', '\\', control chars or '..'."""
-    text = str(value)
-    if (len(text) <= MAX_VALUE_LENGTH and text.isprintable() and "/" not in text and "\\" not in text
-            and ".." not in text and text not in ("", ".")):
-        return text  # the common case, already safe: skip the regular expressions
-    text = _UNSAFE.sub("_", text)[:MAX_VALUE_LENGTH]
-    text = _DOTS.sub(lambda m: "_" * len(m.group()), text)
-    return "_" if text in ("", ".") else text
+def _safe(text: str) -> bool:
+    return (text.isprintable() and "/" not in text and "\\" not in text and HASH_MARK not in text
+            and ".." not in text and text not in ("", "."))
+
+
+def sanitize(value: Any, max_bytes: int = MAX_FOLDER_VALUE_BYTES) -> str:
+    """`value` as one key segment part: unchanged when safe and within `max_bytes` (UTF-8), else
+    cleaned, cut and marked `~<hash of the original>`, so that different values stay different."""
+    text = value if isinstance(value, str) else str(value)
+    if len(text) <= max_bytes and _safe(text) and (text.isascii() or len(text.encode()) <= max_bytes):
+        return text  # the common case
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:HASH_HEX_DIGITS]
+    head = text[:max_bytes]  # at least one byte per character: enough to fill the budget
+    cleaned = "".join(ch if ch.isprintable() and ch not in "/\\~" else "_" for ch in head).replace("..", "__")
+    budget = max_bytes - len(HASH_MARK) - HASH_HEX_DIGITS
+    cut = cleaned.encode()[:budget].decode("utf-8", "ignore")
+    return f"{cut}{HASH_MARK}{digest}"
 
 
 def template_values(unix_seconds: int, *, prefix: str, api_key_name: str | None,
@@ -112,7 +141,7 @@ def object_key(template: KeyTemplate, record: Mapping[str, Any], *, prefix: str,
     ingest = record.get("ingest") or {}
     values = template_values(start // 1_000_000_000, prefix=prefix, api_key_name=record.get("api_key_name"),
                              key_name=ingest.get("key_name"))
-    name = f"{sanitize(record['trace_id'])}-{start // 1_000_000_000}"
+    name = f"{sanitize(record['trace_id'], MAX_TRACE_ID_BYTES)}-{start // 1_000_000_000}"
     if record["trace_id"] != record.get("generation_id"):
-        name += f"-{sanitize(record['span_id'])}"
+        name += f"-{sanitize(record['span_id'], 16)}"
     return f"{render_folder(template, values)}/{name}.json"

@@ -2,16 +2,22 @@
 
 OTLP/JSON (parsed with orjson, hex ids, int64 as number or string, unknown fields ignored) and
 OTLP/protobuf (HTTP body or gRPC message) both become the same list of `Span`s, the one
-normalised form every transport hands to `ingest`. A span that cannot be read (bad id length,
-bad int64) is counted as rejected, the rest of the request goes on. This module must not know
-about LLM conventions (that is `decode`) nor touch sockets. Never use protobuf's `json_format`
-here: it is ~20x slower than orjson and treats hex ids as base64.
+normalised form every transport hands to `ingest`.
+
+Parsing is total: a body that is not an export request raises `InvalidRequest` (400); anything
+wrong below the request (a span, its ids, an attribute value, its resource or scope) rejects only
+the spans it concerns, counted in `rejected_spans` with the first problem, and the rest goes on.
+No other exception leaves this module for any input. A resource larger than `max_resource_bytes`
+is cut once here, so that records sharing it cannot multiply it. This module must not know about
+LLM conventions (that is `decode`) nor touch sockets. Never use protobuf's `json_format` here: it
+is ~20x slower than orjson and treats hex ids as base64.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,11 +37,18 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span as SpanMessage
 from opentelemetry.proto.trace.v1.trace_pb2 import Status as StatusMessage
 
 from .errors import InvalidRequest
+from .values import INT64_MAX, INT64_MIN, MAX_VALUE_DEPTH, UINT64_MAX, bounded_int
 
 JSON = "json"
 PROTOBUF = "protobuf"
 CONTENT_TYPES = {JSON: "application/json", PROTOBUF: "application/x-protobuf"}
-INT64_MIN, INT64_MAX, UINT64_MAX = -(2**63), 2**63 - 1, 2**64 - 1
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+# Resource attributes are copied into every record of a request; beyond this many bytes (JSON)
+# a resource keeps its attributes in order while they fit and counts the others under this key.
+MAX_RESOURCE_BYTES = 16 * 1024
+DROPPED_ATTRIBUTES_KEY = "otel_s3_bridge.dropped_attributes_count"
+# Scope name and version are copied into every record too; longer ones are cut.
+MAX_SCOPE_TEXT = 1024
 
 
 @dataclass(slots=True)
@@ -64,15 +77,37 @@ class ParsedRequest:
     spans: list[Span] = field(default_factory=list)
     rejected_spans: int = 0
     first_problem: str | None = None
+    warnings: list[str] = field(default_factory=list)
 
-    def reject(self, problem: str) -> None:
-        self.rejected_spans += 1
+    def reject(self, problem: str, spans: int = 1) -> None:
+        self.rejected_spans += spans
         if self.first_problem is None:
             self.first_problem = problem
 
 
 class SpanProblem(ValueError):
-    """One span cannot be read; it is rejected and counted, the request goes on."""
+    """Part of a request cannot be read; the spans it concerns are rejected and counted."""
+
+
+def bound_resource(attributes: dict[str, Any], max_bytes: int) -> tuple[dict[str, Any], int]:
+    """The attributes as they go into records, and how many were left out to stay under `max_bytes`."""
+    if len(orjson.dumps(attributes)) <= max_bytes:
+        return attributes, 0
+    kept: dict[str, Any] = {}
+    size, dropped = 2, 0  # the braces
+    for key, value in attributes.items():
+        item = len(orjson.dumps({key: value})) - 1  # "key":value plus its comma
+        if size + item <= max_bytes - 64:  # room for the count itself
+            kept[key] = value
+            size += item
+        else:
+            dropped += 1
+    kept[DROPPED_ATTRIBUTES_KEY] = dropped
+    return kept, dropped
+
+
+def _scope_text(value: str) -> str:
+    return value if len(value) <= MAX_SCOPE_TEXT else value[:MAX_SCOPE_TEXT]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -85,46 +120,83 @@ def _get(obj: dict[str, Any], camel: str, snake: str) -> Any:
 
 
 def _integer(value: Any, what: str, low: int, high: int) -> int:
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, (int, str)):
-        raise SpanProblem(f"{what} {value!r} is not an integer")
     try:
-        number = int(value)
-    except ValueError:
-        raise SpanProblem(f"{what} {value!r} is not an integer") from None
-    if not low <= number <= high:
-        raise SpanProblem(f"{what} {value!r} is out of range")
-    return number
-
-
-def _int64(value: Any, what: str) -> int:
-    return _integer(value, what, INT64_MIN, INT64_MAX)
+        return bounded_int(value, low, high)
+    except ValueError as exc:
+        raise SpanProblem(f"{what}: {exc}") from None
 
 
 def _uint64(value: Any, what: str) -> int:
     return 0 if value is None or value == "" else _integer(value, what, 0, UINT64_MAX)
 
 
-def _double(value: Any) -> float:
+def _text(value: Any, what: str) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise SpanProblem(f"{what} must be a string")
+    return value
+
+
+def _object(value: Any, what: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise SpanProblem(f"{what} must be an object")
+    return value
+
+
+def _array(value: Any, what: str) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise SpanProblem(f"{what} must be an array")
+    return value
+
+
+def _json_string(inner: Any, depth: int) -> str:
+    if isinstance(inner, (str, int, float)) and not isinstance(inner, bool):
+        return inner if isinstance(inner, str) else str(inner)
+    raise SpanProblem("stringValue must be a string")
+
+
+def _json_int(inner: Any, depth: int) -> int:
+    return _integer(inner, "intValue", INT64_MIN, INT64_MAX)
+
+
+def _json_double(inner: Any, depth: int) -> float:
+    if isinstance(inner, bool) or not isinstance(inner, (int, float, str)) or (isinstance(inner, str)
+                                                                               and len(inner) > 64):
+        raise SpanProblem("doubleValue must be a number")
     try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise SpanProblem(f"doubleValue {value!r} is not a number") from None
+        return float(inner)
+    except (ValueError, OverflowError):
+        raise SpanProblem(f"doubleValue {inner!r} is not a number") from None
 
 
-def _json_string(inner: Any) -> str:
-    return inner if isinstance(inner, str) else str(inner)
+def _json_bool(inner: Any, depth: int) -> bool:
+    if isinstance(inner, bool):
+        return inner
+    if isinstance(inner, str) and inner.lower() in ("true", "false"):
+        return inner.lower() == "true"
+    raise SpanProblem("boolValue must be true or false")
 
 
-def _json_bool(inner: Any) -> bool:
-    return inner if isinstance(inner, bool) else str(inner).lower() == "true"
+def _json_array(inner: Any, depth: int) -> list[Any]:
+    values = _array(_object(inner, "arrayValue").get("values"), "arrayValue.values")
+    return [_json_value(item, depth + 1) for item in values]
 
 
-def _json_bytes(inner: Any) -> str:
+def _json_kvlist(inner: Any, depth: int) -> dict[str, Any]:
+    return _json_attributes(_object(inner, "kvlistValue").get("values"), depth + 1)
+
+
+def _json_bytes(inner: Any, depth: int) -> str:
+    if not isinstance(inner, str):
+        raise SpanProblem("bytesValue must be a base64 string")
     try:
-        raw = base64.b64decode(str(inner).replace("-", "+").replace("_", "/") + "==")
-    except binascii.Error:
+        raw = base64.b64decode(inner.replace("-", "+").replace("_", "/") + "==")
+    except (binascii.Error, ValueError):
         raise SpanProblem("bytesValue is not base64") from None
     return base64.b64encode(raw).decode()
 
@@ -134,39 +206,46 @@ def _json_bytes(inner: Any) -> str:
 _JSON_VALUE_READERS: dict[str, Any] = {}
 for _names, _reader in (
     (("stringValue", "string_value"), _json_string),
-    (("intValue", "int_value"), lambda inner: _int64(inner, "intValue")),
-    (("doubleValue", "double_value"), lambda inner: _double(inner)),
+    (("intValue", "int_value"), _json_int),
+    (("doubleValue", "double_value"), _json_double),
     (("boolValue", "bool_value"), _json_bool),
-    (("arrayValue", "array_value"), lambda inner: [_json_value(item) for item in (inner or {}).get("values") or ()]),
-    (("kvlistValue", "kvlist_value"), lambda inner: _json_attributes((inner or {}).get("values"))),
+    (("arrayValue", "array_value"), _json_array),
+    (("kvlistValue", "kvlist_value"), _json_kvlist),
     (("bytesValue", "bytes_value"), _json_bytes),
 ):
     for _name in _names:
         _JSON_VALUE_READERS[_name] = _reader
 
 
-def _json_value(value: Any) -> Any:
-    if not isinstance(value, dict):
+def _json_value(value: Any, depth: int) -> Any:
+    if value is None:
         return None
+    if not isinstance(value, dict):
+        raise SpanProblem("an attribute value must be an AnyValue object")
+    if depth > MAX_VALUE_DEPTH:
+        raise SpanProblem(f"an attribute value is nested deeper than {MAX_VALUE_DEPTH} levels")
     for key, inner in value.items():
         reader = _JSON_VALUE_READERS.get(key)
         if reader is not None:
-            return reader(inner)
-    return None
+            return None if inner is None else reader(inner, depth)
+    return None  # an empty AnyValue, or one of a kind this bridge does not know: unset
 
 
-def _json_attributes(items: Any) -> dict[str, Any]:
+def _json_attributes(items: Any, depth: int = 0) -> dict[str, Any]:
     attributes: dict[str, Any] = {}
-    for item in items or ():
+    for item in _array(items, "attributes"):
         if type(item) is not dict or type(key := item.get("key")) is not str:
-            continue
+            raise SpanProblem("an attribute must be an object with a string key")
         value = item.get("value")
         # Most values are plain strings: read them without the general dispatch.
         if type(value) is dict and len(value) == 1 and type(inner := value.get("stringValue")) is str:
             attributes[key] = inner
         else:
-            attributes[key] = _json_value(value)
+            attributes[key] = _json_value(value, depth + 1)
     return attributes
+
+
+_HEX_IDS = {16: re.compile(r"[0-9a-fA-F]{32}"), 8: re.compile(r"[0-9a-fA-F]{16}")}
 
 
 def _hex_id(value: Any, size: int, what: str, *, required: bool) -> str | None:
@@ -174,70 +253,77 @@ def _hex_id(value: Any, size: int, what: str, *, required: bool) -> str | None:
         if required:
             raise SpanProblem(f"{what} is missing")
         return None
-    text = str(value).lower()
-    if len(text) != size * 2:
-        raise SpanProblem(f"{what} {value!r} must be {size * 2} hex digits")
-    try:
-        raw = bytes.fromhex(text)
-    except ValueError:
-        raise SpanProblem(f"{what} {value!r} is not hex") from None
-    if required and not any(raw):
+    if not isinstance(value, str) or not _HEX_IDS[size].fullmatch(value):
+        raise SpanProblem(f"{what} {_short(value)} must be {size * 2} hex digits")
+    text = value.lower()
+    if required and text.count("0") == len(text):
         raise SpanProblem(f"{what} is all zeros")
     return text
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _enum(value: Any, enum: Any, what: str) -> int:
     if value is None:
         return 0
-    if isinstance(value, str) and not value.lstrip("-").isdigit():
+    if isinstance(value, str) and not value.strip().lstrip("+-").isdigit():
         try:
             return enum.Value(value)
         except ValueError:
-            raise SpanProblem(f"{what} {value!r} is not a known value") from None
-    return _int64(value, what)
+            raise SpanProblem(f"{what} {_short(value)} is not a known value") from None
+    return _integer(value, what, INT32_MIN, INT32_MAX)
 
 
-def _json_span(raw: dict[str, Any], resource: dict[str, Any], scope: dict[str, Any]) -> Span:
-    status = raw.get("status") or {}
+def _json_event(raw: Any) -> dict[str, Any]:
+    event = _object(raw, "an event")
+    return {"name": _text(event.get("name"), "event name"),
+            "time_unix_nano": _uint64(_get(event, "timeUnixNano", "time_unix_nano"), "event timeUnixNano"),
+            "attributes": _json_attributes(event.get("attributes"))}
+
+
+def _json_link(raw: Any) -> dict[str, Any]:
+    link = _object(raw, "a link")
+    return {"trace_id": _hex_id(_get(link, "traceId", "trace_id"), 16, "link traceId", required=True),
+            "span_id": _hex_id(_get(link, "spanId", "span_id"), 8, "link spanId", required=True),
+            "attributes": _json_attributes(link.get("attributes"))}
+
+
+def _json_span(raw: dict[str, Any], resource: dict[str, Any], scope_name: str, scope_version: str) -> Span:
+    status = _object(raw.get("status"), "status")
     return Span(
         trace_id=_hex_id(_get(raw, "traceId", "trace_id"), 16, "traceId", required=True),
         span_id=_hex_id(_get(raw, "spanId", "span_id"), 8, "spanId", required=True),
         parent_span_id=_hex_id(_get(raw, "parentSpanId", "parent_span_id"), 8, "parentSpanId", required=False),
-        name=str(raw.get("name") or ""),
+        name=_text(raw.get("name"), "name"),
         kind=_enum(raw.get("kind"), SpanMessage.SpanKind, "kind"),
         start_time_unix_nano=_uint64(_get(raw, "startTimeUnixNano", "start_time_unix_nano"), "startTimeUnixNano"),
         end_time_unix_nano=_uint64(_get(raw, "endTimeUnixNano", "end_time_unix_nano"), "endTimeUnixNano"),
         status_code=_enum(status.get("code"), StatusMessage.StatusCode, "status.code"),
-        status_message=str(status.get("message") or ""),
+        status_message=_text(status.get("message"), "status.message"),
         attributes=_json_attributes(raw.get("attributes")),
-        events=[{
-            "name": str(event.get("name") or ""),
-            "time_unix_nano": _uint64(_get(event, "timeUnixNano", "time_unix_nano"), "event timeUnixNano"),
-            "attributes": _json_attributes(event.get("attributes")),
-        } for event in raw.get("events") or () if isinstance(event, dict)],
-        links=[{
-            "trace_id": _hex_id(_get(link, "traceId", "trace_id"), 16, "link traceId", required=True),
-            "span_id": _hex_id(_get(link, "spanId", "span_id"), 8, "link spanId", required=True),
-            "attributes": _json_attributes(link.get("attributes")),
-        } for link in raw.get("links") or () if isinstance(link, dict)],
+        events=[_json_event(event) for event in _array(raw.get("events"), "events")],
+        links=[_json_link(link) for link in _array(raw.get("links"), "links")],
         resource=resource,
-        scope_name=str(scope.get("name") or ""),
-        scope_version=str(scope.get("version") or ""),
+        scope_name=scope_name,
+        scope_version=scope_version,
     )
 
 
-def _list(obj: Any, camel: str, snake: str, where: str) -> list[Any]:
-    if not isinstance(obj, dict):
-        raise InvalidRequest(f"{where} must be a JSON object")
-    value = _get(obj, camel, snake)
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise InvalidRequest(f"{where}.{camel} must be an array")
-    return value
+def _countable_spans(resource_spans: Any) -> int:
+    """How many spans a part that cannot be read holds, as far as that can be told."""
+    if not isinstance(resource_spans, dict):
+        return 0
+    scope_spans = _get(resource_spans, "scopeSpans", "scope_spans")
+    if not isinstance(scope_spans, list):
+        return 0
+    return sum(len(spans) for item in scope_spans if isinstance(item, dict)
+               and isinstance(spans := item.get("spans"), list))
 
 
-def parse_json(body: bytes) -> ParsedRequest:
+def parse_json(body: bytes, *, max_resource_bytes: int = MAX_RESOURCE_BYTES) -> ParsedRequest:
     """Parse an OTLP/JSON `ExportTraceServiceRequest`. Raises InvalidRequest if the body is not one."""
     if not body.strip():
         return ParsedRequest()
@@ -245,24 +331,41 @@ def parse_json(body: bytes) -> ParsedRequest:
         document = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise InvalidRequest(f"the body is not valid JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise InvalidRequest("the request must be a JSON object")
+    all_resource_spans = _get(document, "resourceSpans", "resource_spans")
+    if not isinstance(all_resource_spans, (list, type(None))):
+        raise InvalidRequest("request.resourceSpans must be an array")
     parsed = ParsedRequest()
-    for rs_index, resource_spans in enumerate(_list(document, "resourceSpans", "resource_spans", "request")):
+    for rs_index, resource_spans in enumerate(all_resource_spans or ()):
         where = f"resourceSpans[{rs_index}]"
-        resource_raw = resource_spans.get("resource") if isinstance(resource_spans, dict) else None
         try:
-            resource = _json_attributes((resource_raw or {}).get("attributes"))
+            resource_spans = _object(resource_spans, where)
+            resource_raw = _object(resource_spans.get("resource"), "resource")
+            resource = _json_attributes(resource_raw.get("attributes"))
+            all_scope_spans = _array(_get(resource_spans, "scopeSpans", "scope_spans"), "scopeSpans")
         except SpanProblem as exc:
-            raise InvalidRequest(f"{where}.resource: {exc}") from None
-        for ss_index, scope_spans in enumerate(_list(resource_spans, "scopeSpans", "scope_spans", where)):
+            parsed.reject(f"{where}: {exc}", _countable_spans(resource_spans))
+            continue
+        resource, dropped = bound_resource(resource, max_resource_bytes)
+        if dropped:
+            parsed.warnings.append(f"{where}.resource: {dropped} attribute(s) left out of the records "
+                                   f"to stay under {max_resource_bytes} bytes")
+        for ss_index, scope_spans in enumerate(all_scope_spans):
             scope_where = f"{where}.scopeSpans[{ss_index}]"
-            spans = _list(scope_spans, "spans", "spans", scope_where)
-            scope = scope_spans.get("scope") or {}
+            try:
+                scope_spans = _object(scope_spans, scope_where)
+                spans = _array(scope_spans.get("spans"), "spans")
+                scope = _object(scope_spans.get("scope"), "scope")
+                scope_name = _scope_text(_text(scope.get("name"), "scope.name"))
+                scope_version = _scope_text(_text(scope.get("version"), "scope.version"))
+            except SpanProblem as exc:
+                spans = scope_spans.get("spans") if isinstance(scope_spans, dict) else None
+                parsed.reject(f"{scope_where}: {exc}", len(spans) if isinstance(spans, list) else 0)
+                continue
             for index, raw in enumerate(spans):
-                if not isinstance(raw, dict):
-                    parsed.reject(f"{scope_where}.spans[{index}] is not an object")
-                    continue
                 try:
-                    parsed.spans.append(_json_span(raw, resource, scope if isinstance(scope, dict) else {}))
+                    parsed.spans.append(_json_span(_object(raw, "a span"), resource, scope_name, scope_version))
                 except SpanProblem as exc:
                     parsed.reject(f"{scope_where}.spans[{index}]: {exc}")
     return parsed
@@ -272,21 +375,23 @@ def parse_json(body: bytes) -> ParsedRequest:
 # OTLP/protobuf (HTTP body and gRPC message alike)
 
 
-def _pb_value(value: AnyValue) -> Any:
+def _pb_value(value: AnyValue, depth: int) -> Any:
     kind = value.WhichOneof("value")
     if kind is None:
         return None
+    if depth > MAX_VALUE_DEPTH:
+        raise SpanProblem(f"an attribute value is nested deeper than {MAX_VALUE_DEPTH} levels")
     if kind == "array_value":
-        return [_pb_value(item) for item in value.array_value.values]
+        return [_pb_value(item, depth + 1) for item in value.array_value.values]
     if kind == "kvlist_value":
-        return _pb_attributes(value.kvlist_value.values)
+        return _pb_attributes(value.kvlist_value.values, depth + 1)
     if kind == "bytes_value":
         return base64.b64encode(value.bytes_value).decode()
     return getattr(value, kind)
 
 
-def _pb_attributes(items: Any) -> dict[str, Any]:
-    return {item.key: _pb_value(item.value) for item in items}
+def _pb_attributes(items: Any, depth: int = 0) -> dict[str, Any]:
+    return {item.key: _pb_value(item.value, depth + 1) for item in items}
 
 
 def _pb_id(raw: bytes, size: int, what: str, *, required: bool) -> str | None:
@@ -301,7 +406,7 @@ def _pb_id(raw: bytes, size: int, what: str, *, required: bool) -> str | None:
     return raw.hex()
 
 
-def _pb_span(raw: SpanMessage, resource: dict[str, Any], scope: Any) -> Span:
+def _pb_span(raw: SpanMessage, resource: dict[str, Any], scope_name: str, scope_version: str) -> Span:
     return Span(
         trace_id=_pb_id(raw.trace_id, 16, "traceId", required=True),
         span_id=_pb_id(raw.span_id, 8, "spanId", required=True),
@@ -319,12 +424,12 @@ def _pb_span(raw: SpanMessage, resource: dict[str, Any], scope: Any) -> Span:
                 "span_id": _pb_id(link.span_id, 8, "link spanId", required=True),
                 "attributes": _pb_attributes(link.attributes)} for link in raw.links],
         resource=resource,
-        scope_name=scope.name,
-        scope_version=scope.version,
+        scope_name=scope_name,
+        scope_version=scope_version,
     )
 
 
-def parse_protobuf(body: bytes) -> ParsedRequest:
+def parse_protobuf(body: bytes, *, max_resource_bytes: int = MAX_RESOURCE_BYTES) -> ParsedRequest:
     """Parse a binary `ExportTraceServiceRequest`. Raises InvalidRequest if the bytes are not one."""
     try:
         request = ExportTraceServiceRequest.FromString(body)
@@ -332,18 +437,31 @@ def parse_protobuf(body: bytes) -> ParsedRequest:
         raise InvalidRequest(f"the body is not a protobuf ExportTraceServiceRequest: {exc}") from None
     parsed = ParsedRequest()
     for rs_index, resource_spans in enumerate(request.resource_spans):
-        resource = _pb_attributes(resource_spans.resource.attributes)
+        where = f"resourceSpans[{rs_index}]"
+        try:
+            resource = _pb_attributes(resource_spans.resource.attributes)
+        except SpanProblem as exc:
+            parsed.reject(f"{where}.resource: {exc}",
+                          sum(len(scope_spans.spans) for scope_spans in resource_spans.scope_spans))
+            continue
+        resource, dropped = bound_resource(resource, max_resource_bytes)
+        if dropped:
+            parsed.warnings.append(f"{where}.resource: {dropped} attribute(s) left out of the records "
+                                   f"to stay under {max_resource_bytes} bytes")
         for ss_index, scope_spans in enumerate(resource_spans.scope_spans):
+            scope_name, scope_version = _scope_text(scope_spans.scope.name), _scope_text(scope_spans.scope.version)
             for index, raw in enumerate(scope_spans.spans):
                 try:
-                    parsed.spans.append(_pb_span(raw, resource, scope_spans.scope))
+                    parsed.spans.append(_pb_span(raw, resource, scope_name, scope_version))
                 except SpanProblem as exc:
-                    parsed.reject(f"resourceSpans[{rs_index}].scopeSpans[{ss_index}].spans[{index}]: {exc}")
+                    parsed.reject(f"{where}.scopeSpans[{ss_index}].spans[{index}]: {exc}")
     return parsed
 
 
-def parse(body: bytes, encoding: str) -> ParsedRequest:
-    return parse_json(body) if encoding == JSON else parse_protobuf(body)
+def parse(body: bytes, encoding: str, *, max_resource_bytes: int = MAX_RESOURCE_BYTES) -> ParsedRequest:
+    if encoding == JSON:
+        return parse_json(body, max_resource_bytes=max_resource_bytes)
+    return parse_protobuf(body, max_resource_bytes=max_resource_bytes)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -9,11 +9,11 @@ conventions, store anything itself, or log a header value.
 from __future__ import annotations
 
 import logging
-import zlib
 
 from aiohttp import web
 
 from . import otlp
+from .compression import check_coding, inflate
 from .auth import Authenticator
 from .errors import BridgeError, InvalidRequest, MethodNotAllowed, PayloadTooLarge, Unavailable, UnsupportedMediaType
 from .ingest import Ingestor, Reservation
@@ -30,50 +30,8 @@ MEDIA_TYPES = {
     "": otlp.JSON,
     "text/plain": otlp.JSON,
 }
-GZIP_WBITS, ZLIB_WBITS, RAW_DEFLATE_WBITS = 31, 15, -15
-CONTENT_CODINGS = {
-    "": (), "identity": (),
-    "gzip": (GZIP_WBITS,), "x-gzip": (GZIP_WBITS,),
-    "deflate": (ZLIB_WBITS, RAW_DEFLATE_WBITS),  # RFC 9110 says zlib; some clients send raw deflate
-}
-
-
 def _media_type(content_type: str | None) -> str:
     return (content_type or "").split(";", 1)[0].strip().lower()
-
-
-def inflate(body: bytes, coding: str, limit: int) -> bytes:
-    """Decompress gzip (also concatenated members) or deflate, never past `limit` bytes."""
-    wbits_options = _wbits_of(coding)
-    if not wbits_options:
-        return body
-    for attempt, wbits in enumerate(wbits_options):
-        try:
-            return _bounded_inflate(body, wbits, limit)
-        except zlib.error as exc:
-            if attempt == len(wbits_options) - 1:
-                raise InvalidRequest(f"the body is not valid {coding} data: {exc}") from None
-    raise AssertionError("unreachable")
-
-
-def _wbits_of(coding: str) -> tuple[int, ...]:
-    if coding not in CONTENT_CODINGS:
-        raise InvalidRequest(f"unsupported Content-Encoding {coding!r}; use gzip, deflate or none")
-    return CONTENT_CODINGS[coding]
-
-
-def _bounded_inflate(body: bytes, wbits: int, limit: int) -> bytes:
-    output = bytearray()
-    remaining = body
-    while remaining:
-        inflater = zlib.decompressobj(wbits)
-        output += inflater.decompress(remaining, limit + 1 - len(output))
-        if len(output) > limit or inflater.unconsumed_tail:
-            raise PayloadTooLarge(f"the decompressed body is larger than the limit of {limit} bytes")
-        if not inflater.eof:
-            raise InvalidRequest("the compressed body is truncated")
-        remaining = inflater.unused_data if wbits == GZIP_WBITS else b""
-    return bytes(output)
 
 
 class HttpReceiver:
@@ -139,7 +97,7 @@ class HttpReceiver:
 
     async def _read_body(self, request: web.Request, reservation: Reservation) -> bytes:
         coding = request.headers.get("Content-Encoding", "").strip().lower()
-        _wbits_of(coding)  # reject an unsupported coding before reading the body
+        check_coding(coding)  # reject an unsupported coding before reading the body
         if request.content_length is not None and request.content_length > self._limit:
             raise PayloadTooLarge(f"the body is larger than the limit of {self._limit} bytes")
         chunks, size = [], 0

@@ -1,10 +1,18 @@
-"""Key rendering is pure: table-driven, UTC, sanitised, confined to the prefix."""
+"""Key rendering is pure: table-driven, UTC, sanitised, confined to the prefix, injective, and
+within S3's and file systems' byte limits."""
 
 from __future__ import annotations
+
+import hashlib
 
 import pytest
 
 from otel_s3_bridge.keys import compile_template, object_key, sanitize, validate_prefix
+
+
+def marked(cleaned: str, original: str) -> str:
+    """What a changed value renders to: cleaned text, `~`, the first 16 hex digits of its sha256."""
+    return f"{cleaned}~{hashlib.sha256(original.encode()).hexdigest()[:16]}"
 
 START = 1790606294318000000  # 2026-09-28T14:38:14.318Z
 ZERO_HOUR = 1790553600000000000  # 2026-09-28T00:00:00Z
@@ -28,8 +36,10 @@ def record(trace_id="gen-1790606294-sdYHTGXUVyDKWCLqX5Op", generation_id="gen-17
     # a caller-chosen trace id is not unique per call: the span id keeps calls apart
     ("{prefix}/{date}", {"trace_id": "agent-run-7"}, "openrouter-traces/2026-09-28/agent-run-7-1790606294-9b1de41a703bf6c7.json"),
     # payload values cannot climb out of the prefix
-    ("{prefix}/{apiKeyName}", {"api_key_name": "../../etc"}, "openrouter-traces/______etc/gen-1790606294-sdYHTGXUVyDKWCLqX5Op-1790606294.json"),
-    ("{prefix}/{date}", {"trace_id": "../x\n/y", "generation_id": "../x\n/y"}, "openrouter-traces/2026-09-28/___x__y-1790606294.json"),
+    ("{prefix}/{apiKeyName}", {"api_key_name": "../../etc"},
+     f"openrouter-traces/{marked('______etc', '../../etc')}/gen-1790606294-sdYHTGXUVyDKWCLqX5Op-1790606294.json"),
+    ("{prefix}/{date}", {"trace_id": "../x\n/y", "generation_id": "../x\n/y"},
+     f"openrouter-traces/2026-09-28/{marked('___x__y', '../x' + chr(10) + '/y')}-1790606294.json"),
 ])
 def test_object_key(template, fields, expected):
     assert object_key(compile_template(template), record(**fields), prefix="openrouter-traces",
@@ -42,11 +52,44 @@ def test_missing_start_time_uses_the_fallback():
 
 
 @pytest.mark.parametrize("value,expected", [
-    ("plain", "plain"), ("a/b", "a_b"), ("..", "__"), (".", "_"), ("", "_"), ("a\\b", "a_b"),
-    ("x\x00y\x7f", "x_y_"), ("v1.2", "v1.2"), ("x" * 500, "x" * 200),
+    ("plain", "plain"), ("v1.2", "v1.2"), ("gen-1790606294-sdYHTGXUVyDKWCLqX5Op", "gen-1790606294-sdYHTGXUVyDKWCLqX5Op"),
+    ("a/b", marked("a_b", "a/b")), ("..", marked("__", "..")), (".", marked(".", ".")), ("", marked("", "")),
+    ("a\\b", marked("a_b", "a\\b")), ("x\x00y\x7f", marked("x_y_", "x\x00y\x7f")), ("a~b", marked("a_b", "a~b")),
+    # Unicode line separators, NEL and bidi overrides cannot reach a key either
+    ("x\u2028y", marked("x_y", "x\u2028y")), ("x\x85y", marked("x_y", "x\x85y")), ("x\u202ey", marked("x_y", "x\u202ey")),
+    ("x" * 500, marked("x" * 83, "x" * 500)),
 ])
 def test_sanitize(value, expected):
     assert sanitize(value) == expected
+
+
+@pytest.mark.parametrize("ids", [
+    ("gen-col/1", "gen-col_1", "gen-col\\1"),  # cleaned alike, kept apart by the hash
+    ("gen-dd..1", "gen-dd__1"),
+    ("a" * 200 + "1", "a" * 200 + "2"),  # cut alike
+    ("gen-1~" + hashlib.sha256(b"gen-1/").hexdigest()[:16], "gen-1/"),  # a forged mark is changed too
+])
+def test_different_ids_never_share_a_key(ids):
+    template = compile_template("{prefix}/{date}")
+    keys = {object_key(template, record(trace_id=i, generation_id=i), prefix="p", fallback_unix_nano=0) for i in ids}
+    assert len(keys) == len(ids)
+
+
+@pytest.mark.parametrize("trace_id", ["😀" * 200, "é" * 1000, "x" * 5000, "\u202e" * 300])
+def test_keys_fit_s3_and_file_system_byte_limits(trace_id):
+    template = compile_template("{prefix}/{apiKeyName}/{keyName}/{date}")
+    key = object_key(template, record(trace_id=trace_id, generation_id=None, api_key_name="🔑" * 300,
+                                      key_name="k" * 400), prefix="p" * 255, fallback_unix_nano=0)
+    assert len(key.encode()) <= 1024
+    segments = key.split("/")
+    assert all(len(segment.encode()) <= 255 for segment in segments)
+    assert len(segments[-1].encode()) <= 200  # room for the local sink's temporary name
+    assert segments[0] == "p" * 255 and all(segment not in ("", ".", "..") for segment in segments)
+
+
+def test_a_template_that_could_render_over_1024_bytes_is_refused():
+    with pytest.raises(ValueError, match="1024 bytes"):
+        compile_template("{prefix}/" + "/".join(["x" * 200] * 2) + "/{apiKeyName}/{keyName}/{apiKeyName}")
 
 
 @pytest.mark.parametrize("template,problem", [

@@ -1,0 +1,78 @@
+"""Langfuse (its OpenTelemetry SDK, v3+): `langfuse.observation.*` model, usage and cost details
+(JSON objects), input and output, `langfuse.trace.*` / `langfuse.session.id` / `langfuse.user.id`,
+and trace and observation metadata.
+
+Pure.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from ..otlp import Span
+from .base import Attributes, CompletionFound, Convention, text_completion, text_prompt
+
+USAGE, COST = "langfuse.observation.usage_details", "langfuse.observation.cost_details"
+
+
+def _detects(span: Span, a: Attributes) -> bool:
+    return "langfuse" in a.roots
+
+
+def _prompt(a: Attributes, events: list[dict[str, Any]], used_events: set[int]) -> Any:
+    return text_prompt(a, "langfuse.observation.input")
+
+
+def _completion(a: Attributes, events: list[dict[str, Any]], used_events: set[int]) -> CompletionFound:
+    return text_completion(a, "langfuse.observation.output")
+
+
+def unix_nano(text: Any) -> int | None:
+    """An ISO 8601 time as Unix nanoseconds; a time without a zone is UTC (never the host's zone)."""
+    if not isinstance(text, str) or len(text) > 64:
+        return None
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=timezone.utc)
+        return int(moment.timestamp() * 1_000_000) * 1000
+    except (ValueError, OverflowError):
+        return None
+
+
+def _time_to_first_token_ms(a: Attributes, start: int) -> float | None:
+    first_chunk = unix_nano(a.values.get("langfuse.observation.completion_start_time"))
+    if first_chunk is None or not start or first_chunk < start:
+        return None
+    a.consume("langfuse.observation.completion_start_time")
+    return (first_chunk - start) / 1e6
+
+
+CONVENTION = Convention(
+    source="langfuse",
+    detects=_detects,
+    fields={
+        "name": ("langfuse.trace.name",),
+        "model": ("langfuse.observation.model.name",),
+        "input_tokens": (f"{USAGE}.input",),
+        "output_tokens": (f"{USAGE}.output",),
+        "total_tokens": (f"{USAGE}.total",),
+        "cached_tokens": (f"{USAGE}.input_cached_tokens", f"{USAGE}.cache_read_input_tokens"),
+        "cache_write_tokens": (f"{USAGE}.cache_creation_input_tokens",),
+        "reasoning_tokens": (f"{USAGE}.output_reasoning_tokens",),
+        "input_cost": (f"{COST}.input",),
+        "output_cost": (f"{COST}.output",),
+        "cost": (f"{COST}.total",),
+        "session_id": ("langfuse.session.id",),
+        "customer_id": ("langfuse.user.id",),
+    },
+    llm_keys=("langfuse.observation.model.name", USAGE),
+    llm_if=lambda attributes: attributes.get("langfuse.observation.type") == "generation",
+    prompt=(_prompt,),
+    completion=(_completion,),
+    status_message_keys=("langfuse.observation.status_message",),
+    metadata_prefixes=("langfuse.trace.metadata.", "langfuse.observation.metadata."),
+    json_object_keys=(USAGE, COST),
+    time_to_first_token_ms=_time_to_first_token_ms,
+)
