@@ -1,10 +1,11 @@
 """The composition root: builds every part from the config and owns start and stop order.
 
-Start: sink check -> spool open and replay -> uploaders -> gRPC -> HTTP. With the spool, a sink
-that cannot be reached yet (retryable) does not stop start-up: exports go to the spool and a
-background check reports when the sink answers. A permanent failure (bucket missing, access
-denied) does. Stop: refuse new exports -> HTTP and gRPC finish in-flight exports -> uploaders
-drain the spool until the deadline -> the rest stays on disk -> sink closes.
+Start: sink check -> spool open and replay -> uploaders -> decode processes -> gRPC -> HTTP.
+With the spool, a sink that cannot be reached yet (retryable) does not stop start-up: exports go
+to the spool and a background check reports when the sink answers. A permanent failure (bucket
+missing, access denied) does. Stop: refuse new exports -> HTTP and gRPC finish in-flight exports
+-> decode processes end -> uploaders drain the spool until the deadline -> the rest stays on
+disk -> sink closes. Connection caps are fitted to the process's file-descriptor limit.
 The only module that wires concrete classes together; it must not parse payloads.
 """
 
@@ -12,9 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from .auth import Authenticator
+import resource
+
+from .auth import Authenticator, Route
 from .config import BridgeConfig
+from .decode_pool import DecodePool
 from .errors import SinkError
+from .http_connections import ConnectionLimits
 from .ingest import Ingestor
 from .receiver_grpc import GrpcReceiver
 from .receiver_http import STOP_GRACE_SECONDS, HttpReceiver
@@ -27,6 +32,29 @@ log = logging.getLogger("otel_s3_bridge")
 # How often the bridge looks for segments `spool retry` moved back, and re-checks a sink that
 # was unreachable at start: both are changes made outside the process, so they are polled.
 MAINTENANCE_SECONDS = 2.0
+# File descriptors kept for everything but client connections: the spool, S3's connection pool,
+# decode processes' pipes, logs.
+RESERVED_DESCRIPTORS = 256
+
+
+def connection_cap(configured: int, receivers: int) -> int:
+    """`--max-connections`, lowered if the descriptor limit cannot hold that many per receiver.
+    Raises the soft limit to the hard one first, as servers do."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    if soft == resource.RLIM_INFINITY:
+        return configured
+    fitting = max((soft - RESERVED_DESCRIPTORS) // receivers, 16)
+    if fitting < configured:
+        log.warning("the file-descriptor limit (%d) holds %d connections per receiver, not the %d of "
+                    "--max-connections; raise it (ulimit -n) to allow more", soft, fitting, configured)
+        return fitting
+    return configured
 
 
 class Bridge:
@@ -38,10 +66,26 @@ class Bridge:
         self.uploader = (Uploader(self.spool, self.sink, concurrency=config.upload_concurrency,
                                   retry_max_seconds=config.upload_retry_max_seconds)
                          if self.spool is not None else None)
-        authenticator = Authenticator(config.tokens)
-        self.ingestor = Ingestor(config, self.sink, self.spool)
-        self.http = HttpReceiver(authenticator, self.ingestor, config.max_request_bytes)
-        self.grpc = GrpcReceiver(authenticator, self.ingestor, config.max_request_bytes) if config.grpc_port else None
+        routes = {name: Route(prefix=prefix) for name, prefix in config.key_prefixes}
+        for name, bucket in config.key_buckets:
+            routes[name] = Route(prefix=routes.get(name, Route()).prefix, bucket=bucket)
+        self.authenticator = Authenticator({token.name: token.token for token in config.tokens},
+                                           token_file=config.token_file, routes=routes,
+                                           default_prefix=config.prefix)
+        self.pool = DecodePool(config.decode_processes)
+        self.ingestor = Ingestor(config, self.sink, self.spool, self.pool)
+        max_connections = connection_cap(config.max_connections, 2 if config.grpc_port else 1)
+        limits = ConnectionLimits(header_timeout_seconds=config.header_timeout_seconds,
+                                  keepalive_timeout_seconds=config.keepalive_timeout_seconds,
+                                  max_connections=max_connections)
+        self.http = HttpReceiver(self.authenticator, self.ingestor, max_request_bytes=config.max_request_bytes,
+                                 body_timeout_seconds=config.body_timeout_seconds, limits=limits)
+        self.grpc = (GrpcReceiver(self.authenticator, self.ingestor, max_message_bytes=config.grpc_max_message_bytes,
+                                  max_concurrent_rpcs=config.grpc_max_concurrent_rpcs, max_connections=max_connections,
+                                  header_timeout_seconds=config.header_timeout_seconds,
+                                  body_timeout_seconds=config.body_timeout_seconds,
+                                  keepalive_timeout_seconds=config.keepalive_timeout_seconds)
+                     if config.grpc_port else None)
         self._sink_verified = False
         self._maintenance: asyncio.Task | None = None
 
@@ -64,7 +108,8 @@ class Bridge:
                 if replayed:
                     log.info("spool: %d entries left by an earlier run are queued for upload", replayed)
                 self.uploader.start()
-                self._maintenance = asyncio.create_task(self._maintain())
+            self._maintenance = asyncio.create_task(self._maintain())
+            await self.pool.start()
             if self.grpc is not None:
                 await self.grpc.start(self.config.host, self.config.grpc_port, share_port=self._share_ports)
             await self.http.start(self.config.host, self.config.http_port, share_port=self._share_ports)
@@ -76,10 +121,12 @@ class Bridge:
         last_problem: str | None = None
         while True:
             await asyncio.sleep(MAINTENANCE_SECONDS)
-            adopted = self.spool.adopt_segments()
-            if adopted:
-                log.info("spool: %d entries moved back from quarantine are queued for upload", adopted)
-                await self.spool.wake_uploaders()
+            self.authenticator.reload_if_changed()
+            if self.spool is not None:
+                self.spool.recheck_room()
+                adopted = self.spool.adopt_segments()
+                if adopted:
+                    log.info("spool: %d entries moved back from quarantine are queued for upload", adopted)
             if self._sink_verified:
                 continue
             try:
@@ -98,6 +145,7 @@ class Bridge:
         await asyncio.gather(self.http.stop(), self.grpc.stop(STOP_GRACE_SECONDS) if self.grpc else asyncio.sleep(0))
         if self._maintenance is not None:
             self._maintenance.cancel()
+        await self.pool.stop()
         if self.uploader is not None:
             if self.spool.pending:
                 log.info("draining: uploading %d spooled entries (up to %ss)", self.spool.pending, drain_seconds)

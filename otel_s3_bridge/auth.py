@@ -1,44 +1,171 @@
 """Bearer-token authentication against named keys, shared by the HTTP and gRPC receivers.
 
-Runs on headers only, before any body is read. Compares in constant time against every key and
-never puts a presented token into an error, a log line or a response.
+Keys come from `--token NAME=TOKEN` and from `--token-file` (one `name=token` or
+`name=sha256:<hex>` per line, re-read when the file changes, as a rotated Kubernetes Secret does).
+Only SHA-256 digests are held: a presented token is hashed and compared in constant time against
+every key, so the time taken says nothing about which key (or how much of one) matched. A key may
+be routed to its own prefix and bucket (`Principal`), so that tenants never share a namespace.
+Runs on headers only, before any body is read; never puts a presented or configured token into
+an error, a log line or a response. Must not know transports.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
+import logging
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
 
-from .config import NamedToken
 from .errors import Unauthenticated
+
+log = logging.getLogger("otel_s3_bridge.auth")
+
+SHA256_PREFIX = "sha256:"
+_DIGEST = re.compile(r"[0-9a-fA-F]{64}")
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who sent an export and where its records go."""
+
+    name: str | None  # the key's name; None when no keys are configured (loopback only)
+    prefix: str
+    bucket: str | None  # the key's own bucket; None: the configured one
+
+
+@dataclass(frozen=True)
+class Route:
+    prefix: str | None = None
+    bucket: str | None = None
+
+
+class TokenFileError(ValueError):
+    """A token file that cannot be used; the message names lines, never values."""
+
+
+def digest_of(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
+
+
+def parse_token_file(text: str) -> list[tuple[str, bytes]]:
+    """`name=token` or `name=sha256:<64 hex digits>` per line (blank lines and `#` comments
+    ignored) -> (name, digest). Raises TokenFileError naming every bad line."""
+    keys: list[tuple[str, bytes]] = []
+    problems: list[str] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, sep, secret = (part.strip() for part in line.partition("="))
+        if not sep or not name or not secret:
+            problems.append(f"line {number} is not NAME=TOKEN")
+        elif any(ch.isspace() for ch in secret):
+            problems.append(f"line {number} ({name}) has whitespace in its token")
+        elif any(existing == name for existing, _ in keys):
+            problems.append(f"line {number} repeats the name {name!r}")
+        elif secret.startswith(SHA256_PREFIX):
+            if not _DIGEST.fullmatch(secret[len(SHA256_PREFIX):]):
+                problems.append(f"line {number} ({name}): sha256: must be followed by 64 hex digits")
+            else:
+                keys.append((name, bytes.fromhex(secret[len(SHA256_PREFIX):])))
+        else:
+            keys.append((name, digest_of(secret)))
+    if problems:
+        raise TokenFileError("; ".join(problems))
+    return keys
+
+
+def read_token_file(path: str) -> list[tuple[str, bytes]]:
+    try:
+        with open(path, encoding="utf-8", errors="surrogateescape") as file:
+            return parse_token_file(file.read())
+    except OSError as exc:
+        raise TokenFileError(f"cannot read {path}: {exc.strerror}") from None
 
 
 class Authenticator:
-    """Maps an `Authorization` header value to the name of the key it carries."""
+    """Maps an `Authorization` header value to the `Principal` of the key it carries."""
 
-    def __init__(self, tokens: tuple[NamedToken, ...]) -> None:
-        self._keys = [(token.name, token.token.encode()) for token in tokens]
+    def __init__(self, tokens: Mapping[str, str], *, token_file: str | None = None,
+                 routes: Mapping[str, Route] | None = None, default_prefix: str) -> None:
+        self._static = [(name, digest_of(token)) for name, token in tokens.items()]
+        self._file = token_file
+        self._file_state: tuple[int, int, int] | None = None
+        self._file_problem: str | None = None
+        self._routes = dict(routes or {})
+        self._default_prefix = default_prefix
+        self._keys = list(self._static)
+        if token_file:
+            self.reload_if_changed()
 
     @property
     def enabled(self) -> bool:
-        return bool(self._keys)
+        return bool(self._keys) or self._file is not None
 
-    def authenticate(self, authorization: str | None) -> str | None:
-        """The matching key's name; None when no keys are configured (loopback-only mode)."""
-        if not self._keys:
-            return None
+    @property
+    def names(self) -> list[str]:
+        return [name for name, _ in self._keys]
+
+    def reload_if_changed(self) -> bool:
+        """Re-read the token file when it changed (called at start and then periodically).
+        A file that cannot be used keeps the keys read before, with one warning per problem."""
+        if not self._file:
+            return False
+        try:
+            stat = os.stat(self._file)
+        except OSError as exc:
+            self._warn(f"cannot read the token file {self._file}: {exc.strerror}; keeping the keys read before")
+            return False
+        state = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        if state == self._file_state:
+            return False
+        try:
+            from_file = read_token_file(self._file)
+        except TokenFileError as exc:
+            self._warn(f"the token file {self._file} cannot be used ({exc}); keeping the keys read before")
+            return False
+        names = {name for name, _ in self._static}
+        self._keys = self._static + [(name, digest) for name, digest in from_file if name not in names]
+        changed = self._file_state is not None
+        self._file_state, self._file_problem = state, None
+        if changed:
+            log.info("token file %s re-read: %d key(s) (%s)", self._file, len(self._keys),
+                     ", ".join(name for name, _ in self._keys))
+        return True
+
+    def _warn(self, problem: str) -> None:
+        if problem != self._file_problem:
+            log.warning("%s", problem)
+            self._file_problem = problem
+
+    def principal(self, name: str | None) -> Principal:
+        route = self._routes.get(name, Route()) if name is not None else Route()
+        return Principal(name, route.prefix or self._default_prefix, route.bucket)
+
+    def authenticate(self, authorization: str | None) -> Principal:
+        """The matching key's principal; an anonymous one when no keys are configured."""
+        if not self.enabled:
+            return self.principal(None)
         if not authorization:
             raise Unauthenticated("missing Authorization header; send 'Authorization: Bearer <token>'")
         scheme, _, presented = authorization.strip().partition(" ")
         if scheme.lower() != "bearer":
             raise Unauthenticated("unsupported authorization scheme; send 'Authorization: Bearer <token>'")
-        candidate = presented.strip().encode()
-        if not candidate:
+        presented = presented.strip()
+        if not presented:
             raise Unauthenticated("empty Bearer token")
+        try:
+            candidate = hashlib.sha256(presented.encode("utf-8", "surrogateescape")).digest()
+        except UnicodeError:
+            raise Unauthenticated("the Bearer token does not match any configured key") from None
         matched = None
-        for name, token in self._keys:
+        for name, digest in self._keys:
             # Compare against every key so the time taken does not tell which one matched.
-            if hmac.compare_digest(candidate, token) and matched is None:
+            if hmac.compare_digest(candidate, digest) and matched is None:
                 matched = name
         if matched is None:
             raise Unauthenticated("the Bearer token does not match any configured key")
-        return matched
+        return self.principal(matched)

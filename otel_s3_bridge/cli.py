@@ -19,7 +19,7 @@ from pathlib import Path
 
 import orjson
 
-from . import __version__
+from . import __version__, logs
 from .app import Bridge
 from .config import BridgeConfig, add_config_arguments, load_config
 from .decode import decode
@@ -28,7 +28,7 @@ from .keys import object_key
 from .otlp import ParsedRequest, parse_json, parse_protobuf
 from .sample import new_generation_id, sample_delivery
 from .sink import build_sink
-from .spool import adopt_orphan_spools, retry_quarantined, stats
+from .spool_commands import adopt_orphan_spools, retry_quarantined, stats
 from .supervisor import supervise, worker_index
 
 log = logging.getLogger("otel_s3_bridge")
@@ -75,14 +75,10 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _setup_logging(level: str) -> None:
+def _setup_logging(config: BridgeConfig) -> None:
     index = worker_index()
-    worker = f" worker-{index}" if index is not None else ""
-    logging.basicConfig(level=level.upper(), stream=sys.stderr,
-                        format=f"%(asctime)s %(levelname)s{worker} %(name)s: %(message)s")
-    # botocore's debug output includes request headers; keep it quiet whatever the level.
-    for noisy in ("botocore", "aiobotocore", "urllib3"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logs.setup(config.log_level, f" worker-{index}" if index is not None else "",
+               secrets=[token.token for token in config.tokens])
 
 
 def _load(args: argparse.Namespace) -> BridgeConfig | None:
@@ -104,8 +100,10 @@ def _ready_message(config: BridgeConfig) -> str:
         listening += f", OTLP/gRPC on {config.host}:{config.grpc_port}"
     delivery = (f"acknowledging once fsynced in the spool {config.spool_dir}" if config.ack == "spool"
                 else "acknowledging once uploaded")
-    auth = (f"Bearer auth with key(s) {', '.join(token.name for token in config.tokens)}" if config.tokens
-            else "no auth (loopback only)")
+    names = [token.name for token in config.tokens]
+    auth = (f"Bearer auth with key(s) {', '.join(names) or '(none yet)'}"
+            + (f" and the token file {config.token_file}" if config.token_file else "")
+            if names or config.token_file else "no auth (loopback only)")
     where = config.destination
     if not config.uses_s3:
         where += " (no --bucket set; objects get exactly the keys they would get in S3)"
@@ -130,6 +128,7 @@ async def _serve(config: BridgeConfig, *, share_ports: bool = False) -> int:
 
     # Installed before start-up, so that a SIGTERM arriving while the bridge starts stops it cleanly.
     loop = asyncio.get_running_loop()
+    loop.set_exception_handler(logs.quiet_exception_handler())
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, on_signal)
     bridge = Bridge(config, share_ports=share_ports)
@@ -199,9 +198,11 @@ def _decode(args: argparse.Namespace) -> int:
         for where, encoding, parsed in _export_requests(data, args.format):
             decoded = decode(parsed.spans, key_name=None, transport=f"file/{encoding}", received_at_unix_nano=now,
                              non_llm_spans=config.non_llm_spans)
-            if parsed.rejected_spans:
+            if parsed.first_problem is not None:
                 print(f"{where}: {parsed.rejected_spans} span(s) rejected; first problem: {parsed.first_problem}",
                       file=sys.stderr)
+            for warning in parsed.warnings:
+                print(f"{where}: {warning}", file=sys.stderr)
             if decoded.dropped_spans:
                 print(f"{where}: {decoded.dropped_spans} span(s) without LLM attributes dropped", file=sys.stderr)
             for record in decoded.records:
@@ -312,7 +313,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = _load(args)
     if config is None:
         return EXIT_CONFIG
-    _setup_logging(config.log_level)
+    _setup_logging(config)
     if args.command == "check":
         return asyncio.run(_check(config))
     index = worker_index()

@@ -17,8 +17,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from .auth import TokenFileError, read_token_file
 from .errors import ConfigError
 from .keys import KeyTemplate, compile_template, validate_prefix
+from .values import bounded_int
 
 ENV_PREFIX = "OTEL_S3_BRIDGE_"
 
@@ -43,13 +45,7 @@ def _optional_text(raw: str) -> str | None:
 
 def _integer(low: int, high: int) -> Callable[[str], int]:
     def parse(raw: str) -> int:
-        try:
-            value = int(raw)
-        except ValueError:
-            raise ValueError(f"{raw!r} is not an integer between {low} and {high}") from None
-        if not low <= value <= high:
-            raise ValueError(f"{value} is outside {low}..{high}")
-        return value
+        return bounded_int(raw, low, high)
 
     return parse
 
@@ -89,24 +85,57 @@ def _path_template(raw: str) -> KeyTemplate:
     return compile_template(raw)
 
 
-def _tokens(entries: list[str]) -> tuple[NamedToken, ...]:
-    """Parse `name=token` entries. Problems name the entry's position, never its value."""
-    tokens: list[NamedToken] = []
+def _named(entries: list[str], parse_value: Callable[[str], Any], what: str) -> list[tuple[str, Any]]:
+    """Parse `name=value` entries. Problems name the entry's position, never its value."""
+    named: list[tuple[str, Any]] = []
     problems: list[str] = []
     for position, entry in enumerate(entries, start=1):
-        name, sep, token = entry.partition("=")
-        name, token = name.strip(), token.strip()
-        if not sep or not name or not token:
-            problems.append(f"entry {position} is not NAME=TOKEN")
-        elif any(ch.isspace() for ch in token):
-            problems.append(f"entry {position} ({name}) has whitespace in its token")
-        elif any(t.name == name for t in tokens):
+        name, sep, raw = entry.partition("=")
+        name, raw = name.strip(), raw.strip()
+        if not sep or not name or not raw:
+            problems.append(f"entry {position} is not NAME={what}")
+        elif any(existing == name for existing, _ in named):
             problems.append(f"entry {position} repeats the name {name!r}")
         else:
-            tokens.append(NamedToken(name, token))
+            try:
+                named.append((name, parse_value(raw)))
+            except ValueError as exc:
+                problems.append(f"entry {position} ({name}): {exc}")
     if problems:
         raise ValueError("; ".join(problems))
-    return tuple(tokens)
+    return named
+
+
+def _token(raw: str) -> str:
+    if any(ch.isspace() for ch in raw):
+        raise ValueError("the token has whitespace in it")
+    return raw
+
+
+def _tokens(entries: list[str]) -> tuple[NamedToken, ...]:
+    return tuple(NamedToken(name, token) for name, token in _named(entries, _token, "TOKEN"))
+
+
+def _key_prefixes(entries: list[str]) -> tuple[tuple[str, str], ...]:
+    return tuple(_named(entries, validate_prefix, "PREFIX"))
+
+
+def _key_buckets(entries: list[str]) -> tuple[tuple[str, str], ...]:
+    return tuple((name, bucket) for name, bucket in _named(entries, _bucket, "BUCKET") if bucket)
+
+
+def _optional_path(raw: str) -> str | None:
+    return raw.strip() or None
+
+
+def _seconds(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{raw!r} is not a number of seconds") from None
+    if not 0.1 <= value <= 86_400:
+        raise ValueError(f"{value} is outside 0.1..86400 seconds")
+    return value
 
 
 def _option(default: Any, help: str, parse: Callable[[str], Any] = _text, *, flag: str | None = None,
@@ -125,6 +154,15 @@ class BridgeConfig:
     tokens: tuple[NamedToken, ...] = _option(
         (), "accepted Bearer token with its name (repeatable; env: name=token,name2=token2)", _tokens,
         flag="--token", metavar="NAME=TOKEN", repeatable=True)
+    token_file: str | None = _option(
+        None, "file of accepted keys, one 'name=token' or 'name=sha256:<hex>' per line; re-read when it changes",
+        _optional_path, metavar="FILE")
+    key_prefixes: tuple[tuple[str, str], ...] = _option(
+        (), "a key's own {prefix}, so that tenants never share a namespace (repeatable; env: name=prefix,...)",
+        _key_prefixes, flag="--key-prefix", metavar="NAME=PREFIX", repeatable=True)
+    key_buckets: tuple[tuple[str, str], ...] = _option(
+        (), "a key's own bucket (repeatable; env: name=bucket,...; a subdirectory with the local sink)",
+        _key_buckets, flag="--key-bucket", metavar="NAME=BUCKET", repeatable=True)
     bucket: str | None = _option(None, "S3 bucket; unset writes to the local directory sink", _bucket)
     endpoint_url: str | None = _option(
         None, "custom S3 endpoint (Cloudflare R2, MinIO, GCS interop)", _endpoint_url, metavar="URL")
@@ -154,13 +192,31 @@ class BridgeConfig:
                                             _integer(1, 3600), metavar="SECONDS")
     s3_timeout_seconds: int = _option(30, "S3 connect and read timeout of one request", _integer(1, 600),
                                       metavar="SECONDS")
-    max_inflight_bytes: int = _option(128 * 1024 * 1024, "request bytes held in memory at once; beyond, 503",
-                                      _integer(1024 * 1024, 2 ** 40), metavar="BYTES")
+    max_inflight_bytes: int = _option(
+        128 * 1024 * 1024, "request bodies and the records decoded from them held in memory at once; one export "
+        "beyond it gets 413, more than fit now get 503", _integer(1024 * 1024, 2 ** 40), metavar="BYTES")
     non_llm_spans: str = _option(
         "keep", "traces without LLM attributes: keep (as source 'otlp' records) or drop (counted as rejected)",
         _choice("keep", "drop"))
-    max_request_bytes: int = _option(64 * 1024 * 1024, "largest accepted request body, after decompression",
+    max_request_bytes: int = _option(20 * 1024 * 1024, "largest accepted OTLP/HTTP body, also after decompression",
                                      _integer(1024, 1024 * 1024 * 1024), metavar="BYTES")
+    grpc_max_message_bytes: int = _option(4 * 1024 * 1024, "largest accepted OTLP/gRPC message, after decompression",
+                                          _integer(1024, 1024 * 1024 * 1024), metavar="BYTES")
+    grpc_max_concurrent_rpcs: int = _option(64, "gRPC exports handled at once; more get UNAVAILABLE + RetryInfo",
+                                            _integer(1, 100_000), metavar="N")
+    max_connections: int = _option(1024, "open connections per receiver; beyond, idle ones are closed first",
+                                   _integer(1, 1_000_000), metavar="N")
+    header_timeout_seconds: float = _option(10.0, "time to send a request's headers (and the HTTP/2 handshake)",
+                                            _seconds, metavar="SECONDS")
+    body_timeout_seconds: float = _option(30.0, "longest pause while a request body (or gRPC message) arrives",
+                                          _seconds, metavar="SECONDS")
+    keepalive_timeout_seconds: float = _option(60.0, "how long an idle connection is kept open between requests",
+                                               _seconds, metavar="SECONDS")
+    decode_processes: int = _option(2, "processes that decode large exports off the event loop (0: a thread)",
+                                    _integer(0, 64), metavar="N")
+    max_resource_bytes: int = _option(16 * 1024, "resource attributes copied into each record (JSON bytes); "
+                                      "beyond, attributes are left out and counted", _integer(256, 16 * 1024 * 1024),
+                                      metavar="BYTES")
     workers: int = _option(1, "processes sharing the ports (SO_REUSEPORT), each with its own spool "
                               "directory <spool-dir>/worker-<n>", _integer(1, 64), metavar="N")
     log_level: str = _option("info", "debug, info, warning or error", _choice("debug", "info", "warning", "error"))
@@ -222,7 +278,7 @@ def _file_values(path: str, problems: list[str]) -> dict[str, Any]:
     return {key: value for key, value in data.items() if key in known}
 
 
-def _file_token_entries(value: Any) -> list[str]:
+def _file_entries(value: Any) -> list[str]:
     if isinstance(value, dict):
         return [f"{name}={token}" for name, token in value.items()]
     if isinstance(value, list):
@@ -248,7 +304,7 @@ def load_config(flags: Mapping[str, Any], env: Mapping[str, str] = os.environ) -
                 raw = [entry for entry in raw.split(",") if entry.strip()]
         elif f.name in from_file:
             source, raw = f"{f.name} in {config_path}", from_file[f.name]
-            raw = _file_token_entries(raw) if f.metadata["repeatable"] else str(raw)
+            raw = _file_entries(raw) if f.metadata["repeatable"] else str(raw)
         else:
             continue
         try:
@@ -260,7 +316,8 @@ def load_config(flags: Mapping[str, Any], env: Mapping[str, str] = os.environ) -
         values["region"] = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None
     config = BridgeConfig(**values)
 
-    if not config.tokens and not _is_loopback(config.host):
+    problems.extend(_key_problems(config))
+    if not config.tokens and not config.token_file and not _is_loopback(config.host):
         problems.append(
             f"--host: {config.host!r} is not a loopback address and no --token is set; "
             "the bridge accepts unauthenticated traffic only on loopback (add --token NAME=TOKEN)")
@@ -269,6 +326,44 @@ def load_config(flags: Mapping[str, Any], env: Mapping[str, str] = os.environ) -
     if problems:
         raise ConfigError(problems)
     return config
+
+
+def _key_problems(config: BridgeConfig) -> list[str]:
+    """Keys from --token and --token-file, and their routes: unique names, no route for an unknown
+    key, and prefixes that keep routed keys' namespaces apart (none inside another, per bucket)."""
+    problems: list[str] = []
+    names = [token.name for token in config.tokens]
+    if config.token_file:
+        try:
+            from_file = [name for name, _ in read_token_file(config.token_file)]
+        except TokenFileError as exc:
+            problems.append(f"--token-file: {exc}")
+            from_file = []
+        problems.extend(f"--token-file: the key name {name!r} is also given by --token"
+                        for name in from_file if name in names)
+        names += from_file
+    for flag, routes in (("--key-prefix", config.key_prefixes), ("--key-bucket", config.key_buckets)):
+        problems.extend(f"{flag}: {name!r} is not the name of a key (--token or --token-file)"
+                        for name, _ in routes if name not in names)
+    if config.key_prefixes and not str(config.path_template).startswith("{prefix}"):
+        problems.append("--key-prefix: the path template must start with {prefix}, or keys' namespaces can overlap")
+    prefixes, buckets = dict(config.key_prefixes), dict(config.key_buckets)
+    spaces = [(buckets.get(name), prefixes.get(name, config.prefix), name) for name in names
+              if name in prefixes or name in buckets]
+    if spaces and any(name not in prefixes and name not in buckets for name in names):
+        spaces.append((None, config.prefix, "the keys without a route (--prefix)"))
+    for index, (bucket, prefix, owner) in enumerate(spaces):
+        for other_bucket, other_prefix, other in spaces[index + 1:]:
+            if bucket == other_bucket and _overlaps(prefix, other_prefix):
+                problems.append(f"--key-prefix: {owner} ({prefix!r}) and {other} ({other_prefix!r}) would share a "
+                                "namespace; give each key a prefix of its own")
+    return problems
+
+
+def _overlaps(prefix: str, other: str) -> bool:
+    first, second = prefix.split("/"), other.split("/")
+    shorter = min(len(first), len(second))
+    return first[:shorter] == second[:shorter]
 
 
 def _is_loopback(host: str) -> bool:

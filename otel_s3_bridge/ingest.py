@@ -1,10 +1,16 @@
-"""The one consume path every receiver calls: decode -> key -> encode -> spool -> acknowledge.
+"""The one consume path every receiver calls: prepare (inflate, parse, decode, key, encode) ->
+spool -> acknowledge.
 
-Receivers hand over parsed spans and the authenticated key name; the answer is an
-`ExportResult` or an `Unavailable` error. With the spool (`--ack spool`) an export is
-acknowledged once its entries are fsynced in the spool; with `--ack upload` once every object is
-in the sink. `InflightBytes` bounds the request bytes held in memory. Must not import aiohttp
-or grpc.
+Receivers hand over the request's bytes as received, the authenticated `Principal` and the
+bytes' `Reservation`; the answer is an `ExportResult` or a `BridgeError`. Small exports are
+prepared in the event loop; larger ones (and any compressed body that inflates past the small
+size) in a decode process (`decode_pool`), so that no request can stall the others. Memory is
+bounded by `InflightBytes`: the bodies being read and the records decoded from them count
+against `--max-inflight-bytes`; one export that could never fit is 413, one that does not fit
+now is 503 + Retry-After. With the spool (`--ack spool`) an export is acknowledged once its
+entries are fsynced in the spool; with `--ack upload` once every object is in the sink, and an
+object the sink refuses for good is reported in `partial_success` rather than retried forever.
+Must not import aiohttp or grpc.
 """
 
 from __future__ import annotations
@@ -13,18 +19,23 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from .auth import Principal
+from .compression import inflate
 from .config import BridgeConfig
-from .decode import decode
-from .encode import JSON_CONTENT_TYPE, encode_json
-from .errors import SinkError, Unavailable
-from .keys import object_key
-from .otlp import ParsedRequest
+from .decode_pool import DecodePool
+from .encode import JSON_CONTENT_TYPE
+from .errors import PayloadTooLarge, SinkError, Unavailable
+from .prepare import ExportContext, PreparedExport, prepare_export
 from .sink import ObjectSink
-from .spool import Spool, SpoolFull
+from .spool import Spool, SpoolFull, SpoolTooSmall
 
 log = logging.getLogger("otel_s3_bridge.ingest")
+
+# Exports up to this size (once inflated) are prepared in the event loop: measured here at a few
+# milliseconds at most, less than a trip to a decode process costs.
+INLINE_MAX_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +77,11 @@ class Reservation:
         self._owner.acquire(size, already_held=self.size)
         self.size += size
 
+    def shrink_to(self, size: int) -> None:
+        if size < self.size:
+            self._owner.release(self.size - size)
+            self.size = size
+
     def release(self) -> None:
         self._owner.release(self.size)
         self.size = 0
@@ -73,12 +89,11 @@ class Reservation:
 
 class Ingestor:
     def __init__(self, config: BridgeConfig, sink: ObjectSink, spool: Spool | None = None,
-                 clock: Callable[[], int] = time.time_ns) -> None:
-        self._template = config.path_template
-        self._prefix = config.prefix
-        self._non_llm_spans = config.non_llm_spans
+                 pool: DecodePool | None = None, clock: Callable[[], int] = time.time_ns) -> None:
+        self._config = config
         self._sink = sink
         self._spool = spool
+        self._pool = pool or DecodePool(0)
         self._clock = clock
         self._last_failure: str | None = None
         self.inflight = InflightBytes(config.max_inflight_bytes)
@@ -103,41 +118,67 @@ class Ingestor:
             return f"the spool is full ({self._spool.used_bytes} of {self._spool.max_bytes} bytes)"
         return None
 
-    async def export(self, parsed: ParsedRequest, *, key_name: str | None, transport: str) -> ExportResult:
-        received_at = self._clock()
-        decoded = decode(parsed.spans, key_name=key_name, transport=transport,
-                         received_at_unix_nano=received_at, non_llm_spans=self._non_llm_spans)
-        objects = [(object_key(self._template, record, prefix=self._prefix, fallback_unix_nano=received_at),
-                    encode_json(record)) for record in decoded.records]
-        if objects and self._spool is not None:
-            await self._append_to_spool(objects)
-        elif objects:
-            await self._put_directly(objects)
-        problems = []
-        if parsed.first_problem is not None:
-            problems.append(f"{parsed.rejected_spans} span(s) rejected; first problem: {parsed.first_problem}")
-        problems.extend(parsed.warnings)
-        if decoded.dropped_spans:
-            problems.append(f"{decoded.dropped_spans} span(s) of traces without LLM attributes dropped "
-                            "(--non-llm-spans drop)")
-        return ExportResult(len(objects), parsed.rejected_spans + decoded.dropped_spans,
-                            "; ".join(problems) or None)
+    async def export(self, body: bytes, reservation: Reservation, *, encoding: str, coding: str,
+                     principal: Principal, transport: str, max_request_bytes: int) -> ExportResult:
+        """Store what `body` holds; `coding` is its Content-Encoding ("" when plain)."""
+        config = self._config
+        context = ExportContext(
+            encoding=encoding, coding=coding, key_name=principal.name, transport=transport,
+            received_at_unix_nano=self._clock(), non_llm_spans=config.non_llm_spans, template=config.path_template,
+            prefix=principal.prefix, max_request_bytes=max_request_bytes,
+            max_resource_bytes=config.max_resource_bytes, max_output_bytes=self.inflight.limit)
+        prepared = await self._prepare(body, context)
+        del body
+        reservation.add(prepared.output_bytes)
+        rejected, problems = prepared.rejected_spans, list(prepared.problems)
+        if prepared.objects and self._spool is not None:
+            await self._append_to_spool(prepared, principal.bucket)
+        elif prepared.objects:
+            refused, cause = await self._put_directly(prepared, principal.bucket)
+            if refused:
+                rejected += refused
+                problems.append(f"{refused} span(s) could not be stored: {cause}")
+        return ExportResult(len(prepared.objects), rejected, "; ".join(problems) or None)
 
-    async def _put_directly(self, objects: list[tuple[str, bytes]]) -> None:
-        outcomes = await asyncio.gather(
-            *(self._sink.put(key, body, JSON_CONTENT_TYPE) for key, body in objects), return_exceptions=True)
-        failures = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
-        if failures:
-            self._report_failure(failures[0])
-            raise Unavailable(f"could not store {len(failures)} of {len(objects)} object(s) "
-                              f"({_describe(failures[0])}); retry later")
+    async def _prepare(self, body: bytes, context: ExportContext) -> PreparedExport:
+        if len(body) <= INLINE_MAX_BYTES and context.max_request_bytes >= INLINE_MAX_BYTES:
+            try:
+                plain = inflate(body, context.coding, INLINE_MAX_BYTES) if context.coding else body
+            except PayloadTooLarge:
+                pass  # a small compressed body that inflates large: a decode process inflates it
+            else:
+                return prepare_export(plain, replace(context, coding=""))
+        return await self._pool.prepare(body, context)
+
+    async def _put_directly(self, prepared: PreparedExport, bucket: str | None) -> tuple[int, str | None]:
+        """Put every object; (spans refused for good, a cause). Raises Unavailable when a retry helps."""
+        slots = asyncio.Semaphore(self._config.upload_concurrency)
+
+        async def put(key: str, body: bytes) -> None:
+            async with slots:
+                await self._sink.put(key, body, JSON_CONTENT_TYPE, bucket=bucket)
+
+        outcomes = await asyncio.gather(*(put(key, body) for key, body, _ in prepared.objects),
+                                        return_exceptions=True)
+        retryable = [o for o in outcomes if isinstance(o, BaseException) and not _permanent(o)]
+        if retryable:
+            self._report_failure(retryable[0])
+            raise Unavailable(f"could not store {len(retryable)} of {len(outcomes)} object(s) "
+                              f"({_describe(retryable[0])}); retry later")
+        refused = [(o, spans) for o, (_, _, spans) in zip(outcomes, prepared.objects) if isinstance(o, BaseException)]
+        if refused:
+            self._report_failure(refused[0][0])
+            return sum(spans for _, spans in refused), _describe(refused[0][0])
         if self._last_failure is not None:
             log.info("writes to %s succeed again", self._sink.description)
             self._last_failure = None
+        return 0, None
 
-    async def _append_to_spool(self, objects: list[tuple[str, bytes]]) -> None:
+    async def _append_to_spool(self, prepared: PreparedExport, bucket: str | None) -> None:
         try:
-            await self._spool.append(objects)
+            await self._spool.append([(key, body, bucket) for key, body, _ in prepared.objects])
+        except SpoolTooSmall as too_large:
+            raise PayloadTooLarge(f"{too_large} (--spool-max-bytes); send smaller batches") from None
         except SpoolFull as full:
             raise Unavailable(f"the spool is full ({full}); retry later") from None
         except OSError as error:
@@ -151,6 +192,10 @@ class Ingestor:
             self._last_failure = description
         if not isinstance(failure, SinkError):
             log.error("unexpected failure while storing objects", exc_info=failure)
+
+
+def _permanent(failure: BaseException) -> bool:
+    return isinstance(failure, SinkError) and not failure.retryable
 
 
 def _describe(failure: BaseException) -> str:

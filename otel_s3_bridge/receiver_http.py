@@ -1,22 +1,29 @@
-"""OTLP/HTTP receiver: `POST /v1/traces` with OTLP/JSON or OTLP/protobuf, gzip or deflate.
+"""OTLP/HTTP receiver: `POST /v1/traces` with OTLP/JSON or OTLP/protobuf, gzip or deflate, and
+the `/healthz` and `/readyz` probes.
 
-A thin adapter: authenticate on headers, cap and inflate the body (bounded, before and after
-decompression), parse, hand to `Ingestor`, answer in the request's encoding. Every error is a
-`google.rpc.Status` body with the status code of the error table. Must not decode LLM
-conventions, store anything itself, or log a header value.
+A thin adapter, in this order: authenticate on headers (before `100 Continue`, before any body
+byte is read), check media type and coding, cap and read the body (bounded in size, in the
+in-flight budget, and in time between chunks), hand the bytes to `Ingestor`, answer in the
+request's encoding. Every error is a `google.rpc.Status` body with the status of the error table;
+refusals are counted in rate-limited log lines, never one line each. Connections (header timeout,
+cap, malformed HTTP) are `http_connections`'. Must not decode LLM conventions, store anything
+itself, or log a header value.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from aiohttp import web
 
 from . import otlp
-from .compression import check_coding, inflate
 from .auth import Authenticator
-from .errors import BridgeError, InvalidRequest, MethodNotAllowed, PayloadTooLarge, Unavailable, UnsupportedMediaType
+from .compression import check_coding
+from .errors import BridgeError, MethodNotAllowed, PayloadTooLarge, Unavailable, UnsupportedMediaType
+from .http_connections import ConnectionLimits, GuardedServer
 from .ingest import Ingestor, Reservation
+from .logs import Tally
 
 log = logging.getLogger("otel_s3_bridge.http")
 
@@ -30,47 +37,66 @@ MEDIA_TYPES = {
     "": otlp.JSON,
     "text/plain": otlp.JSON,
 }
+
+
+class BodyTimeout(Unavailable):
+    """The client stopped sending its body: 503, so that a client that was only slow retries."""
+
+
+class NotFound(BridgeError):
+    http_status = 404
+
+
 def _media_type(content_type: str | None) -> str:
     return (content_type or "").split(";", 1)[0].strip().lower()
 
 
 class HttpReceiver:
-    def __init__(self, authenticator: Authenticator, ingestor: Ingestor, max_request_bytes: int) -> None:
+    def __init__(self, authenticator: Authenticator, ingestor: Ingestor, *, max_request_bytes: int,
+                 body_timeout_seconds: float, limits: ConnectionLimits) -> None:
         self._auth = authenticator
         self._ingestor = ingestor
         self._limit = max_request_bytes
-        self._runner: web.AppRunner | None = None
+        self._body_timeout = body_timeout_seconds
+        self._limits = limits
+        self._runner: web.ServerRunner | None = None
+        self.refusals = Tally(log, "refused exports")
 
-    def application(self) -> web.Application:
-        app = web.Application()
-        app.router.add_route("*", TRACES_PATH, self.handle_traces)
-        app.router.add_get("/healthz", self.handle_health)
-        app.router.add_get("/readyz", self.handle_ready)
-        return app
+    async def start(self, host: str, port: int, *, share_port: bool = False) -> None:
+        """`share_port`: SO_REUSEPORT, for `--workers N` processes on one port."""
+        # auto_decompress=False: aiohttp would inflate without a size bound; `compression` is bounded.
+        server = GuardedServer(self.handle, self._limits, access_log=None, auto_decompress=False)
+        self._runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=STOP_GRACE_SECONDS)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, host, port, reuse_port=share_port or None,
+                          backlog=min(self._limits.max_connections, 4096)).start()
 
-    async def handle_health(self, request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
 
-    async def handle_ready(self, request: web.Request) -> web.Response:
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        connection = request.protocol
+        connection.request_started()
+        try:
+            if request.path == TRACES_PATH:
+                return await self.handle_traces(request)
+            if request.path == "/healthz":
+                return web.json_response({"status": "ok"})
+            if request.path == "/readyz":
+                return self.handle_ready()
+            return self._error_response(NotFound(f"no such path; OTLP traces go to {TRACES_PATH}"), otlp.JSON)
+        finally:
+            connection.request_finished()
+
+    def handle_ready(self) -> web.Response:
         reason = self._ingestor.not_ready_reason()
         body = {"status": "ready" if reason is None else "not ready", **self._ingestor.state()}
         if reason is not None:
             body["reason"] = reason
         return web.json_response(body, status=200 if reason is None else 503)
 
-    async def start(self, host: str, port: int, *, share_port: bool = False) -> None:
-        """`share_port`: SO_REUSEPORT, for `--workers N` processes on one port."""
-        # auto_decompress=False: aiohttp would inflate without a size bound; `inflate` is bounded.
-        self._runner = web.AppRunner(self.application(), access_log=None, auto_decompress=False,
-                                     handle_signals=False, shutdown_timeout=STOP_GRACE_SECONDS)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, host, port, reuse_port=share_port or None).start()
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-    async def handle_traces(self, request: web.Request) -> web.Response:
+    async def handle_traces(self, request: web.BaseRequest) -> web.StreamResponse:
         media_type = _media_type(request.headers.get("Content-Type"))
         encoding = MEDIA_TYPES.get(media_type, otlp.JSON)
         reservation = self._ingestor.inflight.reserve()
@@ -78,15 +104,21 @@ class HttpReceiver:
             if request.method not in ("POST", "PUT"):
                 raise MethodNotAllowed(f"{request.method} is not supported on {TRACES_PATH}; use POST")
             self._ingestor.check_accepting()
-            key_name = self._auth.authenticate(request.headers.get("Authorization"))
+            principal = self._auth.authenticate(request.headers.get("Authorization"))
             if media_type not in MEDIA_TYPES:
                 raise UnsupportedMediaType(
-                    f"unsupported Content-Type {media_type!r}; use application/json or application/x-protobuf")
+                    f"unsupported Content-Type {media_type[:60]!r}; use application/json or application/x-protobuf")
+            coding = request.headers.get("Content-Encoding", "").strip().lower()
+            check_coding(coding)  # before reading the body
             body = await self._read_body(request, reservation)
-            parsed = otlp.parse(body, encoding)
-            result = await self._ingestor.export(parsed, key_name=key_name, transport=f"http/{encoding}")
+            result = await self._ingestor.export(
+                body, reservation, encoding=encoding, coding=coding, principal=principal,
+                transport=f"http/{encoding}", max_request_bytes=self._limit)
         except BridgeError as error:
-            return self._error_response(error, encoding)
+            self.refusals.add(f"{error.http_status} {type(error).__name__}")
+            return self._error_response(error, encoding, close=not request.content.is_eof())
+        except ConnectionError:
+            raise  # the client went away mid-request: aiohttp drops the connection quietly
         except Exception:  # a bug must not turn into a 500, which OTLP clients never retry
             log.exception("unexpected error while handling an export")
             return self._error_response(Unavailable("internal error; retry later"), encoding)
@@ -95,25 +127,36 @@ class HttpReceiver:
         return web.Response(body=otlp.encode_response(result.rejected_spans, result.message, encoding),
                             content_type=otlp.CONTENT_TYPES[encoding])
 
-    async def _read_body(self, request: web.Request, reservation: Reservation) -> bytes:
-        coding = request.headers.get("Content-Encoding", "").strip().lower()
-        check_coding(coding)  # reject an unsupported coding before reading the body
+    async def _read_body(self, request: web.BaseRequest, reservation: Reservation) -> bytes:
         if request.content_length is not None and request.content_length > self._limit:
             raise PayloadTooLarge(f"the body is larger than the limit of {self._limit} bytes")
+        if request.content_length:
+            reservation.add(request.content_length)  # refused now if it cannot be held
+        if request.headers.get("Expect", "").lower() == "100-continue" and request.version >= (1, 1):
+            # Only now, after the checks above: a refused client must not be invited to send.
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            request.writer.output_size = 0  # the response proper has not started
         chunks, size = [], 0
-        async for chunk in request.content.iter_any():
-            size += len(chunk)
-            if size > self._limit:
-                raise PayloadTooLarge(f"the body is larger than the limit of {self._limit} bytes")
-            reservation.add(len(chunk))
-            chunks.append(chunk)
-        body = inflate(b"".join(chunks), coding, self._limit)
-        if len(body) > size:
-            reservation.add(len(body) - size)
-        return body
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self._body_timeout) as deadline:
+                async for chunk in request.content.iter_any():
+                    deadline.reschedule(loop.time() + self._body_timeout)
+                    size += len(chunk)
+                    if size > self._limit:
+                        raise PayloadTooLarge(f"the body is larger than the limit of {self._limit} bytes")
+                    if size > reservation.size:
+                        reservation.add(size - reservation.size)
+                    chunks.append(chunk)
+        except TimeoutError:
+            raise BodyTimeout(f"no body bytes for {self._body_timeout:g} s; send the export again") from None
+        return b"".join(chunks)
 
     @staticmethod
-    def _error_response(error: BridgeError, encoding: str) -> web.Response:
+    def _error_response(error: BridgeError, encoding: str, *, close: bool = False) -> web.Response:
         body = otlp.encode_status(error.grpc_code, error.message, encoding, error.retry_after_seconds)
-        return web.Response(status=error.http_status, body=body, headers=error.http_headers(),
-                            content_type=otlp.CONTENT_TYPES[encoding])
+        response = web.Response(status=error.http_status, body=body, headers=error.http_headers(),
+                                content_type=otlp.CONTENT_TYPES[encoding])
+        if close:  # the body was not read: close rather than read and discard it
+            response.force_close()
+        return response

@@ -17,7 +17,9 @@ class ObjectSink(Protocol):
 
     async def open(self) -> None: ...
 
-    async def put(self, key: str, body: bytes, content_type: str) -> None: ...
+    async def put(self, key: str, body: bytes, content_type: str, *, bucket: str | None = None) -> None:
+        """Store one object; `bucket` is a key's own bucket (per-key routing), None for the default."""
+        ...
 
     async def check(self) -> list[str]:
         """Write and delete a probe object; return what was verified, raise SinkError with a diagnosis."""

@@ -60,9 +60,9 @@ class S3Sink:
             "s3", region_name=self.config.region, endpoint_url=self.config.endpoint_url, config=client_config))
         _freeze_user_agent(self._client)
 
-    async def put(self, key: str, body: bytes, content_type: str) -> None:
+    async def put(self, key: str, body: bytes, content_type: str, *, bucket: str | None = None) -> None:
         try:
-            await self._client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=content_type)
+            await self._client.put_object(Bucket=bucket or self.bucket, Key=key, Body=body, ContentType=content_type)
         except Exception as exc:  # every failure is classified; none may escape as a 500
             raise self.classify(exc) from exc
 
@@ -98,6 +98,8 @@ class S3Sink:
             if code in ("AccessDenied", "AllAccessDisabled") or status == 403:
                 return SinkError(f"access denied: the credentials may not write to bucket {self.bucket!r} "
                                  "(they need s3:PutObject)", retryable=False)
+            if code in ("KeyTooLongError", "InvalidArgument", "InvalidObjectName"):
+                return SinkError(f"{where} refuses this object key ({code})", retryable=False)
             if code in ("PermanentRedirect", "AuthorizationHeaderMalformed", "IllegalLocationConstraintException"):
                 return SinkError(f"bucket {self.bucket!r} is in another region than {self.config.region!r} "
                                  f"({code}); set --region", retryable=False)

@@ -1,117 +1,71 @@
 """The durable spool: acknowledged records live here, fsynced, until the sink has them.
 
 Layout under the spool directory:
-  segments/*.seg     append-only logs of entries; the active one takes appends, sealed ones are
-                     deleted once every entry in them is uploaded or quarantined
-  segments/*.done    offsets of a segment's entries the sink already has (so a restart does not
-                     upload them again; losing it only costs re-uploads to the same keys)
-  quarantine/*.seg   one file per entry the sink refused permanently (never deleted by the bridge)
+  segments/*.seg     append-only logs of entries (format: `spool_format`); the active one takes
+                     appends, sealed ones are deleted once every entry in them is uploaded or
+                     quarantined
+  segments/*.done    offsets of a segment's entries the sink already has
+  quarantine/*.seg   entries the sink refused for good, one file each (never deleted by the bridge);
+                     `unreadable-*.seg`, a hard link to a segment an entry could not be read from
   quarantine/reasons.log   one line per distinct permanent cause
   LOCK               held by the running bridge
 
-Entry: 4-byte magic, payload length, CRC-32 of the payload; payload = enqueue time (ns), key
-length, key, body. An incomplete or corrupt entry (a torn last write after a crash) ends the
-readable part of its file: it is skipped with a warning, never a crash.
-
-`append` writes in the event loop (a page-cache write) and awaits an fdatasync shared by every
-append waiting at that moment (group commit); only then may the export be acknowledged. This
-module must not talk to the sink or know about transports.
+`append` awaits an fdatasync shared by every append waiting at that moment (group commit); only
+then may the export be acknowledged. A segment is registered before its file exists and the
+active one is sealed only once its successor exists, so that `adopt_segments` (which picks up
+files this run did not write) can never take, seal or delete a segment in use. Entries go to
+the uploaders through `spool_queue`. This module must not talk to the sink or know about
+transports; the offline `spool status|retry` commands are `spool_commands`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import errno
 import fcntl
 import logging
 import os
-import struct
+import shutil
 import time
 import uuid
-import zlib
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+
+from .durable import fsync_directory, write_atomically
+from .spool_format import (DONE_RECORD, SEGMENT_SUFFIX, DamagedEntry, decode_entry, done_path, encode_entry,
+                           read_done, read_entries)
+from .spool_queue import Ref, UploadQueue
 
 log = logging.getLogger("otel_s3_bridge.spool")
 
-MAGIC = b"OSB1"
-PREFIX = struct.Struct("<4sII")  # magic, payload length, crc32(payload)
-META = struct.Struct("<QH")  # enqueue time (unix ns), key length
-SEGMENT_SUFFIX = ".seg"
 SEGMENT_MAX_BYTES = 16 * 1024 * 1024
 RECLAIM_BYTES = 1024 * 1024  # a fully uploaded active segment this large is replaced and deleted
 BODY_CACHE_BYTES = 64 * 1024 * 1024  # entries waiting beyond this are read back from disk
+THREAD_WRITE_BYTES = 256 * 1024  # appends larger than this are encoded and written off the event loop
+MIN_FREE_BYTES = 16 * 1024 * 1024  # after a full disk, appends are tried again once this much is free
 
 
 class SpoolFull(Exception):
-    """No room for the entries (byte budget reached, or the disk is full)."""
+    """No room for the entries right now (byte budget reached, or the disk is full)."""
 
 
-def encode_entry(key: str, body: bytes, enqueued_unix_nano: int) -> bytes:
-    key_bytes = key.encode()
-    payload = META.pack(enqueued_unix_nano, len(key_bytes)) + key_bytes + body
-    return PREFIX.pack(MAGIC, len(payload), zlib.crc32(payload)) + payload
+class SpoolTooSmall(Exception):
+    """The entries are larger than the whole spool budget: they can never be taken."""
 
 
-@dataclass(slots=True)
-class StoredEntry:
-    offset: int
-    length: int
-    key: str
-    enqueued_unix_nano: int
-    body: bytes
+class SegmentFiles:
+    """The file operations that make a new segment; a seam, so that tests can hold or fail them."""
 
-
-def read_entries(data: bytes) -> tuple[list[StoredEntry], int, str | None]:
-    """Every whole, valid entry; the end offset of the valid part; a description of what stopped it."""
-    entries: list[StoredEntry] = []
-    offset = 0
-    while offset < len(data):
-        if len(data) - offset < PREFIX.size:
-            return entries, offset, f"incomplete entry header at byte {offset}"
-        magic, length, crc = PREFIX.unpack_from(data, offset)
-        start = offset + PREFIX.size
-        payload = data[start:start + length]
-        if magic != MAGIC:
-            return entries, offset, f"no entry marker at byte {offset}"
-        if len(payload) < length:
-            return entries, offset, f"entry at byte {offset} is cut short"
-        if zlib.crc32(payload) != crc or length < META.size:
-            return entries, offset, f"entry at byte {offset} fails its checksum"
-        enqueued, key_length = META.unpack_from(payload)
-        key = payload[META.size:META.size + key_length].decode(errors="replace")
-        body = payload[META.size + key_length:]
-        entries.append(StoredEntry(offset, PREFIX.size + length, key, enqueued, body))
-        offset = start + length
-    return entries, offset, None
-
-
-def _fsync_directory(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-DONE_RECORD = struct.Struct("<Q")  # offset of an entry the sink has
-
-
-def done_path(segment_path: Path) -> Path:
-    return segment_path.with_suffix(".done")
-
-
-def read_done(segment_path: Path) -> set[int]:
-    """Offsets recorded as uploaded. The log is not fsynced: losing it only means re-uploading
-    entries (same keys, so the objects are overwritten, not duplicated)."""
-    try:
-        data = done_path(segment_path).read_bytes()
-    except FileNotFoundError:
-        return set()
-    whole = len(data) - len(data) % DONE_RECORD.size
-    return {offset for (offset,) in DONE_RECORD.iter_unpack(data[:whole])}
+    def create(self, path: Path) -> int:
+        """Create `path` exclusively, make its name durable, return a descriptor for appending."""
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+        try:
+            fsync_directory(path.parent)
+        except OSError:
+            os.close(fd)
+            path.unlink(missing_ok=True)
+            raise
+        return fd
 
 
 @dataclass(eq=False)
@@ -143,36 +97,16 @@ class Segment:
         self.read_fd = self.done_fd = None
 
 
-@dataclass(slots=True, eq=False)
-class Ref:
-    """One spooled entry waiting for the sink."""
-
-    segment: Segment
-    offset: int
-    length: int
-    key: str
-    body: bytes | None  # None: read back from the segment file when it is its turn
-    enqueued_unix_nano: int
-
-
-@dataclass
-class SpoolStats:
-    entries: int = 0
-    bytes: int = 0
-    oldest_unix_nano: int | None = None
-    damaged_files: list[str] = field(default_factory=list)
-
-
 class Spool:
     def __init__(self, directory: str, max_bytes: int, segment_max_bytes: int = SEGMENT_MAX_BYTES,
-                 body_cache_bytes: int = BODY_CACHE_BYTES) -> None:
+                 body_cache_bytes: int = BODY_CACHE_BYTES, files: SegmentFiles | None = None) -> None:
         self.directory = Path(directory)
         self.segments_dir = self.directory / "segments"
         self.quarantine_dir = self.directory / "quarantine"
         self.max_bytes = max_bytes
+        self.queue = UploadQueue(body_cache_bytes)
+        self._files = files or SegmentFiles()
         self._segment_max = segment_max_bytes
-        self._body_cache_limit = body_cache_bytes
-        self._cached_bytes = 0
         self._pending_bytes = 0
         self._quarantine_bytes = 0
         self._refusing = False
@@ -186,14 +120,13 @@ class Spool:
         self._written = 0  # sequence number of the last write to the active file
         self._synced = 0  # writes up to this sequence number are on disk
         self._syncing: asyncio.Future | None = None
-        self._queue: collections.deque[Ref] = collections.deque()
-        self._ready = asyncio.Condition()
         self.pending = 0  # entries written and not yet uploaded or quarantined
         self._idle = asyncio.Event()
         self._idle.set()
         self.quarantined_total = 0
         self.syncs_total = 0
         self._reasons_logged: set[str] = set()
+        self._linked_unreadable: set[Path] = set()
 
     # --- opening and replay -----------------------------------------------------------------------
 
@@ -210,17 +143,19 @@ class Spool:
             self._lock_fd = None
             raise OSError(f"spool directory {self.directory} is in use by another otel-s3-bridge") from None
         replayed = self.adopt_segments()
-        self._start_segment()
+        segment = self._register_new_segment()
+        self._fd = self._files.create(segment.path)
+        self._active = segment
         return replayed
 
     def adopt_segments(self) -> int:
         """Queue the entries of segment files this run did not write: an earlier run's, or ones
         `spool retry` moved back from quarantine. Returns how many entries were queued."""
         adopted = 0
-        self._quarantine_bytes = sum(path.stat().st_size for path in _files(self.quarantine_dir))
+        self._quarantine_bytes = sum(path.stat().st_size for path in _segment_files(self.quarantine_dir))
         for path in sorted(self.segments_dir.glob("*" + SEGMENT_SUFFIX)):
             if path in self._segments:
-                continue
+                continue  # this run's own (registered before its file was created)
             data = path.read_bytes()
             entries, _, problem = read_entries(data)
             uploaded = read_done(path)
@@ -235,18 +170,20 @@ class Spool:
                     continue
                 self.pending += 1
                 self._pending_bytes += entry.length
-                self._enqueue(Ref(segment, entry.offset, entry.length, entry.key, None, entry.enqueued_unix_nano))
+                self._idle.clear()
+                self.queue.put(Ref(segment, entry.offset, entry.length, entry.key, entry.bucket, None,
+                                   entry.enqueued_unix_nano))
                 adopted += 1
             self._finish_if_done(segment)
+        if adopted:
+            self.queue.wake()
         return adopted
 
-    def _start_segment(self) -> None:
+    def _register_new_segment(self) -> Segment:
         name = f"{time.time_ns():020d}-{os.getpid()}-{uuid.uuid4().hex[:8]}{SEGMENT_SUFFIX}"
-        path = self.segments_dir / name
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
-        _fsync_directory(self.segments_dir)  # the new file's name must survive a crash too
-        self._active = Segment(path)
-        self._segments[path] = self._active
+        segment = Segment(self.segments_dir / name)
+        self._segments[segment.path] = segment
+        return segment
 
     # --- appending (the acknowledgement point) ----------------------------------------------------
 
@@ -258,25 +195,49 @@ class Spool:
 
     @property
     def has_room(self) -> bool:
-        """False from a refused append until uploads free space again."""
+        """False from a refused append until uploads (or the disk) free space again."""
         return not self._refusing and self.used_bytes < self.max_bytes
 
-    async def append(self, items: list[tuple[str, bytes]]) -> None:
-        """Make the entries durable; return only once they are fsynced. Raises SpoolFull."""
+    def recheck_room(self) -> None:
+        """After a full disk, let appends try again once space is free (called periodically:
+        space freed by others, or an empty spool, ends the refusal without an upload)."""
+        if not self._refusing:
+            return
+        if self._disk_full:
+            try:
+                usage = shutil.disk_usage(self.directory)
+            except OSError:
+                return
+            if usage.free >= MIN_FREE_BYTES:
+                self._refusing = self._disk_full = False
+        elif self.pending == 0:
+            self._refusing = False
+
+    async def append(self, items: list[tuple[str, bytes, str | None]]) -> None:
+        """Make the entries (key, body, bucket) durable; return only once they are fsynced.
+        Raises SpoolTooSmall (never fits), SpoolFull (not now) or OSError."""
         now = time.time_ns()
-        encoded = [encode_entry(key, body, now) for key, body in items]
+        size = sum(len(body) + len(key) + 64 for key, body, _ in items)
+        if size > self.max_bytes:
+            raise SpoolTooSmall(f"{size} bytes of records are more than the whole spool holds ({self.max_bytes})")
+        encoded = (await asyncio.to_thread(_encode_all, items, now) if size > THREAD_WRITE_BYTES
+                   else _encode_all(items, now))
         data = b"".join(encoded)
         if self.used_bytes + len(data) > self.max_bytes:
-            self._refusing = True
+            if self.used_bytes:  # uploads will free room: not ready until they do
+                self._refusing = True
             raise SpoolFull(f"the spool holds {self.used_bytes} of {self.max_bytes} bytes")
         async with self._write_lock:
             if self._active.size and self._active.size + len(data) > self._segment_max:
-                await self._rotate()
-            segment, start = self._active, self._active.size
+                await self._rotate_or_keep()
+            segment, start, fd = self._active, self._active.size, self._fd
             try:
-                _write_all(self._fd, data)
+                if len(data) > THREAD_WRITE_BYTES:
+                    await asyncio.to_thread(_write_all, fd, data)
+                else:
+                    _write_all(fd, data)
             except OSError as exc:
-                os.ftruncate(self._fd, start)  # leave no half entry behind
+                os.ftruncate(fd, start)  # leave no half entry behind
                 if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                     self._refusing = self._disk_full = True
                     raise SpoolFull(f"the disk holding {self.directory} is full") from exc
@@ -294,11 +255,9 @@ class Spool:
             # Queued even if the fsync failed: the export is then refused and retried by the client,
             # and the entries in the file are uploaded once more under the same keys, harmlessly.
             offset = start
-            for (key, body), entry in zip(items, encoded):
-                self._enqueue(Ref(segment, offset, len(entry), key, body, now))
+            for (key, body, bucket), entry in zip(items, encoded):
+                self.queue.put(Ref(segment, offset, len(entry), key, bucket, body, now))
                 offset += len(entry)
-            async with self._ready:
-                self._ready.notify(len(items))
 
     async def _durable(self, sequence: int) -> None:
         """Group commit: one fdatasync covers every write made before it started."""
@@ -317,56 +276,54 @@ class Spool:
             self._syncing = None
 
     async def _rotate(self) -> None:
+        """Start a new active segment, then seal the old one (never the other way round: a sealed
+        segment whose entries are all uploaded is deleted). Raises OSError; the old one then stays
+        active."""
         await self._durable(self._written)
-        old, fd = self._active, self._fd
+        segment = self._register_new_segment()
+        try:
+            fd = await asyncio.to_thread(self._files.create, segment.path)
+        except BaseException:
+            self._segments.pop(segment.path, None)
+            raise
+        old, old_fd = self._active, self._fd
+        self._active, self._fd = segment, fd
         old.sealed = True
-        await asyncio.to_thread(self._start_segment)
-        os.close(fd)
+        os.close(old_fd)
         self._finish_if_done(old)
+
+    async def _rotate_or_keep(self) -> None:
+        try:
+            await self._rotate()
+        except OSError as exc:  # the active segment grows past its size instead; nothing is lost
+            log.warning("cannot start a new spool segment (%s); appending to the current one", exc.strerror)
 
     # --- handing entries to the uploaders -----------------------------------------------------------
 
-    def _enqueue(self, ref: Ref) -> None:
-        if ref.body is not None:
-            if self._cached_bytes + len(ref.body) > self._body_cache_limit:
-                ref.body = None
-            else:
-                self._cached_bytes += len(ref.body)
-        self._idle.clear()
-        self._queue.append(ref)
-
     async def next(self) -> Ref:
-        """The oldest entry waiting for the sink (waits for one)."""
-        async with self._ready:
-            await self._ready.wait_for(lambda: bool(self._queue))
-            return self._queue.popleft()
-
-    async def wake_uploaders(self) -> None:
-        """After `adopt_segments` queued entries outside `append`."""
-        async with self._ready:
-            self._ready.notify_all()
+        """The oldest entry that may be uploaded now (waits for one)."""
+        return await self.queue.next()
 
     def body_of(self, ref: Ref) -> bytes:
+        """The entry's body, from memory or read back and checked against its CRC.
+        Raises OSError or DamagedEntry when it cannot be read."""
         if ref.body is not None:
             return ref.body
         segment = ref.segment
         if segment.read_fd is None:
             segment.read_fd = os.open(segment.path, os.O_RDONLY)
-        entry = os.pread(segment.read_fd, ref.length, ref.offset)
-        _, _, body = _split(entry)
+        _, _, _, body = decode_entry(os.pread(segment.read_fd, ref.length, ref.offset))
         return body
 
     def done(self, ref: Ref) -> None:
         """The sink has the entry (or it is quarantined): forget it."""
-        if ref.body is not None:
-            self._cached_bytes -= len(ref.body)
-            ref.body = None
+        self.queue.forget_body(ref)
         segment = ref.segment
         segment.done += 1
         segment.record_done(ref.offset)
         self.pending -= 1
         self._pending_bytes -= ref.length
-        self._refusing = False
+        self._refusing = self._refusing and self._disk_full
         if self.pending == 0:
             self._idle.set()
         self._finish_if_done(segment)
@@ -383,38 +340,54 @@ class Spool:
                 if (self._fd is not None and active.done == active.entries
                         and (active.size >= RECLAIM_BYTES or self._disk_full)):
                     await self._rotate()
-                    self._disk_full = False
+                    self._refusing = self._disk_full = False
         except OSError as exc:
             log.warning("cannot replace the spool's active segment yet: %s", exc)
         finally:
             self._reclaiming = None
 
     def _finish_if_done(self, segment: Segment) -> None:
-        if not segment.finished:
+        if not segment.finished or self._segments.get(segment.path) is not segment:
             return
         segment.close_files()
+        del self._segments[segment.path]
+        self._linked_unreadable.discard(segment.path)  # a quarantined hard link keeps its bytes
         segment.path.unlink(missing_ok=True)
         done_path(segment.path).unlink(missing_ok=True)
-        del self._segments[segment.path]
 
-    def quarantine(self, ref: Ref, body: bytes, reason: str) -> None:
-        """Keep an entry the sink refused for good in its own file; never deleted by the bridge."""
-        entry = encode_entry(ref.key, body, ref.enqueued_unix_nano)
+    async def quarantine(self, ref: Ref, body: bytes, reason: str) -> None:
+        """Keep an entry the sink refused for good in its own file; never deleted by the bridge.
+        Raises OSError (then the entry stays where it is)."""
+        entry = encode_entry(ref.key, body, ref.enqueued_unix_nano, ref.bucket)
         name = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}{SEGMENT_SUFFIX}"
-        temporary = self.quarantine_dir / f".{name}.tmp"
-        with open(temporary, "wb") as handle:
-            handle.write(entry)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, self.quarantine_dir / name)
-        _fsync_directory(self.quarantine_dir)
+        await asyncio.to_thread(write_atomically, self.quarantine_dir / name, entry)
         self._quarantine_bytes += len(entry)
+        self._note_reason(reason)
         self.quarantined_total += 1
-        if reason not in self._reasons_logged:
-            self._reasons_logged.add(reason)
-            with open(self.quarantine_dir / "reasons.log", "a") as reasons:
-                reasons.write(f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {reason}\n")
         self.done(ref)
+
+    async def quarantine_unreadable(self, ref: Ref, reason: str) -> None:
+        """An entry whose bytes cannot be read back: its whole segment is kept in the quarantine
+        (a hard link, no read needed); `spool retry` replays every readable entry of it."""
+        segment = ref.segment
+        if segment.path not in self._linked_unreadable:
+            target = self.quarantine_dir / f"unreadable-{segment.path.name}"
+            await asyncio.to_thread(_link_durably, segment.path, target)
+            self._linked_unreadable.add(segment.path)
+            self._quarantine_bytes += segment.size
+        self._note_reason(reason)
+        self.quarantined_total += 1
+        self.done(ref)
+
+    def _note_reason(self, reason: str) -> None:
+        if reason in self._reasons_logged:
+            return
+        self._reasons_logged.add(reason)
+        try:
+            with open(self.quarantine_dir / "reasons.log", "a", encoding="utf-8", errors="backslashreplace") as file:
+                file.write(f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {reason}\n")
+        except OSError as exc:
+            log.warning("cannot write %s: %s", self.quarantine_dir / "reasons.log", exc.strerror)
 
     async def wait_idle(self) -> None:
         await self._idle.wait()
@@ -437,6 +410,10 @@ class Spool:
             self._lock_fd = None
 
 
+def _encode_all(items: list[tuple[str, bytes, str | None]], now: int) -> list[bytes]:
+    return [encode_entry(key, body, now, bucket) for key, body, bucket in items]
+
+
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
@@ -444,75 +421,14 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
-def _split(entry: bytes) -> tuple[str, int, bytes]:
-    payload = entry[PREFIX.size:]
-    enqueued, key_length = META.unpack_from(payload)
-    return payload[META.size:META.size + key_length].decode(), enqueued, payload[META.size + key_length:]
+def _link_durably(source: Path, target: Path) -> None:
+    if not target.exists():
+        os.link(source, target)
+        fsync_directory(target.parent)
 
 
-# --- offline commands: `otel-s3-bridge spool status|retry` -------------------------------------------
-
-def _files(directory: Path) -> Iterator[Path]:
-    return iter(sorted(directory.glob("*" + SEGMENT_SUFFIX))) if directory.is_dir() else iter(())
+def _segment_files(directory: Path) -> list[Path]:
+    return sorted(directory.glob("*" + SEGMENT_SUFFIX)) if directory.is_dir() else []
 
 
-def stats(directory: Path) -> SpoolStats:
-    result = SpoolStats()
-    for path in _files(directory):
-        data = path.read_bytes()
-        entries, _, problem = read_entries(data)
-        uploaded = read_done(path)
-        entries = [entry for entry in entries if entry.offset not in uploaded]
-        result.entries += len(entries)
-        result.bytes += len(data)
-        for entry in entries:
-            if result.oldest_unix_nano is None or entry.enqueued_unix_nano < result.oldest_unix_nano:
-                result.oldest_unix_nano = entry.enqueued_unix_nano
-        if problem:
-            result.damaged_files.append(f"{path.name}: {problem}")
-    return result
-
-
-def retry_quarantined(spool_directory: str) -> int:
-    """Move every quarantined entry back into the spool. Returns how many files were moved."""
-    root = Path(spool_directory)
-    quarantine, segments = root / "quarantine", root / "segments"
-    segments.mkdir(parents=True, exist_ok=True)
-    moved = 0
-    for path in _files(quarantine):
-        os.replace(path, segments / f"retry-{path.name}")  # atomic: the bridge adopts whole files only
-        moved += 1
-    if moved:
-        _fsync_directory(segments)
-        _fsync_directory(quarantine)
-    return moved
-
-
-def adopt_orphan_spools(root: str, target: str) -> int:
-    """Move the files of spools no process uses (a worker directory left by a larger `--workers`,
-    or the single-process spool when workers start) into `target`, so nothing is left behind.
-    Returns how many segment files were moved."""
-    root_path, target_path = Path(root), Path(target)
-    candidates = [root_path, *sorted(root_path.glob("worker-*"))]
-    moved = 0
-    for candidate in candidates:
-        if candidate.resolve() == target_path.resolve() or not (candidate / "segments").is_dir():
-            continue
-        lock_fd = os.open(candidate / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            try:
-                fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                continue  # a running process owns it
-            for kind in ("segments", "quarantine"):
-                (target_path / kind).mkdir(parents=True, exist_ok=True)
-                for path in sorted((candidate / kind).glob("*" + SEGMENT_SUFFIX)):
-                    destination = target_path / kind / f"adopted-{candidate.name}-{path.name}"
-                    if done_path(path).exists():
-                        os.replace(done_path(path), done_path(destination))
-                    os.replace(path, destination)
-                    moved += 1
-                _fsync_directory(target_path / kind)
-        finally:
-            os.close(lock_fd)
-    return moved
+__all__ = ["DamagedEntry", "Ref", "Segment", "SegmentFiles", "Spool", "SpoolFull", "SpoolTooSmall"]

@@ -14,7 +14,7 @@ import time
 from collections.abc import Sequence
 
 from .config import BridgeConfig
-from .spool import adopt_orphan_spools
+from .spool_commands import adopt_orphan_spools
 
 log = logging.getLogger("otel_s3_bridge.supervisor")
 

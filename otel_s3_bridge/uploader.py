@@ -1,9 +1,14 @@
 """Uploader workers: take spooled entries, write them to the sink, then let the spool forget them.
 
-Retryable failures (timeouts, connection errors, 5xx, throttling, expired credentials) are retried
-with exponential backoff and full jitter, without limit; permanent ones (access denied, no such
-bucket) move the entry to the spool's quarantine. Each distinct cause is logged once. Must not
-decide what is retryable (the sink classifies) nor touch the receivers.
+Retryable failures (timeouts, connection errors, 5xx, throttling, expired credentials) send the
+entry back to the queue to wait out its own backoff (exponential, full jitter, capped), so one bad
+entry never holds a worker; while the sink fails across entries, every worker also waits out a
+shared backoff instead of hammering it. Permanent failures (access denied, no such bucket, a key
+the store refuses) move the entry to the spool's quarantine; an entry that cannot be read back
+from disk is quarantined with its segment. Nothing is ever dropped. Workers are supervised: an
+unexpected exception puts the entry back for a later retry and is logged once per cause; a worker
+that ends anyway is restarted. Must not decide what is retryable (the sink classifies) nor touch
+the receivers.
 """
 
 from __future__ import annotations
@@ -15,11 +20,13 @@ import random
 from .encode import JSON_CONTENT_TYPE
 from .errors import SinkError
 from .sink import ObjectSink
-from .spool import Ref, Spool
+from .spool import DamagedEntry, Ref, Spool
 
 log = logging.getLogger("otel_s3_bridge.uploader")
 
 RETRY_INITIAL_SECONDS = 0.2
+UNREADABLE_ATTEMPTS = 3  # reads of an entry from disk before it is quarantined as unreadable
+MAX_CAUSES_REMEMBERED = 1000
 
 
 class Uploader:
@@ -28,61 +35,109 @@ class Uploader:
         self._sink = sink
         self._concurrency = concurrency
         self._retry_max = retry_max_seconds
-        self._tasks: list[asyncio.Task] = []
+        self._tasks: dict[int, asyncio.Task] = {}
+        self._stopping = False
         self._failing: str | None = None
+        self._consecutive_failures = 0
+        self._sink_retry_at = 0.0  # loop time before which no worker tries the sink again
         self._causes_logged: set[str] = set()
 
     def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._work(), name=f"uploader-{n}") for n in range(self._concurrency)]
+        for number in range(self._concurrency):
+            self._start_worker(number)
+
+    def _start_worker(self, number: int) -> None:
+        task = asyncio.create_task(self._work(), name=f"uploader-{number}")
+        task.add_done_callback(lambda ended, number=number: self._worker_ended(number, ended))
+        self._tasks[number] = task
+
+    def _worker_ended(self, number: int, task: asyncio.Task) -> None:
+        if self._stopping:
+            return
+        cause = "cancelled" if task.cancelled() else repr(task.exception())
+        self._log_once(f"uploader worker {number} ended ({cause})", "an uploader worker ended; starting it again")
+        self._start_worker(number)
 
     async def _work(self) -> None:
         while True:
             ref = await self._spool.next()
             try:
-                body = self._spool.body_of(ref)
-            except OSError as exc:
-                log.error("cannot read spooled entry for %s from %s: %s", ref.key, ref.segment.path, exc)
-                self._spool.done(ref)
-                continue
-            await self._deliver(ref, body)
+                await self._upload(ref)
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise  # stopping: the entry stays in the spool and is replayed at the next start
+                self._unexpected(ref, "the upload was cancelled from within")  # not by us: retry it
+            except Exception as error:  # a bug must not lose the entry nor the worker
+                self._unexpected(ref, f"{type(error).__name__}: {error}", error)
 
-    async def _deliver(self, ref: Ref, body: bytes) -> None:
-        delay = RETRY_INITIAL_SECONDS
-        while True:
-            try:
-                await self._sink.put(ref.key, body, JSON_CONTENT_TYPE)
-            except SinkError as error:
-                if not error.retryable:
-                    self._quarantine(ref, body, error.message)
-                    return
-                self._note_failure(error.message)
-            except Exception as error:  # a bug in a sink must not lose the entry: keep retrying it
-                log.exception("unexpected error uploading %s", ref.key)
-                self._note_failure(f"{type(error).__name__}: {error}")
+    async def _upload(self, ref: Ref) -> None:
+        delay = self._sink_retry_at - asyncio.get_running_loop().time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        try:
+            body = self._spool.body_of(ref)
+        except (OSError, DamagedEntry) as error:
+            await self._unreadable(ref, str(error))
+            return
+        try:
+            await self._sink.put(ref.key, body, JSON_CONTENT_TYPE, bucket=ref.bucket)
+        except SinkError as error:
+            if error.retryable:
+                self._retry(ref, error.message)
             else:
-                self._spool.done(ref)
-                if self._failing is not None:
-                    log.info("uploads to %s succeed again", self._sink.description)
-                    self._failing = None
-                return
-            await asyncio.sleep(random.uniform(0, delay))
-            delay = min(delay * 2, self._retry_max)
+                await self._quarantine(ref, body, error.message)
+            return
+        self._spool.done(ref)
+        self._consecutive_failures, self._sink_retry_at = 0, 0.0
+        if self._failing is not None:
+            log.info("uploads to %s succeed again", self._sink.description)
+            self._failing = None
 
-    def _note_failure(self, cause: str) -> None:
+    def _backoff(self, failures: int) -> float:
+        return random.uniform(0, min(RETRY_INITIAL_SECONDS * 2 ** min(failures, 30), self._retry_max))
+
+    def _retry(self, ref: Ref, cause: str) -> None:
+        ref.attempts += 1
+        self._consecutive_failures += 1
+        self._spool.queue.retry_later(ref, self._backoff(ref.attempts))
+        self._sink_retry_at = asyncio.get_running_loop().time() + self._backoff(self._consecutive_failures)
         if cause != self._failing:
             log.warning("upload to %s failed, retrying with backoff: %s", self._sink.description, cause)
             self._failing = cause
 
-    def _quarantine(self, ref: Ref, body: bytes, cause: str) -> None:
+    async def _quarantine(self, ref: Ref, body: bytes, cause: str) -> None:
         try:
-            self._spool.quarantine(ref, body, cause)
-        except OSError as exc:  # the entry stays in its segment and is replayed at the next start
-            log.error("cannot quarantine %s: %s", ref.key, exc)
+            await self._spool.quarantine(ref, body, cause)
+        except OSError as error:  # the entry stays spooled and is tried again later
+            self._log_once(f"cannot quarantine: {error.strerror}", f"cannot quarantine {ref.key}: {error}")
+            ref.attempts += 1
+            self._spool.queue.retry_later(ref, self._backoff(ref.attempts))
             return
-        if cause not in self._causes_logged:
-            self._causes_logged.add(cause)
-            log.error("%s refused an object for good: %s. Its record is kept in %s; fix the cause, then run "
-                      "`otel-s3-bridge spool retry`", self._sink.description, cause, self._spool.quarantine_dir)
+        self._log_once(cause, f"{self._sink.description} refused an object for good: {cause}. Its record is kept "
+                              f"in {self._spool.quarantine_dir}; fix the cause, then run `otel-s3-bridge spool retry`")
+
+    async def _unreadable(self, ref: Ref, problem: str) -> None:
+        ref.attempts += 1
+        if ref.attempts < UNREADABLE_ATTEMPTS:
+            self._spool.queue.retry_later(ref, self._backoff(ref.attempts))
+            return
+        reason = f"an entry of {ref.segment.path.name} cannot be read back ({problem})"
+        await self._spool.quarantine_unreadable(ref, reason)
+        self._log_once(reason, f"{reason}; the segment is kept in {self._spool.quarantine_dir}")
+
+    def _unexpected(self, ref: Ref, cause: str, error: BaseException | None = None) -> None:
+        ref.attempts += 1
+        self._spool.queue.retry_later(ref, self._backoff(ref.attempts))
+        self._log_once(cause, f"unexpected error uploading {ref.key}; it is retried later: {cause}", error)
+
+    def _log_once(self, cause: str, message: str, error: BaseException | None = None) -> None:
+        if cause in self._causes_logged:
+            return
+        if len(self._causes_logged) >= MAX_CAUSES_REMEMBERED:  # causes come partly from outside: bounded
+            self._causes_logged.clear()
+        self._causes_logged.add(cause)
+        log.error("%s", message, exc_info=error)
 
     async def drain(self, timeout_seconds: float) -> bool:
         """Wait until every spooled entry is uploaded (or quarantined), at most `timeout_seconds`."""
@@ -93,7 +148,9 @@ class Uploader:
             return False
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        self._stopping = True
+        tasks = list(self._tasks.values())
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks = []
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._tasks = {}

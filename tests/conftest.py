@@ -170,7 +170,8 @@ def bridge(moto: MotoServer, s3, tmp_path_factory) -> Iterator[S3Bridge]:
     """The bridge with two named keys, writing to a fresh bucket on the S3 server, 2 MiB body limit,
     acknowledging after upload so that what a test reads back is there at once."""
     process = S3Bridge(moto, new_bucket(s3), tmp_path_factory.mktemp("bridge") / "bridge.log",
-                       ["--max-request-bytes", str(2 * 1024 * 1024), "--ack", "upload"])
+                       ["--max-request-bytes", str(2 * 1024 * 1024), "--grpc-max-message-bytes", str(2 * 1024 * 1024),
+                        "--ack", "upload"])
     yield process
     assert process.stop() == 0
     for token in TOKENS.values():

@@ -9,7 +9,9 @@ import sys
 
 import pytest
 
-from otel_s3_bridge.spool import Spool, SpoolFull, encode_entry, read_entries, retry_quarantined, stats
+from otel_s3_bridge.spool import Spool, SpoolFull
+from otel_s3_bridge.spool_commands import retry_quarantined, stats
+from otel_s3_bridge.spool_format import encode_entry, read_entries
 
 
 def run(coroutine):
@@ -34,7 +36,7 @@ def test_concurrent_appends_share_fsyncs(tmp_path):
     async def scenario():
         spool = Spool(str(tmp_path), max_bytes=1 << 30)
         spool.open()
-        await asyncio.gather(*(spool.append([(f"k{n}", b"x" * 100)]) for n in range(50)))
+        await asyncio.gather(*(spool.append([(f"k{n}", b"x" * 100, None)]) for n in range(50)))
         assert spool.pending == 50
         syncs = spool.syncs_total
         await spool.close()
@@ -51,7 +53,7 @@ async def first_run():
     spool = Spool(sys.argv[1], max_bytes=1 << 30, segment_max_bytes=300)
     spool.open()
     for n in range(6):
-        await spool.append([(f"key-{n}", b"body-%d" % n + b"." * 60)])
+        await spool.append([(f"key-{n}", b"body-%d" % n + b"." * 60, None)])
     for _ in range(2):  # two uploaded, four still waiting
         spool.done(await spool.next())
     os._exit(0)  # the process dies without closing anything
@@ -78,13 +80,13 @@ def test_budget_refuses_and_frees_on_upload(tmp_path):
     async def scenario():
         spool = Spool(str(tmp_path), max_bytes=4096)
         spool.open()
-        await spool.append([("a", b"x" * 3000)])
+        await spool.append([("a", b"x" * 3000, None)])
         with pytest.raises(SpoolFull):
-            await spool.append([("b", b"x" * 3000)])
+            await spool.append([("b", b"x" * 3000, None)])
         assert not spool.has_room
         spool.done(await spool.next())
         assert spool.has_room
-        await spool.append([("b", b"x" * 3000)])
+        await spool.append([("b", b"x" * 3000, None)])
         await spool.close()
 
     run(scenario())
@@ -94,10 +96,10 @@ def test_quarantine_status_and_retry(tmp_path):
     async def scenario():
         spool = Spool(str(tmp_path), max_bytes=1 << 30)
         spool.open()
-        await spool.append([("k1", b"one"), ("k2", b"two")])
+        await spool.append([("k1", b"one", None), ("k2", b"two", None)])
         for _ in range(2):
             ref = await spool.next()
-            spool.quarantine(ref, spool.body_of(ref), "bucket 'b' does not exist")
+            await spool.quarantine(ref, spool.body_of(ref), "bucket 'b' does not exist")
         assert spool.pending == 0
         await spool.close()
 
@@ -124,7 +126,7 @@ def test_a_fully_uploaded_spool_leaves_no_segment_behind(tmp_path):
         spool = Spool(str(tmp_path), max_bytes=1 << 30, segment_max_bytes=1000)
         spool.open()
         for n in range(20):
-            await spool.append([(f"k{n}", b"y" * 200)])
+            await spool.append([(f"k{n}", b"y" * 200, None)])
         while spool.pending:
             spool.done(await spool.next())
         await spool.close()
@@ -145,9 +147,9 @@ def test_spool_commands_cover_every_worker_directory(tmp_path):
     async def quarantine_one(directory):
         spool = Spool(str(directory), max_bytes=1 << 30)
         spool.open()
-        await spool.append([("k", b"body")])
+        await spool.append([("k", b"body", None)])
         ref = await spool.next()
-        spool.quarantine(ref, spool.body_of(ref), "access denied")
+        await spool.quarantine(ref, spool.body_of(ref), "access denied")
         await spool.close()
 
     for worker in (0, 1):

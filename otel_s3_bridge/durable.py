@@ -1,0 +1,36 @@
+"""Durable file writes: a whole file or nothing, on disk before the function returns.
+
+`write_atomically` is the one temp-file + fsync + rename + directory-fsync sequence the local
+sink and the spool's quarantine share. Blocking; callers on the event loop run it in a thread.
+Must not know what the bytes are.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+
+def fsync_directory(path: Path) -> None:
+    """Make the names in `path` (a new or renamed file) survive a crash."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """`path` holds `data` once this returns, also after a crash; never a part of it. Raises OSError."""
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(temporary, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    fsync_directory(path.parent)

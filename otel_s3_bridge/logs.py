@@ -1,0 +1,120 @@
+"""Logging for a server on the internet: one set-up, no secret in any line, no flood.
+
+- `Redactor`, on every handler, rewrites any line (message and traceback) that carries a
+  configured token or anything shaped like an `Authorization` value, whichever library wrote it
+  (aiohttp echoes raw header lines in its parser errors, for instance).
+- `Tally` turns refusals (unauthenticated, malformed, over a limit) into at most one line per
+  interval with counts by reason, so that traffic from the internet cannot amplify into log volume.
+- `quiet_exception_handler` keeps the event loop's own reports of running out of file
+  descriptors (accept() failing) to one line per interval, without tracebacks.
+Must not decide what is refused; only how it is told.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import re
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterable
+from typing import Any
+
+REDACTED = "<redacted>"
+# `Bearer <value>` / `Basic <value>`, and whatever follows `Authorization:` up to the end of the
+# line or a closing quote (a repr'd header line such as b'Authorization: Bearer t\x01k').
+_AUTHORIZATION = re.compile(r"(?i)\b(bearer|basic)(\s+)[^\s'\"]+|(authorization['\"]?\s*[:=,]\s*['\"]?)[^\r\n'\"]+")
+MIN_SECRET_LENGTH = 4
+
+
+def _redact_text(text: str, secrets: Iterable[str]) -> str:
+    text = _AUTHORIZATION.sub(lambda m: (m.group(1) + m.group(2) + REDACTED) if m.group(1)
+                              else m.group(3) + REDACTED, text)
+    for secret in secrets:
+        if len(secret) >= MIN_SECRET_LENGTH and secret in text:
+            text = text.replace(secret, REDACTED)
+    return text
+
+
+class Redactor(logging.Filter):
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        super().__init__()
+        self.secrets = tuple(secrets)
+        self._formatter = logging.Formatter()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format string in someone's log call: show it raw
+            message = str(record.msg)
+        record.msg, record.args = _redact_text(message, self.secrets), None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self._formatter.formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = _redact_text(record.exc_text, self.secrets)
+        return True
+
+
+def setup(level: str, prefix: str = "", secrets: Iterable[str] = ()) -> None:
+    """Log to stderr, lines starting with time, level and `prefix`; every line redacted."""
+    if hasattr(sys.stderr, "reconfigure"):
+        sys.stderr.reconfigure(errors="backslashreplace")  # an undecodable byte must not break a line
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)s{prefix} %(name)s: %(message)s"))
+    handler.addFilter(Redactor(secrets))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # botocore's debug output includes request headers; keep it quiet whatever the level.
+    for noisy in ("botocore", "aiobotocore", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+class Tally:
+    """Counts events by reason and logs them at most once per `interval_seconds`."""
+
+    def __init__(self, logger: logging.Logger, what: str, *, level: int = logging.INFO,
+                 interval_seconds: float = 60.0, clock=time.monotonic) -> None:
+        self._logger = logger
+        self._what = what
+        self._level = level
+        self._interval = interval_seconds
+        self._clock = clock
+        self._counts: Counter[str] = Counter()
+        self._last: float | None = None
+
+    def add(self, reason: str) -> None:
+        self._counts[reason[:120]] += 1
+        now = self._clock()
+        if self._last is None or now - self._last >= self._interval:
+            self.flush(now)
+
+    def flush(self, now: float | None = None) -> None:
+        if self._counts:
+            total = sum(self._counts.values())
+            reasons = "; ".join(f"{reason}: {count}" for reason, count in self._counts.most_common(5))
+            window = "" if self._last is None else f" in the last {self._interval:.0f} s"
+            self._logger.log(self._level, "%s %d time(s)%s (%s)", self._what, total, window, reasons)
+            self._counts.clear()
+        self._last = self._clock() if now is None else now
+
+
+_RESOURCE_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+
+
+def quiet_exception_handler(interval_seconds: float = 60.0):
+    """An event-loop exception handler: out-of-descriptor reports once per interval, others as usual."""
+    tally = Tally(logging.getLogger("otel_s3_bridge"), "could not accept connections (out of file descriptors; "
+                  "lower --max-connections or raise the limit)", level=logging.WARNING,
+                  interval_seconds=interval_seconds)
+
+    def handle(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        exception = context.get("exception")
+        if isinstance(exception, OSError) and exception.errno in _RESOURCE_ERRNOS:
+            tally.add(exception.strerror or str(exception))
+            return
+        loop.default_exception_handler(context)
+
+    return handle

@@ -1,0 +1,82 @@
+"""The spool's live queue: spooled entries waiting for the sink, in memory, oldest first.
+
+An entry whose upload failed waits out its own backoff (`retry_later`) while the others go
+ahead, so one bad entry never holds an uploader. Bodies of recent entries stay in memory up to a
+byte budget; the rest are read back from their segment when their turn comes. Must not touch
+files or the sink: `spool` owns the files, `uploader` the sink.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import heapq
+import itertools
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(slots=True, eq=False)
+class Ref:
+    """One spooled entry waiting for the sink."""
+
+    segment: Any  # the spool's Segment holding it
+    offset: int
+    length: int
+    key: str
+    bucket: str | None
+    body: bytes | None  # None: read back from the segment file when it is its turn
+    enqueued_unix_nano: int
+    attempts: int = 0  # failed upload attempts so far
+
+
+class UploadQueue:
+    def __init__(self, body_cache_bytes: int) -> None:
+        self._ready: collections.deque[Ref] = collections.deque()
+        self._delayed: list[tuple[float, int, Ref]] = []  # (due, tie-breaker, entry): a heap
+        self._order = itertools.count()
+        self._changed = asyncio.Event()
+        self._body_cache_limit = body_cache_bytes
+        self.cached_bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._ready) + len(self._delayed)
+
+    def put(self, ref: Ref) -> None:
+        if ref.body is not None:
+            if self.cached_bytes + len(ref.body) > self._body_cache_limit:
+                ref.body = None
+            else:
+                self.cached_bytes += len(ref.body)
+        self._ready.append(ref)
+        self._changed.set()
+
+    def retry_later(self, ref: Ref, delay_seconds: float) -> None:
+        due = asyncio.get_running_loop().time() + delay_seconds
+        heapq.heappush(self._delayed, (due, next(self._order), ref))
+        self._changed.set()
+
+    def forget_body(self, ref: Ref) -> None:
+        if ref.body is not None:
+            self.cached_bytes -= len(ref.body)
+            ref.body = None
+
+    def wake(self) -> None:
+        """Entries were queued outside `put` (or waiters should look again)."""
+        self._changed.set()
+
+    async def next(self) -> Ref:
+        """The oldest entry that may be tried now (waits for one)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            now = loop.time()
+            while self._delayed and self._delayed[0][0] <= now:
+                self._ready.append(heapq.heappop(self._delayed)[2])
+            if self._ready:
+                return self._ready.popleft()
+            self._changed.clear()
+            timeout = self._delayed[0][0] - now if self._delayed else None
+            try:
+                await asyncio.wait_for(self._changed.wait(), timeout)
+            except TimeoutError:
+                pass
