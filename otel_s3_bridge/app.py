@@ -15,6 +15,7 @@ import asyncio
 import logging
 import resource
 
+from . import logs
 from .auth import Authenticator, Route
 from .config import BridgeConfig
 from .decode_pool import DecodePool
@@ -121,6 +122,7 @@ class Bridge:
         last_problem: str | None = None
         while True:
             await asyncio.sleep(MAINTENANCE_SECONDS)
+            logs.flush_due()
             self.authenticator.reload_if_changed()
             if self.spool is not None:
                 self.spool.recheck_room()

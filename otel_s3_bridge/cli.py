@@ -101,7 +101,7 @@ def _ready_message(config: BridgeConfig) -> str:
     delivery = (f"acknowledging once fsynced in the spool {config.spool_dir}" if config.ack == "spool"
                 else "acknowledging once uploaded")
     names = [token.name for token in config.tokens]
-    auth = (f"Bearer auth with key(s) {', '.join(names) or '(none yet)'}"
+    auth = (f"token auth (Bearer) with key(s) {', '.join(names) or '(none yet)'}"
             + (f" and the token file {config.token_file}" if config.token_file else "")
             if names or config.token_file else "no auth (loopback only)")
     where = config.destination

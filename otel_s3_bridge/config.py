@@ -195,6 +195,9 @@ class BridgeConfig:
     max_inflight_bytes: int = _option(
         128 * 1024 * 1024, "request bodies and the records decoded from them held in memory at once; one export "
         "beyond it gets 413, more than fit now get 503", _integer(1024 * 1024, 2 ** 40), metavar="BYTES")
+    max_decoded_bytes: int = _option(
+        32 * 1024 * 1024, "JSON bytes of records one export may decode to (at most --max-inflight-bytes, "
+        "which holds them); beyond, 413", _integer(64 * 1024, 2 ** 40), metavar="BYTES")
     non_llm_spans: str = _option(
         "keep", "traces without LLM attributes: keep (as source 'otlp' records) or drop (counted as rejected)",
         _choice("keep", "drop"))
@@ -224,6 +227,10 @@ class BridgeConfig:
     def for_worker(self, index: int) -> BridgeConfig:
         """The configuration of worker `index` of `--workers N`: its own spool directory."""
         return replace(self, spool_dir=str(Path(self.spool_dir) / f"worker-{index}"))
+
+    @property
+    def decoded_bytes_limit(self) -> int:
+        return min(self.max_decoded_bytes, self.max_inflight_bytes)
 
     @property
     def uses_s3(self) -> bool:

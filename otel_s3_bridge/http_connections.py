@@ -57,6 +57,7 @@ class ConnectionGuard:
                 self.refused.add("every connection busy: a new one refused")
                 return False
             self.refused.add("an idle connection closed for a new one")
+            del self.connections[idle]  # now: its close completes in a later turn of the loop
             idle.close_now()
         self.connections[handler] = None
         return True

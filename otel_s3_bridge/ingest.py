@@ -126,10 +126,9 @@ class Ingestor:
             encoding=encoding, coding=coding, key_name=principal.name, transport=transport,
             received_at_unix_nano=self._clock(), non_llm_spans=config.non_llm_spans, template=config.path_template,
             prefix=principal.prefix, max_request_bytes=max_request_bytes,
-            max_resource_bytes=config.max_resource_bytes, max_output_bytes=self.inflight.limit)
-        prepared = await self._prepare(body, context)
+            max_resource_bytes=config.max_resource_bytes, max_output_bytes=config.decoded_bytes_limit)
+        prepared = await self._prepare(body, context, reservation)
         del body
-        reservation.add(prepared.output_bytes)
         rejected, problems = prepared.rejected_spans, list(prepared.problems)
         if prepared.objects and self._spool is not None:
             await self._append_to_spool(prepared, principal.bucket)
@@ -140,15 +139,22 @@ class Ingestor:
                 problems.append(f"{refused} span(s) could not be stored: {cause}")
         return ExportResult(len(prepared.objects), rejected, "; ".join(problems) or None)
 
-    async def _prepare(self, body: bytes, context: ExportContext) -> PreparedExport:
+    async def _prepare(self, body: bytes, context: ExportContext, reservation: Reservation) -> PreparedExport:
+        """The export's objects, their bytes added to `reservation` (503 when they cannot be held now)."""
         if len(body) <= INLINE_MAX_BYTES and context.max_request_bytes >= INLINE_MAX_BYTES:
             try:
                 plain = inflate(body, context.coding, INLINE_MAX_BYTES) if context.coding else body
             except PayloadTooLarge:
                 pass  # a small compressed body that inflates large: a decode process inflates it
             else:
-                return prepare_export(plain, replace(context, coding=""))
-        return await self._pool.prepare(body, context)
+                prepared = prepare_export(plain, replace(context, coding=""))
+                reservation.add(prepared.output_bytes)
+                return prepared
+        held = reservation.size
+        reservation.add(context.max_output_bytes)  # room for the most it may decode to, before it does
+        prepared = await self._pool.prepare(body, context)
+        reservation.shrink_to(held + prepared.output_bytes)
+        return prepared
 
     async def _put_directly(self, prepared: PreparedExport, bucket: str | None) -> tuple[int, str | None]:
         """Put every object; (spans refused for good, a cause). Raises Unavailable when a retry helps."""

@@ -18,6 +18,7 @@ import logging
 import re
 import sys
 import time
+import weakref
 from collections import Counter
 from collections.abc import Iterable
 from typing import Any
@@ -72,6 +73,16 @@ def setup(level: str, prefix: str = "", secrets: Iterable[str] = ()) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+_TALLIES: weakref.WeakSet[Tally] = weakref.WeakSet()
+
+
+def flush_due() -> None:
+    """Log what every tally counted since its last line, where its interval has passed (called
+    periodically, so that the last events of a burst are told too)."""
+    for tally in list(_TALLIES):
+        tally.flush_if_due()
+
+
 class Tally:
     """Counts events by reason and logs them at most once per `interval_seconds`."""
 
@@ -84,12 +95,17 @@ class Tally:
         self._clock = clock
         self._counts: Counter[str] = Counter()
         self._last: float | None = None
+        _TALLIES.add(self)
 
     def add(self, reason: str) -> None:
         self._counts[reason[:120]] += 1
         now = self._clock()
         if self._last is None or now - self._last >= self._interval:
             self.flush(now)
+
+    def flush_if_due(self) -> None:
+        if self._counts and (self._last is None or self._clock() - self._last >= self._interval):
+            self.flush()
 
     def flush(self, now: float | None = None) -> None:
         if self._counts:

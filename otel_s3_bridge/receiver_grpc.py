@@ -27,6 +27,7 @@ from .logs import Tally
 log = logging.getLogger("otel_s3_bridge.grpc")
 
 SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
+STREAMS_PER_CONNECTION = 100
 
 
 def grpc_address(host: str, port: int) -> str:
@@ -55,7 +56,9 @@ class GrpcReceiver:
         server = grpc.aio.server(options=[
             ("grpc.max_receive_message_length", self._limit),
             ("grpc.max_allowed_incoming_connections", self._max_connections),
-            ("grpc.max_concurrent_streams", self._max_calls),
+            # Per connection, above the cap on calls: a call beyond the cap must reach the handler to be
+            # told to retry, not wait unseen in the client for a free stream.
+            ("grpc.max_concurrent_streams", max(STREAMS_PER_CONNECTION, self._max_calls + 1)),
             ("grpc.server_handshake_timeout_ms", self._handshake_ms),
             ("grpc.max_connection_idle_ms", self._idle_ms),
             ("grpc.so_reuseport", int(share_port)),

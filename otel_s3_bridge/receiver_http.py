@@ -29,6 +29,7 @@ log = logging.getLogger("otel_s3_bridge.http")
 
 TRACES_PATH = "/v1/traces"
 STOP_GRACE_SECONDS = 10.0
+LISTEN_BACKLOG = 1024
 MEDIA_TYPES = {
     "application/json": otlp.JSON,
     "application/x-protobuf": otlp.PROTOBUF,
@@ -68,8 +69,10 @@ class HttpReceiver:
         server = GuardedServer(self.handle, self._limits, access_log=None, auto_decompress=False)
         self._runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=STOP_GRACE_SECONDS)
         await self._runner.setup()
-        await web.TCPSite(self._runner, host, port, reuse_port=share_port or None,
-                          backlog=min(self._limits.max_connections, 4096)).start()
+        # asyncio accepts up to `backlog` connections at once, each a descriptor before the cap can
+        # close another: never more than the cap, or a burst runs the process out of descriptors.
+        backlog = min(self._limits.max_connections, LISTEN_BACKLOG)
+        await web.TCPSite(self._runner, host, port, reuse_port=share_port or None, backlog=backlog).start()
 
     async def stop(self) -> None:
         if self._runner is not None:

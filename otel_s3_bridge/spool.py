@@ -33,7 +33,7 @@ from pathlib import Path
 
 from .durable import fsync_directory, write_atomically
 from .spool_format import (DONE_RECORD, SEGMENT_SUFFIX, DamagedEntry, decode_entry, done_path, encode_entry,
-                           read_done, read_entries)
+                           entry_header, read_done, read_entries)
 from .spool_queue import Ref, UploadQueue
 
 log = logging.getLogger("otel_s3_bridge.spool")
@@ -215,36 +215,38 @@ class Spool:
 
     async def append(self, items: list[tuple[str, bytes, str | None]]) -> None:
         """Make the entries (key, body, bucket) durable; return only once they are fsynced.
-        Raises SpoolTooSmall (never fits), SpoolFull (not now) or OSError."""
+        Raises SpoolTooSmall (never fits), SpoolFull (not now) or OSError. Bodies are written as
+        they are (no copy of them is made), however large the export."""
         now = time.time_ns()
         size = sum(len(body) + len(key) + 64 for key, body, _ in items)
         if size > self.max_bytes:
             raise SpoolTooSmall(f"{size} bytes of records are more than the whole spool holds ({self.max_bytes})")
-        encoded = (await asyncio.to_thread(_encode_all, items, now) if size > THREAD_WRITE_BYTES
-                   else _encode_all(items, now))
-        data = b"".join(encoded)
-        if self.used_bytes + len(data) > self.max_bytes:
+        headers = (await asyncio.to_thread(_headers, items, now) if size > THREAD_WRITE_BYTES
+                   else _headers(items, now))
+        total = sum(len(header) + len(body) for header, (_, body, _) in zip(headers, items))
+        if self.used_bytes + total > self.max_bytes:
             if self.used_bytes:  # uploads will free room: not ready until they do
                 self._refusing = True
             raise SpoolFull(f"the spool holds {self.used_bytes} of {self.max_bytes} bytes")
+        pieces = [piece for header, (_, body, _) in zip(headers, items) for piece in (header, body)]
         async with self._write_lock:
-            if self._active.size and self._active.size + len(data) > self._segment_max:
+            if self._active.size and self._active.size + total > self._segment_max:
                 await self._rotate_or_keep()
             segment, start, fd = self._active, self._active.size, self._fd
             try:
-                if len(data) > THREAD_WRITE_BYTES:
-                    await asyncio.to_thread(_write_all, fd, data)
+                if total > THREAD_WRITE_BYTES:
+                    await asyncio.to_thread(_write_all, fd, pieces)
                 else:
-                    _write_all(fd, data)
+                    _write_all(fd, pieces)
             except OSError as exc:
                 os.ftruncate(fd, start)  # leave no half entry behind
                 if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                     self._refusing = self._disk_full = True
                     raise SpoolFull(f"the disk holding {self.directory} is full") from exc
                 raise
-            segment.size += len(data)
+            segment.size += total
             segment.entries += len(items)
-            self._pending_bytes += len(data)
+            self._pending_bytes += total
             self.pending += len(items)
             self._idle.clear()
             self._written += 1
@@ -255,9 +257,10 @@ class Spool:
             # Queued even if the fsync failed: the export is then refused and retried by the client,
             # and the entries in the file are uploaded once more under the same keys, harmlessly.
             offset = start
-            for (key, body, bucket), entry in zip(items, encoded):
-                self.queue.put(Ref(segment, offset, len(entry), key, bucket, body, now))
-                offset += len(entry)
+            for header, (key, body, bucket) in zip(headers, items):
+                length = len(header) + len(body)
+                self.queue.put(Ref(segment, offset, length, key, bucket, body, now))
+                offset += length
 
     async def _durable(self, sequence: int) -> None:
         """Group commit: one fdatasync covers every write made before it started."""
@@ -410,15 +413,26 @@ class Spool:
             self._lock_fd = None
 
 
-def _encode_all(items: list[tuple[str, bytes, str | None]], now: int) -> list[bytes]:
-    return [encode_entry(key, body, now, bucket) for key, body, bucket in items]
+def _headers(items: list[tuple[str, bytes, str | None]], now: int) -> list[bytes]:
+    return [entry_header(key, body, now, bucket) for key, body, bucket in items]
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
+IOV_BATCH = 512  # buffers per writev call (the system allows at least 1024)
+
+
+def _write_all(fd: int, pieces: list[bytes]) -> None:
+    """Write every piece, in order, with as few system calls as the system allows."""
+    views = [memoryview(piece) for piece in pieces if piece]
+    index = 0
+    while index < len(views):
+        written = os.writev(fd, views[index:index + IOV_BATCH])
+        while written:
+            if written >= len(views[index]):
+                written -= len(views[index])
+                index += 1
+            else:
+                views[index] = views[index][written:]
+                written = 0
 
 
 def _link_durably(source: Path, target: Path) -> None:

@@ -36,10 +36,15 @@ class DamagedEntry(ValueError):
     """Bytes that are not one whole, intact entry."""
 
 
-def encode_entry(key: str, body: bytes, enqueued_unix_nano: int, bucket: str | None = None) -> bytes:
+def entry_header(key: str, body: bytes, enqueued_unix_nano: int, bucket: str | None = None) -> bytes:
+    """Everything of an entry but its body (which follows it as is, never copied)."""
     key_bytes, bucket_bytes = key.encode(), (bucket or "").encode()
-    payload = META.pack(enqueued_unix_nano, len(bucket_bytes), len(key_bytes)) + bucket_bytes + key_bytes + body
-    return PREFIX.pack(MAGIC, len(payload), zlib.crc32(payload)) + payload
+    head = META.pack(enqueued_unix_nano, len(bucket_bytes), len(key_bytes)) + bucket_bytes + key_bytes
+    return PREFIX.pack(MAGIC, len(head) + len(body), zlib.crc32(body, zlib.crc32(head))) + head
+
+
+def encode_entry(key: str, body: bytes, enqueued_unix_nano: int, bucket: str | None = None) -> bytes:
+    return entry_header(key, body, enqueued_unix_nano, bucket) + body
 
 
 def _decode_payload(magic: bytes, payload: bytes) -> tuple[str, str | None, int, bytes]:

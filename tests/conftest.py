@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import resource
 import signal
 import socket
 import subprocess
@@ -20,6 +21,7 @@ import requests
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CAPTURES = ROOT / "tests" / "data" / "openrouter-captures"
+sys.path.insert(0, str(ROOT))  # bench.attacks: the hostile requests the tests and the benchmarks share
 
 # Credentials for the local S3 server only; the bridge finds them through the standard AWS chain.
 os.environ.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
@@ -111,11 +113,17 @@ def read_json(s3, bucket: str, key: str, wait_seconds: float = 30.0) -> dict:
             time.sleep(0.05)
 
 
+def _descriptor_limit(count: int):
+    def apply() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (count, count))
+    return apply
+
+
 class BridgeProcess:
     """`python -m otel_s3_bridge serve ARGS` on free ports, its log kept in a file."""
 
     def __init__(self, args: list[str], log_path: pathlib.Path, *, cwd: pathlib.Path | None = None,
-                 env: dict[str, str] | None = None, grpc: bool = True) -> None:
+                 env: dict[str, str] | None = None, grpc: bool = True, descriptors: int | None = None) -> None:
         self.http_port = free_port()
         self.grpc_port = free_port() if grpc else 0
         self.url = f"http://127.0.0.1:{self.http_port}/v1/traces"
@@ -125,7 +133,8 @@ class BridgeProcess:
                    "--grpc-port", str(self.grpc_port), *args]
         with open(log_path, "wb") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=cwd,
-                                            env={**os.environ, **(env or {})})
+                                            env={**os.environ, **(env or {})},
+                                            preexec_fn=_descriptor_limit(descriptors) if descriptors else None)
         wait_for_port(self.http_port, self.process)
         deadline = time.monotonic() + 30  # the port opens just before the ready line is logged
         while "ready:" not in self.log and self.process.poll() is None and time.monotonic() < deadline:
@@ -137,6 +146,34 @@ class BridgeProcess:
 
     def readiness(self) -> dict:
         return requests.get(f"http://127.0.0.1:{self.http_port}/readyz", timeout=10).json()
+
+    def tree(self) -> list[int]:
+        """The bridge's process and all its descendants (decode processes, ...)."""
+        children: dict[int, list[int]] = {}
+        for stat in pathlib.Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+        pids, todo = [], [self.process.pid]
+        while todo:
+            pid = todo.pop()
+            pids.append(pid)
+            todo.extend(children.get(pid, ()))
+        return pids
+
+    def memory_mb(self, field: str = "VmHWM") -> dict[int, float]:
+        """`VmHWM` (peak) or `VmRSS` (now) of every process of the tree, in MB."""
+        found = {}
+        for pid in self.tree():
+            try:
+                for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith(field + ":"):
+                        found[pid] = int(line.split()[1]) / 1024
+            except OSError:
+                continue
+        return found
 
     def wait_until_uploaded(self, wait_seconds: float = 60.0) -> None:
         """Until the spool holds nothing: every acknowledged record is in the sink (or quarantined)."""
@@ -150,19 +187,19 @@ class BridgeProcess:
 
 
 class S3Bridge(BridgeProcess):
-    def __init__(self, moto, bucket: str, log_path: pathlib.Path, extra: list[str] = ()) -> None:
+    def __init__(self, moto, bucket: str, log_path: pathlib.Path, extra: list[str] = (), **options) -> None:
         self.bucket = bucket
         token_args = [arg for name, token in TOKENS.items() for arg in ("--token", f"{name}={token}")]
         spool_args = [] if "--spool-dir" in extra else ["--spool-dir", str(log_path.parent / "spool")]
         super().__init__(["--bucket", bucket, "--endpoint-url", moto.url, *token_args, *spool_args, *extra],
-                         log_path)
+                         log_path, **options)
 
     def headers(self, key: str = "openrouter", content_type: str = "application/json") -> dict[str, str]:
         return {"Authorization": f"Bearer {TOKENS[key]}", "Content-Type": content_type}
 
     def post(self, body: bytes, key: str = "openrouter", **kwargs) -> requests.Response:
         headers = {**self.headers(key), **kwargs.pop("headers", {})}
-        return requests.post(self.url, data=body, headers=headers, timeout=30, **kwargs)
+        return requests.post(self.url, data=body, headers=headers, **{"timeout": 30, **kwargs})
 
 
 @pytest.fixture(scope="module")
