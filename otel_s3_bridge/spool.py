@@ -42,7 +42,8 @@ SEGMENT_MAX_BYTES = 16 * 1024 * 1024
 RECLAIM_BYTES = 1024 * 1024  # a fully uploaded active segment this large is replaced and deleted
 BODY_CACHE_BYTES = 64 * 1024 * 1024  # entries waiting beyond this are read back from disk
 THREAD_WRITE_BYTES = 256 * 1024  # appends larger than this are encoded and written off the event loop
-MIN_FREE_BYTES = 16 * 1024 * 1024  # after a full disk, appends are tried again once this much is free
+MIN_FREE_BYTES = 16 * 1024 * 1024  # after a full disk, appends are tried again once this much
+                                   # (or a quarter of a smaller disk) is free
 
 
 class SpoolFull(Exception):
@@ -208,7 +209,7 @@ class Spool:
                 usage = shutil.disk_usage(self.directory)
             except OSError:
                 return
-            if usage.free >= MIN_FREE_BYTES:
+            if usage.free >= min(MIN_FREE_BYTES, usage.total // 4):
                 self._refusing = self._disk_full = False
         elif self.pending == 0:
             self._refusing = False

@@ -31,6 +31,18 @@ for name in list(os.environ):
         del os.environ[name]
 
 TOKENS = {"openrouter": "tok-openrouter-5f1b6c0e9a", "sdk": "tok-sdk-77d2a4b3c1"}
+# Tokens tests present that are nobody's key: they must not reach a log line either.
+PRESENTED_TOKENS = ("not-a-configured-token", "wrong-token-3b9d1e", "rotated-away-token-8c2f")
+BRIDGE_LOGS: list[pathlib.Path] = []  # every bridge log the suite wrote, searched for tokens at the end
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_token_in_any_log():
+    """After the whole suite: no test token, configured or merely presented, is in any bridge log."""
+    yield
+    leaks = [f"{path}: {token}" for path in BRIDGE_LOGS if path.exists()
+             for token in (*TOKENS.values(), *PRESENTED_TOKENS) if token in path.read_text(errors="replace")]
+    assert not leaks, f"tokens in logs: {leaks}"
 
 
 def free_port() -> int:
@@ -129,6 +141,7 @@ class BridgeProcess:
         self.url = f"http://127.0.0.1:{self.http_port}/v1/traces"
         self.grpc_target = f"127.0.0.1:{self.grpc_port}"
         self.log_path = log_path
+        BRIDGE_LOGS.append(log_path)
         command = [sys.executable, "-m", "otel_s3_bridge", "serve", "--http-port", str(self.http_port),
                    "--grpc-port", str(self.grpc_port), *args]
         with open(log_path, "wb") as log:

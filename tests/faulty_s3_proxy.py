@@ -1,9 +1,10 @@
 """A fault-injecting HTTP proxy in front of an S3 server, run as its own process by the durability
-tests: `python faulty_s3_proxy.py --port P --upstream URL [--fail-rate R --kinds 500,503,reset,stall]`.
+tests: `python faulty_s3_proxy.py --port P --upstream URL [--fail-rate R --kinds 500,503,reset,stall]
+[--refuse-keys TEXT]`.
 
 Object PUTs fail at the given rate with one of the kinds (500 InternalError, 503 SlowDown, a
-connection reset, or a stall longer than the client's timeout before forwarding); everything
-else is forwarded unchanged. `GET /__faults__` answers the counters.
+connection reset, or a stall longer than the client's timeout before forwarding); PUTs of keys
+containing TEXT are refused for good (403 AccessDenied); everything else is forwarded unchanged. `GET /__faults__` answers the counters.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ def main() -> None:
     parser.add_argument("--kinds", default="500,503,reset,stall")
     parser.add_argument("--stall-seconds", type=float, default=3.0)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--refuse-keys", default=None)
     args = parser.parse_args()
     chance = random.Random(args.seed)
     kinds = args.kinds.split(",")
@@ -48,6 +50,9 @@ def main() -> None:
         body = await request.read()
         session = request.app["session"]
         is_object_put = request.method == "PUT" and request.path.count("/") >= 2 and not request.query
+        if is_object_put and args.refuse_keys and args.refuse_keys in request.path:
+            xml = "<?xml version='1.0'?><Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>"
+            return web.Response(status=403, body=xml.encode(), content_type="application/xml")
         if is_object_put:
             counters["puts"] += 1
             if chance.random() < args.fail_rate:

@@ -130,7 +130,7 @@ def _raw(port: int, request: bytes, read_until: bytes = b"\r\n\r\n") -> bytes:
 
 def test_expect_continue_with_a_wrong_token_gets_401_not_100(bridge):
     answer = _raw(bridge.http_port, b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                  b"Authorization: Bearer wrong-token\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n")
+                  b"Authorization: Bearer wrong-token-3b9d1e\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 401"), answer[:80]
 
 

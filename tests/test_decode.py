@@ -174,3 +174,26 @@ def test_input_and_output_value_are_the_last_resort():
     assert record["prompt"] == [{"role": "user", "content": "Hello?"}]
     assert record["completion"]["text"] == "Hi!"
     assert record["attributes"] == {"openinference.span.kind": "LLM"}
+
+
+def test_a_time_without_a_zone_is_utc_whatever_the_host_zone():
+    """Langfuse's completion_start_time without an offset used to be read in the host's local time."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import orjson, sys\n"
+        "from otel_s3_bridge.decode import decode\n"
+        "from otel_s3_bridge.otlp import parse_json\n"
+        "[record] = decode(parse_json(sys.stdin.buffer.read()).spans, key_name=None, transport='t',\n"
+        "                  received_at_unix_nano=0).records\n"
+        "print(record['time_to_first_token_ms'])\n")
+    start = 1790606294000000000  # 2026-09-28T14:38:14Z
+    document = request(span(TRACE, "00f067aa0ba902b7", "generation", {
+        "langfuse.observation.type": "generation", "langfuse.observation.model.name": "m",
+        "langfuse.observation.completion_start_time": "2026-09-28T14:38:14.250000"}, start=start))
+    for zone in ("UTC", "Asia/Tokyo", "America/Los_Angeles"):
+        result = subprocess.run([sys.executable, "-c", script], input=orjson.dumps(document), capture_output=True,
+                                env={**os.environ, "TZ": zone}, timeout=60, check=True)
+        assert float(result.stdout) == 250.0, (zone, result.stdout)

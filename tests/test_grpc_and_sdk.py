@@ -138,12 +138,12 @@ def test_grpc_openrouter_delivery_and_connection_test(bridge, s3):
     assert list_keys(s3, bridge.bucket) == before
 
 
-@pytest.mark.parametrize("token", [None, "wrong-token"])
+@pytest.mark.parametrize("token", [None, "wrong-token-3b9d1e"])
 def test_grpc_unauthenticated(bridge, token):
     with pytest.raises(grpc.RpcError) as error:
         _export(bridge.grpc_target, b"", token=token)
     assert _code(error) == grpc.StatusCode.UNAUTHENTICATED
-    assert "wrong-token" not in error.value.details()
+    assert "wrong-token-3b9d1e" not in error.value.details()
 
 
 def test_grpc_invalid_argument(bridge):
