@@ -170,10 +170,67 @@ def write_report(results: dict, path: Path) -> None:
         f"| {_f(e2e_moto['deliveries_per_second'], 0)} | {_f(e2e_moto['cpu_ms_per_delivery'], 3)} |",
         "",
     ]
+    hardening = HERE / "hardening.json"
+    if hardening.exists():
+        lines += _hardening_section(json.loads(hardening.read_text()))
     analysis = HERE / "analysis.md"
     if analysis.exists():
         lines += [analysis.read_text().rstrip(), ""]
     path.write_text("\n".join(lines))
+
+
+def _peak(entry: dict) -> str:
+    """Main process first, then the others (decode processes, the resource tracker), MB."""
+    values = list(entry["peak_mb"].values())
+    return f"{values[0]:.0f} (others: {', '.join(f'{v:.0f}' for v in values[1:]) or '-'})"
+
+
+def _hardening_section(h: dict) -> list[str]:
+    rows = [
+        ("largest OTLP/JSON export (20 MiB, ~2,000 spans with 9 KB prompts), decode processes", h["largest_json"]),
+        ("the same with `--decode-processes 0` (decoded in a thread)", h["largest_json_in_a_thread"]),
+        ("100,000 spans in one OTLP/protobuf export (413: more records than one export may hold)",
+         h["many_spans_protobuf"]),
+        ("the same with `--decode-processes 0` (decoded in a thread)", h["many_spans_protobuf_in_a_thread"]),
+        ("30 KiB gzip: a 4 MiB resource attribute shared by 600 spans", h["amplified_gzip"]),
+        ("2.1 MiB: a 2 MiB resource attribute shared by 600 spans", h["amplified_plain"]),
+        ("8 MiB of empty gzip members", h["empty_gzip_members_8_mib"]),
+    ]
+    lines = [
+        "## 6. Limits under attack",
+        "",
+        f"`{h['command']}` on {h['date']}: {h['machine']}. Every scenario starts a fresh bridge with its "
+        "default limits (local-directory sink) and sends the requests of `bench/attacks.py` (the hardening "
+        "tests send the same). /healthz is polled back to back on one connection while the export is in "
+        "flight. Memory is `VmHWM` (peak) and `VmRSS` (after) from /proc for each process of the bridge's "
+        "tree, the bridge's own process first.",
+        "",
+        "| export | status | s | /healthz answers | p50 ms | p99 ms | max ms | peak MB | after MB (main) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for label, entry in rows:
+        health = entry["healthz"]
+        after = list(entry["after_mb"].values())[0]
+        lines.append(f"| {label} | {entry['status']} | {entry['request_seconds']} | {health['answers']} | "
+                     f"{health['p50_ms']} | {health['p99_ms']} | {health['max_ms']} | {_peak(entry)} | {after:.0f} |")
+    sixteen, grpc_auth, slow = h["sixteen_concurrent"], h["unauthenticated_grpc_24x60mib"], h["slowloris"]
+    inflate = ", ".join(f"{size}: {seconds} s" for size, seconds in h["gzip_members_inflate_seconds"].items())
+    lines += [
+        "",
+        f"* **16 concurrent worst-case exports** (the largest JSON, the amplified gzip and 20,000-span protobuf, "
+        f"each retried on 503 as OTLP clients do): statuses {sorted(set(sixteen['statuses']))}, "
+        f"{sixteen['retried_503']} answers 503 on the way, {sixteen['seconds']} s; peak of the whole tree "
+        f"{sixteen['peak_sum_mb']:.0f} MB ({_peak(sixteen)}).",
+        f"* **24 concurrent unauthenticated 60 MiB gRPC messages**: {', '.join(grpc_auth['codes'])}; peak of the "
+        f"whole tree {grpc_auth['peak_sum_mb']:.0f} MB ({_peak(grpc_auth)}).",
+        f"* **Empty gzip members**, inflating alone: {inflate} (before: 1.1 / 3.8 / 15.3 / 128.7 s).",
+        f"* **Slowloris**: {slow['connections']} idle, partial-header and slow-body connections; a valid export "
+        f"meanwhile answered {slow['valid_export_status']} in {slow['valid_export_ms']} ms; the last connection "
+        f"was closed after {slow['last_closed_after_s']} s (header timeout 10 s, body timeout 30 s), "
+        f"{slow['still_open_after_120_s']} left open; {slow['log_bytes']} bytes of log.",
+        "",
+    ]
+    return lines
 
 
 if __name__ == "__main__":

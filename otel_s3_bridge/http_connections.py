@@ -30,6 +30,10 @@ from .logs import Tally
 log = logging.getLogger("otel_s3_bridge.http")
 
 BAD_REQUEST_STATUS = 3  # google.rpc.Code INVALID_ARGUMENT
+# After refusing a request whose body was not read, aiohttp reads and discards the rest for this
+# long (so that the client sees the answer rather than a reset), then closes: short, or every
+# refused slow client would hold its connection this long (aiohttp's default is 10 s).
+LINGER_SECONDS = 2.0
 UNAVAILABLE_STATUS = 14
 
 
@@ -139,7 +143,8 @@ class GuardedServer(web.Server):
     """aiohttp's low-level server, making `GuardedHandler`s."""
 
     def __init__(self, handler: Any, limits: ConnectionLimits, **kwargs: Any) -> None:
-        self._handler_kwargs = {"keepalive_timeout": limits.keepalive_timeout_seconds, **kwargs}
+        self._handler_kwargs = {"keepalive_timeout": limits.keepalive_timeout_seconds,
+                                "lingering_time": LINGER_SECONDS, **kwargs}
         super().__init__(handler, **self._handler_kwargs)
         self._handler_loop = asyncio.get_running_loop()
         self.guard = ConnectionGuard(limits)

@@ -9,6 +9,9 @@ came back while one export was being processed), not timed."""
 
 from __future__ import annotations
 
+import os
+import pathlib
+import signal
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -181,3 +184,20 @@ def test_grpc_calls_beyond_the_cap_are_told_to_retry(moto, s3, tmp_path):
             assert status_pb2.Status.FromString(details).details[0].Unpack(retry) and retry.retry_delay.seconds > 0
     finally:
         bridge.stop()
+
+
+def test_a_decode_process_that_dies_is_replaced_and_nothing_is_lost(bridge, s3):
+    """The kernel's OOM killer, say: the export in it is answered 503 (a retry helps) and the next
+    large export is decoded by a new process."""
+    decoders = [pid for pid in bridge.tree()
+                if "spawn_main" in pathlib.Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")]
+    assert len(decoders) == 2, bridge.tree()
+    for pid in decoders:
+        os.kill(pid, signal.SIGKILL)
+    body = attacks.largest_json(2 * 1024 * 1024)  # large enough to be decoded in a decode process
+    statuses = []
+    while not statuses or statuses[-1] == 503:
+        statuses.append(_post(bridge, body).status_code)
+        assert len(statuses) < 20, statuses
+    assert statuses[-1] == 200 and set(statuses) <= {200, 503}
+    assert bridge.process.poll() is None
