@@ -30,6 +30,7 @@ import orjson
 import requests
 
 from bench import attacks
+from bench.procfs import memory_mb
 from bench.report import write_report
 from bench.suite import Process, free_port
 
@@ -51,15 +52,7 @@ class Bridge:
         time.sleep(1.0)  # the decode processes start right after the port opens
 
     def memory(self, field: str) -> dict[int, float]:
-        found = {}
-        for pid in self.process.tree():
-            try:
-                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                    if line.startswith(field + ":"):
-                        found[pid] = round(int(line.split()[1]) / 1024, 1)
-            except OSError:
-                continue
-        return found
+        return memory_mb(self.process.tree(), field)
 
     def post(self, body: bytes, content_type: str = attacks.JSON, coding: str | None = None) -> int:
         headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": content_type}

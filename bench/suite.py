@@ -27,6 +27,7 @@ import requests
 
 from bench import payloads
 from bench.loadgen import run_grpc, run_wrk, write_lua
+from bench.procfs import memory_mb, process_tree
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "bench-token-0123456789"
@@ -64,19 +65,7 @@ class Process:
         wait_port(port, self.popen)
 
     def tree(self) -> list[int]:
-        children: dict[int, list[int]] = {}
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                fields = stat.read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-        pids, todo = [], [self.popen.pid]
-        while todo:
-            pid = todo.pop()
-            pids.append(pid)
-            todo.extend(children.get(pid, ()))
-        return pids
+        return process_tree(self.popen.pid)
 
     def cpu_seconds(self) -> float:
         total = 0
@@ -89,15 +78,7 @@ class Process:
         return total / CLOCK_TICKS
 
     def peak_rss_bytes(self) -> int:
-        total = 0
-        for pid in self.tree():
-            try:
-                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                    if line.startswith("VmHWM:"):
-                        total += int(line.split()[1]) * 1024
-            except OSError:
-                continue
-        return total
+        return int(sum(memory_mb(self.tree(), "VmHWM").values()) * 1024 * 1024)
 
     def stop(self) -> None:
         if self.popen.poll() is None:

@@ -21,7 +21,8 @@ import requests
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CAPTURES = ROOT / "tests" / "data" / "openrouter-captures"
-sys.path.insert(0, str(ROOT))  # bench.attacks: the hostile requests the tests and the benchmarks share
+sys.path.insert(0, str(ROOT))  # bench: the hostile requests and /proc readings tests and benchmarks share
+from bench.procfs import memory_mb, process_tree  # noqa: E402
 
 # Credentials for the local S3 server only; the bridge finds them through the standard AWS chain.
 os.environ.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
@@ -162,31 +163,11 @@ class BridgeProcess:
 
     def tree(self) -> list[int]:
         """The bridge's process and all its descendants (decode processes, ...)."""
-        children: dict[int, list[int]] = {}
-        for stat in pathlib.Path("/proc").glob("[0-9]*/stat"):
-            try:
-                fields = stat.read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-        pids, todo = [], [self.process.pid]
-        while todo:
-            pid = todo.pop()
-            pids.append(pid)
-            todo.extend(children.get(pid, ()))
-        return pids
+        return process_tree(self.process.pid)
 
     def memory_mb(self, field: str = "VmHWM") -> dict[int, float]:
         """`VmHWM` (peak) or `VmRSS` (now) of every process of the tree, in MB."""
-        found = {}
-        for pid in self.tree():
-            try:
-                for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
-                    if line.startswith(field + ":"):
-                        found[pid] = int(line.split()[1]) / 1024
-            except OSError:
-                continue
-        return found
+        return memory_mb(self.tree(), field)
 
     def wait_until_uploaded(self, wait_seconds: float = 60.0) -> None:
         """Until the spool holds nothing: every acknowledged record is in the sink (or quarantined)."""
