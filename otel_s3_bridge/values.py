@@ -20,7 +20,9 @@ MAX_VALUE_DEPTH = 64
 
 def bounded_int(value: Any, low: int, high: int) -> int:
     """An integer given as int, integral float or decimal string, within `low..high`; else ValueError."""
-    if isinstance(value, float) and value.is_integer():
+    if type(value) is str and value.isdigit() and value.isascii() and len(value) <= 20:
+        value = int(value)  # the common case (OTLP/JSON sends int64 as decimal strings)
+    elif isinstance(value, float) and value.is_integer():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, (int, str)):
         raise ValueError(f"{_shown(value)} is not an integer")
@@ -65,19 +67,18 @@ def as_text(value: Any) -> str | None:
 
 
 def nested_deeper_than(value: Any, limit: int) -> bool:
-    """True when lists and dicts in `value` nest more than `limit` levels (iterative: no recursion)."""
-    pending = [(value, 1)]
-    while pending:
-        node, depth = pending.pop()
-        if isinstance(node, dict):
-            children = node.values()
-        elif isinstance(node, list):
-            children = node
-        else:
-            continue
+    """True when lists and dicts in `value` nest more than `limit` levels (level by level, no
+    recursion: the cost is one look at each container)."""
+    level, depth = ([value] if type(value) is dict or type(value) is list else []), 1
+    while level:
         if depth > limit:
             return True
-        pending.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+        below = []
+        for node in level:
+            for child in (node.values() if type(node) is dict else node):
+                if type(child) is dict or type(child) is list:
+                    below.append(child)
+        level, depth = below, depth + 1
     return False
 
 

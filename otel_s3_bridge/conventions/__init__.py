@@ -56,6 +56,13 @@ _LLM_TESTS = tuple(convention.llm_if for convention in FIELD_ORDER if convention
 _FINISH_REASON_KEYS = tuple(key for convention in FIELD_ORDER for key in convention.finish_reason_keys)
 _STATUS_MESSAGE_KEYS = tuple(key for convention in FIELD_ORDER for key in convention.status_message_keys)
 _METADATA_JSON_KEYS = tuple(key for convention in FIELD_ORDER for key in convention.metadata_json_keys)
+_CONTENT_HEADS = frozenset(head for convention in FIELD_ORDER for head in convention.content_heads)
+_PROMPT_SOURCES = tuple(source for tier in ("prompt", "prompt_fallbacks") for convention in FIELD_ORDER
+                        for source in getattr(convention, tier))
+_COMPLETION_SOURCES = tuple(source for tier in ("completion", "completion_fallbacks") for convention in FIELD_ORDER
+                            for source in getattr(convention, tier))
+_FIRST_TOKEN_SOURCES = tuple(convention.time_to_first_token_ms for convention in FIELD_ORDER
+                             if convention.time_to_first_token_ms is not None)
 
 
 def attributes_of(span: Span) -> Attributes:
@@ -73,24 +80,27 @@ def source_of(span: Span, a: Attributes) -> str:
     return next((c.source for c in SOURCE_ORDER if c.detects(span, a)), SOURCE_WITHOUT_CONVENTION)
 
 
+def _carries_content(a: Attributes, events: list[dict[str, Any]]) -> bool:
+    """Whether any prompt or completion source could find something (most spans: none)."""
+    return bool(events) or not a.heads.isdisjoint(_CONTENT_HEADS)
+
+
 def prompt(a: Attributes, events: list[dict[str, Any]], used_events: set[int]) -> Any:
-    for sources in ("prompt", "prompt_fallbacks"):
-        for convention in FIELD_ORDER:
-            for source in getattr(convention, sources):
-                found = source(a, events, used_events)
-                if found is not None:
-                    return found
+    if _carries_content(a, events):
+        for source in _PROMPT_SOURCES:
+            found = source(a, events, used_events)
+            if found is not None:
+                return found
     return None
 
 
 def completion(a: Attributes, events: list[dict[str, Any]], used_events: set[int]) -> tuple[Any, Any]:
     """(completion, finish reason found inside the completion's own source)."""
-    for sources in ("completion", "completion_fallbacks"):
-        for convention in FIELD_ORDER:
-            for source in getattr(convention, sources):
-                found: CompletionFound = source(a, events, used_events)
-                if found is not None:
-                    return found
+    if _carries_content(a, events):
+        for source in _COMPLETION_SOURCES:
+            found: CompletionFound = source(a, events, used_events)
+            if found is not None:
+                return found
     return None, None
 
 
@@ -140,9 +150,8 @@ def status_message(span: Span, a: Attributes) -> str | None:
 
 
 def time_to_first_token_ms(a: Attributes, start: int) -> float | None:
-    for convention in FIELD_ORDER:
-        if convention.time_to_first_token_ms is not None:
-            found = convention.time_to_first_token_ms(a, start)
-            if found is not None:
-                return found
+    for source in _FIRST_TOKEN_SOURCES:
+        found = source(a, start)
+        if found is not None:
+            return found
     return None

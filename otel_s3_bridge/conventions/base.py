@@ -47,6 +47,7 @@ class Convention:
     fields: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # record field -> attribute keys
     llm_keys: tuple[str, ...] = ()  # any of these with a value makes a span an LLM call
     llm_if: Callable[[Mapping[str, Any]], bool] | None = None  # or this says so
+    content_heads: frozenset[str] = frozenset()  # key heads ("gen_ai.prompt") its prompt/completion use
     prompt: tuple[PromptSource, ...] = ()
     prompt_fallbacks: tuple[PromptSource, ...] = ()  # tried after every convention's `prompt`
     completion: tuple[CompletionSource, ...] = ()

@@ -116,6 +116,7 @@ CONVENTION = Convention(
     },
     llm_keys=("gen_ai.request.model", "gen_ai.response.model", "gen_ai.usage.input_tokens",
               "gen_ai.usage.output_tokens", "gen_ai.usage.prompt_tokens", "gen_ai.usage.completion_tokens"),
+    content_heads=frozenset({"gen_ai.system_instructions", "gen_ai.input", "gen_ai.output"}),
     prompt=(_prompt,),
     prompt_fallbacks=(_prompt_from_events,),
     completion=(_completion,),

@@ -69,6 +69,7 @@ CONVENTION = Convention(
     },
     llm_keys=("langfuse.observation.model.name", USAGE),
     llm_if=lambda attributes: attributes.get("langfuse.observation.type") == "generation",
+    content_heads=frozenset({"langfuse.observation"}),
     prompt=(_prompt,),
     completion=(_completion,),
     status_message_keys=("langfuse.observation.status_message",),

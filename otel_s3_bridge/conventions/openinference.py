@@ -76,6 +76,7 @@ CONVENTION = Convention(
     llm_keys=("llm.model_name", "llm.request.model_name", "llm.response.model_name", "llm.token_count.prompt",
               "llm.token_count.completion", "llm.token_count.total"),
     llm_if=lambda attributes: attributes.get("openinference.span.kind") == "LLM",
+    content_heads=frozenset({"llm.input_messages", "llm.output_messages", "input.value", "output.value"}),
     prompt=(_prompt,),
     prompt_fallbacks=(_input_value,),
     completion=(_completion,),

@@ -53,6 +53,7 @@ CONVENTION = Convention(
         "cache_write_tokens": ("gen_ai.usage.cache_creation_input_tokens",),
     },
     llm_keys=("llm.usage.total_tokens",),
+    content_heads=frozenset({"gen_ai.prompt", "gen_ai.completion"}),
     prompt=(_prompt,),
     completion=(_completion,),
     metadata_prefixes=("traceloop.association.properties.",),

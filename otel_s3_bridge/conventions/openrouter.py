@@ -70,6 +70,7 @@ CONVENTION = Convention(
         "api_key_name": ("trace.metadata.openrouter.api_key_name",),
         "native_finish_reason": ("trace.metadata.openrouter.finish_reason",),
     },
+    content_heads=frozenset({"gen_ai.prompt", "gen_ai.completion"}),
     prompt=(_prompt,),
     completion=(_completion,),
     finish_reason_keys=("gen_ai.response.finish_reason",),

@@ -60,6 +60,7 @@ CONVENTION = Convention(
         "reasoning_tokens": ("ai.usage.reasoningTokens",),
     },
     llm_keys=("ai.model.id", "ai.usage.promptTokens", "ai.usage.inputTokens"),
+    content_heads=frozenset({"ai.prompt", "ai.response"}),
     prompt=(_prompt,),
     prompt_fallbacks=(_prompt_text,),
     completion=(_completion,),
