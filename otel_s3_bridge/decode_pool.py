@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import ctypes.util
+import functools
 import gc
 import logging
 import multiprocessing
@@ -27,20 +28,24 @@ from .prepare import ExportContext, PreparedExport, prepare_export
 log = logging.getLogger("otel_s3_bridge.decode_pool")
 
 
+@functools.cache
+def _malloc_trim():
+    """glibc's malloc_trim, or None where there is no glibc (finding the library is slow: once)."""
+    name = ctypes.util.find_library("c")
+    return getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None
+
+
 def _libc_trim() -> None:
     """glibc keeps freed memory mapped for reuse; after a large export, give it back."""
-    name = ctypes.util.find_library("c")
-    if name:
-        trim = getattr(ctypes.CDLL(name), "malloc_trim", None)
-        if trim is not None:
-            trim(0)
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 def _prepare_in_process(body: bytes, context: ExportContext) -> PreparedExport:
     try:
         return prepare_export(body, context)
     finally:
-        del body
         gc.collect()
         _libc_trim()
 

@@ -128,7 +128,6 @@ class Ingestor:
             prefix=principal.prefix, max_request_bytes=max_request_bytes,
             max_resource_bytes=config.max_resource_bytes, max_output_bytes=config.decoded_bytes_limit)
         prepared = await self._prepare(body, context, reservation)
-        del body
         rejected, problems = prepared.rejected_spans, list(prepared.problems)
         if prepared.objects and self._spool is not None:
             await self._append_to_spool(prepared, principal.bucket)

@@ -50,7 +50,6 @@ def prepare_export(body: bytes, context: ExportContext) -> PreparedExport:
     elif len(body) > context.max_request_bytes:
         raise PayloadTooLarge(f"the body is larger than the limit of {context.max_request_bytes} bytes")
     parsed = otlp.parse(body, context.encoding, max_resource_bytes=context.max_resource_bytes)
-    del body
     decoded = DecodeResult()
     objects: list[tuple[str, bytes, int]] = []
     output_bytes = 0
