@@ -27,6 +27,10 @@ from .prepare import ExportContext, PreparedExport, prepare_export
 
 log = logging.getLogger("otel_s3_bridge.decode_pool")
 
+# After an export this large, a decode process hands its freed memory back to the system (a full
+# collection and malloc_trim cost milliseconds: not after every small export).
+RELEASE_AFTER_BYTES = 1024 * 1024
+
 
 @functools.cache
 def _malloc_trim():
@@ -43,11 +47,15 @@ def _libc_trim() -> None:
 
 
 def _prepare_in_process(body: bytes, context: ExportContext) -> PreparedExport:
+    release = True  # also when the export was refused: it may have been refused after a long decode
     try:
-        return prepare_export(body, context)
+        prepared = prepare_export(body, context)
+        release = max(prepared.input_bytes, prepared.output_bytes) >= RELEASE_AFTER_BYTES
+        return prepared
     finally:
-        gc.collect()
-        _libc_trim()
+        if release:
+            gc.collect()
+            _libc_trim()
 
 
 def _ready() -> bool:

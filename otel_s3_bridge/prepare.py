@@ -39,6 +39,7 @@ class ExportContext:
 @dataclass(slots=True)
 class PreparedExport:
     objects: list[tuple[str, bytes, int]]  # key, body, how many spans the record holds
+    input_bytes: int  # the body, inflated
     output_bytes: int
     rejected_spans: int
     problems: list[str]
@@ -71,4 +72,4 @@ def prepare_export(body: bytes, context: ExportContext) -> PreparedExport:
     if decoded.dropped_spans:
         problems.append(f"{decoded.dropped_spans} span(s) of traces without LLM attributes dropped "
                         "(--non-llm-spans drop)")
-    return PreparedExport(objects, output_bytes, parsed.rejected_spans + decoded.dropped_spans, problems)
+    return PreparedExport(objects, len(body), output_bytes, parsed.rejected_spans + decoded.dropped_spans, problems)

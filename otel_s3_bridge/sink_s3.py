@@ -61,47 +61,51 @@ class S3Sink:
         _freeze_user_agent(self._client)
 
     async def put(self, key: str, body: bytes, content_type: str, *, bucket: str | None = None) -> None:
+        bucket = bucket or self.bucket
         try:
-            await self._client.put_object(Bucket=bucket or self.bucket, Key=key, Body=body, ContentType=content_type)
+            await self._client.put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type)
         except Exception as exc:  # every failure is classified; none may escape as a 500
-            raise self.classify(exc) from exc
+            raise self.classify(exc, bucket) from exc
 
     async def check(self) -> list[str]:
-        probe = f"{self.config.prefix}/.otel-s3-bridge-check-{uuid.uuid4().hex}.json"
-        await self.put(probe, b'{"otel-s3-bridge":"connection check"}', "application/json")
-        verified = [f"endpoint {self.config.endpoint_url or 'AWS S3'} reachable and credentials accepted",
-                    f"s3:PutObject on s3://{self.bucket}/{probe}"]
-        try:
-            await self._client.delete_object(Bucket=self.bucket, Key=probe)
-            verified.append("s3:DeleteObject of the probe object")
-        except Exception as exc:
-            verified.append(f"note: the probe object could not be deleted ({self.classify(exc).message}); "
-                            "the bridge itself needs only s3:PutObject")
+        """Write and delete a probe object in the bucket and in every key's own bucket."""
+        verified = [f"endpoint {self.config.endpoint_url or 'AWS S3'} reachable and credentials accepted"]
+        for bucket in dict.fromkeys([self.bucket, *(bucket for _, bucket in self.config.key_buckets)]):
+            probe = f"{self.config.prefix}/.otel-s3-bridge-check-{uuid.uuid4().hex}.json"
+            await self.put(probe, b'{"otel-s3-bridge":"connection check"}', "application/json", bucket=bucket)
+            verified.append(f"s3:PutObject on s3://{bucket}/{probe}")
+            try:
+                await self._client.delete_object(Bucket=bucket, Key=probe)
+                verified.append("s3:DeleteObject of the probe object")
+            except Exception as exc:
+                verified.append(f"note: the probe object could not be deleted ({self.classify(exc, bucket).message}); "
+                                "the bridge itself needs only s3:PutObject")
         return verified
 
     async def aclose(self) -> None:
         await self._stack.aclose()
 
-    def classify(self, exc: BaseException) -> SinkError:
+    def classify(self, exc: BaseException, bucket: str | None = None) -> SinkError:
         """The one place that decides whether an S3 failure is worth retrying, with a diagnosis."""
+        bucket = bucket or self.bucket
         where = self.config.endpoint_url or "AWS S3"
         if isinstance(exc, ClientError):
             error = exc.response.get("Error", {})
             code = str(error.get("Code", ""))
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
             if code == "NoSuchBucket" or (status == 404 and code in ("", "404", "NotFound")):
-                return SinkError(f"bucket {self.bucket!r} does not exist at {where}", retryable=False)
+                return SinkError(f"bucket {bucket!r} does not exist at {where}", retryable=False)
             if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "InvalidClientTokenId"):
                 return SinkError(f"bad credentials: {where} rejected them ({code})", retryable=False)
             if code in RETRYABLE_CODES or status >= 500 or status == 429:
                 return SinkError(f"{where} answered {code or status}, retrying helps", retryable=True)
             if code in ("AccessDenied", "AllAccessDisabled") or status == 403:
-                return SinkError(f"access denied: the credentials may not write to bucket {self.bucket!r} "
+                return SinkError(f"access denied: the credentials may not write to bucket {bucket!r} "
                                  "(they need s3:PutObject)", retryable=False)
             if code in ("KeyTooLongError", "InvalidArgument", "InvalidObjectName"):
                 return SinkError(f"{where} refuses this object key ({code})", retryable=False)
             if code in ("PermanentRedirect", "AuthorizationHeaderMalformed", "IllegalLocationConstraintException"):
-                return SinkError(f"bucket {self.bucket!r} is in another region than {self.config.region!r} "
+                return SinkError(f"bucket {bucket!r} is in another region than {self.config.region!r} "
                                  f"({code}); set --region", retryable=False)
             return SinkError(f"{where} refused the write: {code or status} {error.get('Message', '')}".strip(),
                              retryable=False)
