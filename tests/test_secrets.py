@@ -20,8 +20,8 @@ import requests
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
 from bench import attacks
-from conftest import (PRESENTED_TOKENS, TOKENS, BridgeProcess, S3Bridge, eventually, key_for, list_keys, new_bucket,
-                      read_json)
+from conftest import (PRESENTED_TOKENS, TOKENS, BridgeProcess, S3Bridge, eventually, free_port, key_for, list_keys,
+                      new_bucket, read_json)
 from otel_s3_bridge.sample import sample_delivery
 
 
@@ -176,3 +176,12 @@ def test_routes_that_would_mix_tenants_are_refused(tmp_path, routes, problem):
          "--token", f"sdk={TOKENS['sdk']}", *routes], capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and problem in result.stderr
     assert TOKENS["openrouter"] not in result.stderr
+
+
+def test_a_key_routed_to_a_missing_bucket_stops_start_up(moto, s3, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "otel_s3_bridge", "serve", "--bucket", new_bucket(s3), "--endpoint-url", moto.url,
+         "--token", f"sdk={TOKENS['sdk']}", "--key-bucket", "sdk=no-such-bucket-for-sdk",
+         "--spool-dir", str(tmp_path / "spool"), "--http-port", str(free_port()), "--grpc-port", "0"],
+        capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and "'no-such-bucket-for-sdk' does not exist" in result.stderr
