@@ -119,7 +119,8 @@ class GuardedHandler(web.RequestHandler):
     def _headers_timed_out(self) -> None:
         self._header_timer = None
         if not self.busy:
-            self._guard.timed_out.add(f"no complete request headers within {self._guard.limits.header_timeout_seconds:g} s")
+            timeout = self._guard.limits.header_timeout_seconds
+            self._guard.timed_out.add(f"no complete request headers within {timeout:g} s")
             self.force_close()
 
     def handle_error(self, request: Any, status: int = 500, exc: BaseException | None = None,

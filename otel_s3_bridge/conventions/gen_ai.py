@@ -62,10 +62,11 @@ def _prompt_from_events(a: Attributes, events: list[dict[str, Any]], used_events
                 "tool_calls": tool_calls(fields.get("tool_calls")),
                 "tool_call_id": fields.get("id") if event["name"] == "gen_ai.tool.message" else None}))
             used.append(index)
-        elif event["name"] == CONTENT_PROMPT_EVENT and isinstance(document := json_text(attributes.get("gen_ai.prompt")),
-                                                                  list):
-            messages.extend(document)
-            used.append(index)
+        elif event["name"] == CONTENT_PROMPT_EVENT:
+            document = json_text(attributes.get("gen_ai.prompt"))
+            if isinstance(document, list):
+                messages.extend(document)
+                used.append(index)
     if not messages:
         return None
     used_events.update(used)

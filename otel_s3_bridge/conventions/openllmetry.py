@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ..messages import dict_or_empty, list_or_empty, tool_call, unflatten, without_nulls
+from ..messages import list_or_empty, tool_call, unflatten, without_nulls
 from ..otlp import Span
 from .base import Attributes, CompletionFound, Convention, first_flattened_message, flattened_messages
 
