@@ -185,6 +185,15 @@ class BridgeConfig:
                              metavar="DIR")
     spool_max_bytes: int = _option(1024 ** 3, "spool byte budget; when reached, exports get 503 + Retry-After",
                                    _integer(1024 * 1024, 2 ** 50), metavar="BYTES")
+    join_dir: str | None = _option(
+        None, "where the halves of LLM calls sent apart (spans, GenAI event logs) wait for each other; "
+        "default: SPOOL_DIR/join, shared by --workers", _optional_path, metavar="DIR")
+    join_window_seconds: int = _option(
+        600, "how long a stored record waits for its GenAI event logs (and they for it)", _integer(1, 7 * 86400),
+        metavar="SECONDS")
+    join_max_bytes: int = _option(
+        256 * 1024 * 1024, "bytes the join store may hold; beyond, log exports get 503 + Retry-After until halves "
+        "expire", _integer(1024 * 1024, 2 ** 50), metavar="BYTES")
     drain_seconds: int = _option(20, "on SIGTERM, time to upload what the spool holds before exiting",
                                  _integer(0, 3600), metavar="SECONDS")
     upload_concurrency: int = _option(16, "parallel uploads to the sink", _integer(1, 1024), metavar="N")
@@ -199,7 +208,8 @@ class BridgeConfig:
         32 * 1024 * 1024, "JSON bytes of records one export may decode to (at most --max-inflight-bytes, "
         "which holds them); beyond, 413", _integer(64 * 1024, 2 ** 40), metavar="BYTES")
     non_llm_spans: str = _option(
-        "keep", "traces without LLM attributes: keep (as source 'otlp' records) or drop (counted as rejected)",
+        "drop", "spans of traces without an LLM call: drop (counted as rejected in partial_success) or keep "
+        "(one source 'otlp' record per trace in each export)",
         _choice("keep", "drop"))
     max_request_bytes: int = _option(20 * 1024 * 1024, "largest accepted OTLP/HTTP body, also after decompression",
                                      _integer(1024, 1024 * 1024 * 1024), metavar="BYTES")
@@ -226,7 +236,11 @@ class BridgeConfig:
 
     def for_worker(self, index: int) -> BridgeConfig:
         """The configuration of worker `index` of `--workers N`: its own spool directory."""
-        return replace(self, spool_dir=str(Path(self.spool_dir) / f"worker-{index}"))
+        return replace(self, spool_dir=str(Path(self.spool_dir) / f"worker-{index}"), join_dir=self.join_directory)
+
+    @property
+    def join_directory(self) -> str:
+        return self.join_dir or str(Path(self.spool_dir) / "join")
 
     @property
     def decoded_bytes_limit(self) -> int:

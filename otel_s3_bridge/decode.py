@@ -3,10 +3,13 @@
 Pure and total: spans, the authenticated key name, the transport and the receive time go in;
 records come out, and for any spans `otlp` produced every record can be encoded as JSON (values
 are depth-bounded there, numbers range-checked here; a field that cannot be read is null).
-Spans are grouped by OTLP trace id; each LLM span (one with model or usage attributes in any
-convention) that has no LLM span below it yields one record, and the other spans of its group
-become `observations`; a group without one yields one `otlp` record (or is dropped and counted,
-with `non_llm_spans="drop"`). Which attribute fills which field, and in what precedence, is the
+Spans are grouped by OTLP trace id; each LLM call span (model or usage attributes in any
+convention, and not a span its convention names a wrapper of calls) yields one record, and the
+other spans of its group become `observations` of the call they sit under. Which spans are
+calls is decided from each span alone, never from what else shares the export, so that an app
+exporting span by span gets the same records as one exporting in batches. A group without a
+call is dropped and counted (the default), or with `non_llm_spans="keep"` yields one `otlp`
+record. Which attribute fills which field, and in what precedence, is the
 conventions' business (`conventions/`); this module assembles the record. A value the payload
 does not carry is null, never guessed. Must not do I/O, read clocks or know transports.
 """
@@ -151,19 +154,9 @@ def _ancestors(span: Span, by_id: dict[str, Span]) -> Iterable[str]:
         parent = by_id[parent].parent_span_id
 
 
-def _record_spans(group: list[Span], by_id: dict[str, Span]) -> list[Span]:
-    """LLM spans with no LLM span below them: a wrapper (Vercel `ai.generateText` around its
-    `doGenerate` calls, a framework span around a client span) would count the same call twice."""
-    llm_spans = [span for span in group if conventions.is_llm(span.attributes)]
-    wrappers = {ancestor for span in llm_spans for ancestor in _ancestors(span, by_id)}
-    return [span for span in llm_spans if span.span_id not in wrappers]
-
-
-def iter_records(spans: Iterable[Span], result: DecodeResult, *, key_name: str | None, transport: str,
-                 received_at_unix_nano: int, non_llm_spans: str = NON_LLM_KEEP) -> Iterator[dict[str, Any]]:
-    """The records of `spans`, one at a time (so that a caller can encode each and let it go);
-    counts go into `result`."""
-    received_at = rfc3339(received_at_unix_nano)
+def iter_calls(spans: Iterable[Span], result: DecodeResult,
+               non_llm_spans: str = NON_LLM_DROP) -> Iterator[tuple[Span, list[Span]]]:
+    """Each record's span and its observations, one at a time; counts go into `result`."""
     groups: dict[str, list[Span]] = {}
     for span in spans:
         if span.name == CONNECTION_TEST_SPAN:
@@ -173,7 +166,7 @@ def iter_records(spans: Iterable[Span], result: DecodeResult, *, key_name: str |
 
     for group in groups.values():
         by_id = {span.span_id: span for span in group}
-        record_spans = _record_spans(group, by_id)
+        record_spans = [span for span in group if conventions.is_call(span)]
         if not record_spans:
             if non_llm_spans == NON_LLM_DROP:
                 result.dropped_spans += len(group)
@@ -187,14 +180,61 @@ def iter_records(spans: Iterable[Span], result: DecodeResult, *, key_name: str |
                 owner = next((a for a in _ancestors(span, by_id) if a in record_ids), record_spans[0].span_id)
                 observations[owner].append(span)
         for span in record_spans:
-            yield build_record(span, observations[span.span_id], key_name=key_name, transport=transport,
-                               received_at=received_at)
+            yield span, observations[span.span_id]
+
+
+def iter_records(spans: Iterable[Span], result: DecodeResult, *, key_name: str | None, transport: str,
+                 received_at_unix_nano: int, non_llm_spans: str = NON_LLM_DROP) -> Iterator[dict[str, Any]]:
+    """The records of `spans`, one at a time (so that a caller can encode each and let it go)."""
+    received_at = rfc3339(received_at_unix_nano)
+    for span, observations in iter_calls(spans, result, non_llm_spans):
+        yield build_record(span, observations, key_name=key_name, transport=transport, received_at=received_at)
 
 
 def decode(spans: Iterable[Span], *, key_name: str | None, transport: str, received_at_unix_nano: int,
-           non_llm_spans: str = NON_LLM_KEEP) -> DecodeResult:
+           non_llm_spans: str = NON_LLM_DROP) -> DecodeResult:
     """Group spans by trace and build one record per LLM call (or per group without one)."""
     result = DecodeResult()
     result.records = list(iter_records(spans, result, key_name=key_name, transport=transport,
                                        received_at_unix_nano=received_at_unix_nano, non_llm_spans=non_llm_spans))
     return result
+
+
+# --- GenAI event records (OTLP logs) ----------------------------------------------------------------
+
+OPERATION_DETAILS_EVENT = "gen_ai.client.inference.operation.details"
+
+
+def awaits_events(record: dict[str, Any]) -> bool:
+    """Whether a record may still be completed by its call's GenAI event records: instrumentations
+    that send content as events (OpenTelemetry's own, OpenLLMetry's without legacy attributes)
+    leave the span with neither prompt nor completion."""
+    return (record["source"] in conventions.CONTENT_IN_LOGS
+            and record["prompt"] is None and record["completion"] is None)
+
+
+def complete_record(record: dict[str, Any], events: list[dict[str, Any]]) -> dict[str, Any]:
+    """A stored record (as JSON types) with what its GenAI event records carry, read as the same
+    conventions read span events: per-message events (`gen_ai.user.message`, `gen_ai.choice`, ...)
+    and the attributes of an operation-details event (`gen_ai.input.messages`, ...) give the prompt,
+    completion and finish reason where the record has none; events not used join `events`. The
+    same record and events always give the same result, whatever order the events came in."""
+    details: dict[str, Any] = {}
+    message_events = []
+    for event in sorted(events, key=lambda event: (event["time_unix_nano"], event["name"])):
+        if event["name"] == OPERATION_DETAILS_EVENT:
+            details = {**event["attributes"], **details}
+        else:
+            message_events.append(event)
+    a = conventions.Attributes(details, conventions.TABLES)
+    used: set[int] = set()
+    prompt = conventions.prompt(a, message_events, used)
+    completion, reason = conventions.completion(a, message_events, used)
+    if record["prompt"] is None:
+        record["prompt"] = prompt
+    if record["completion"] is None:
+        record["completion"] = completion
+    if record["finish_reason"] is None:
+        record["finish_reason"] = conventions.finish_reason(a, reason)
+    record["events"] = (record["events"] or []) + _events(message_events, used)
+    return record

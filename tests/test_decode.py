@@ -56,10 +56,17 @@ def test_int64_and_double_as_strings_or_numbers_and_enum_names():
     assert record["timestamp"] == "2026-09-28T14:38:14.318Z"
 
 
-def test_a_group_without_llm_spans_becomes_one_otlp_record():
+def test_a_group_without_llm_spans_is_dropped_by_default():
+    root = span(TRACE, "00f067aa0ba902b7", "GET /checkout", {"http.route": "/checkout"}, start=NOW)
+    result = decode(parse_json(orjson.dumps(request(root))).spans, key_name="k", transport="http/json",
+                    received_at_unix_nano=NOW)
+    assert result.records == [] and result.dropped_spans == 1
+
+
+def test_a_group_without_llm_spans_becomes_one_otlp_record_when_kept():
     root = span(TRACE, "00f067aa0ba902b7", "GET /checkout", {"http.route": "/checkout"}, start=NOW)
     child = span(TRACE, "00f067aa0ba902b8", "SELECT", {"db.system": "postgresql"}, parent=root["spanId"], start=NOW + 5)
-    [record] = records_of(request(child, root))
+    [record] = records_of(request(child, root), non_llm_spans="keep")
     assert record["source"] == "otlp" and record["span_id"] == root["spanId"]
     assert record["model"] is None and record["input_tokens"] is None and record["cost"] is None
     assert record["attributes"] == {"http.route": "/checkout"}
@@ -158,13 +165,31 @@ def test_deprecated_content_events_and_event_bodies():
     assert record["prompt"] == [{"role": "tool", "content": "42", "tool_call_id": "call_1"}]
 
 
-def test_leaf_llm_spans_only_a_wrapper_becomes_an_observation():
-    outer = span(TRACE, "0000000000000001", "ai.generateText", {"ai.model.id": "m", "ai.usage.promptTokens": 5})
+def test_a_vercel_wrapper_is_never_a_record_whatever_the_batching():
+    """Exported span by span (the call first, its wrapper in a later request) or in one batch:
+    one record per call, decided from the wrapper's own name, not from its neighbours."""
+    outer = span(TRACE, "0000000000000001", "ai.generateText",
+                 {"ai.operationId": "ai.generateText", "ai.model.id": "m", "ai.usage.promptTokens": 5})
     inner = span(TRACE, "0000000000000002", "ai.generateText.doGenerate",
-                 {"ai.model.id": "m", "ai.usage.promptTokens": 5}, parent=outer["spanId"])
+                 {"ai.operationId": "ai.generateText.doGenerate", "ai.model.id": "m", "ai.usage.promptTokens": 5},
+                 parent=outer["spanId"])
     [record] = records_of(request(outer, inner))
     assert record["span_id"] == inner["spanId"]
     assert [o["name"] for o in record["observations"]] == ["ai.generateText"]
+    [alone] = records_of(request(inner))
+    assert alone["span_id"] == inner["spanId"]
+    assert records_of(request(outer)) == []
+    # with a function id the span name changes; the operation id does not
+    outer["name"] = "ai.generateText my-function"
+    assert records_of(request(outer)) == []
+
+
+def test_nested_llm_spans_of_other_conventions_are_each_a_record():
+    """A framework's LLM span around a client's LLM span: two calls as far as each span says, in
+    one batch as span by span (no record may depend on what else the export holds)."""
+    outer = span(TRACE, "0000000000000001", "ChatOpenAI", {"openinference.span.kind": "LLM", "llm.model_name": "m"})
+    inner = span(TRACE, "0000000000000002", "chat m", {"gen_ai.request.model": "m"}, parent=outer["spanId"])
+    assert [r["span_id"] for r in records_of(request(outer, inner))] == [outer["spanId"], inner["spanId"]]
 
 
 def test_input_and_output_value_are_the_last_resort():
@@ -197,3 +222,36 @@ def test_a_time_without_a_zone_is_utc_whatever_the_host_zone():
         result = subprocess.run([sys.executable, "-c", script], input=orjson.dumps(document), capture_output=True,
                                 env={**os.environ, "TZ": zone}, timeout=60, check=True)
         assert float(result.stdout) == 250.0, (zone, result.stdout)
+
+
+def test_openinference_failed_call_reads_the_model_from_its_invocation_parameters():
+    """What openinference-instrumentation-openai sends for a call the server refused."""
+    failed = span(TRACE, "00f067aa0ba902b7", "ChatCompletion", {
+        "openinference.span.kind": "LLM", "llm.system": "openai",
+        "llm.invocation_parameters": '{"model": "no-such-model", "temperature": 0.2}'})
+    [record] = records_of(request(failed))
+    assert (record["model"], record["requested_model"], record["model_author"]) == ("no-such-model",) * 2 + ("openai",)
+    assert record["attributes"]["llm.invocation_parameters"] == '{"model": "no-such-model", "temperature": 0.2}'
+
+
+def test_openllmetry_reasoning_tokens_and_association_properties():
+    traced = span(TRACE, "00f067aa0ba902b7", "openai.chat", {
+        "gen_ai.request.model": "m", "gen_ai.usage.reasoning_tokens": 3,
+        "traceloop.association.properties.session_id": "s-1", "traceloop.association.properties.user_id": "u-1",
+        "traceloop.association.properties.team": "search"})
+    [record] = records_of(request(traced))
+    assert (record["reasoning_tokens"], record["session_id"], record["customer_id"]) == (3, "s-1", "u-1")
+    assert record["metadata"] == {"team": "search"}
+
+
+def test_langfuse_usage_details_with_openai_names():
+    """Langfuse's OpenAI integration passes OpenAI's usage object on, nested details included."""
+    usage = ('{"completion_tokens": 7, "prompt_tokens": 22, "total_tokens": 29, '
+             '"completion_tokens_details": {"reasoning_tokens": 3, "audio_tokens": 0}, '
+             '"prompt_tokens_details": {"cached_tokens": 4, "audio_tokens": 0}}')
+    generation = span(TRACE, "00f067aa0ba902b7", "OpenAI-generation", {
+        "langfuse.observation.type": "generation", "langfuse.observation.model.name": "m",
+        "langfuse.observation.usage_details": usage})
+    [record] = records_of(request(generation))
+    assert (record["input_tokens"], record["output_tokens"], record["total_tokens"]) == (22, 7, 29)
+    assert (record["cached_tokens"], record["reasoning_tokens"]) == (4, 3)

@@ -20,7 +20,8 @@ EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 
 @pytest.fixture(scope="module")
 def parity_bridge(moto, s3, tmp_path_factory):
-    bridge = S3Bridge(moto, new_bucket(s3), tmp_path_factory.mktemp("parity") / "bridge.log", ["--ack", "upload"])
+    bridge = S3Bridge(moto, new_bucket(s3), tmp_path_factory.mktemp("parity") / "bridge.log",
+                      ["--ack", "upload", "--non-llm-spans", "keep"])
     yield bridge
     assert bridge.stop() == 0
 

@@ -46,6 +46,7 @@ def _tables() -> Tables:
         metadata_prefixes=metadata_prefixes,
         metadata_heads=frozenset(".".join(prefix.split(".")[:2]) for prefix in metadata_prefixes),
         json_object_keys=tuple(key for convention in FIELD_ORDER for key in convention.json_object_keys),
+        json_lookup_keys=tuple(key for convention in FIELD_ORDER for key in convention.json_lookup_keys),
         own_prefixes=tuple(prefix for convention in FIELD_ORDER for prefix in convention.own_prefixes),
     )
 
@@ -53,6 +54,7 @@ def _tables() -> Tables:
 TABLES = _tables()
 LLM_KEYS = frozenset(key for convention in FIELD_ORDER for key in convention.llm_keys)
 _LLM_TESTS = tuple(convention.llm_if for convention in FIELD_ORDER if convention.llm_if is not None)
+_WRAPPER_TESTS = tuple(convention.wraps for convention in FIELD_ORDER if convention.wraps is not None)
 _FINISH_REASON_KEYS = tuple(key for convention in FIELD_ORDER for key in convention.finish_reason_keys)
 _STATUS_MESSAGE_KEYS = tuple(key for convention in FIELD_ORDER for key in convention.status_message_keys)
 _METADATA_JSON_KEYS = tuple(key for convention in FIELD_ORDER for key in convention.metadata_json_keys)
@@ -70,10 +72,20 @@ def attributes_of(span: Span) -> Attributes:
 
 
 def is_llm(attributes: Mapping[str, Any]) -> bool:
-    """Whether a span's attributes describe an LLM call in any convention."""
+    """Whether a span's attributes describe an LLM call (or a wrapper of calls) in any convention."""
     if any(attributes[key] is not None for key in LLM_KEYS.intersection(attributes)):
         return True
     return any(test(attributes) for test in _LLM_TESTS)
+
+
+def is_call(span: Span) -> bool:
+    """Whether a span is one LLM call: LLM attributes, and no convention says that it only wraps
+    calls (Vercel's `ai.generateText` around its `ai.generateText.doGenerate` steps). Decided from
+    the span alone, so that it does not depend on which other spans share its export."""
+    return is_llm(span.attributes) and not any(wraps(span) for wraps in _WRAPPER_TESTS)
+
+
+CONTENT_IN_LOGS = frozenset(convention.source for convention in FIELD_ORDER if convention.content_in_logs)
 
 
 def source_of(span: Span, a: Attributes) -> str:

@@ -47,6 +47,7 @@ class Convention:
     fields: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # record field -> attribute keys
     llm_keys: tuple[str, ...] = ()  # any of these with a value makes a span an LLM call
     llm_if: Callable[[Mapping[str, Any]], bool] | None = None  # or this says so
+    wraps: Callable[[Span], bool] | None = None  # a span around its calls (never a record, whatever it carries)
     content_heads: frozenset[str] = frozenset()  # key heads ("gen_ai.prompt") its prompt/completion use
     prompt: tuple[PromptSource, ...] = ()
     prompt_fallbacks: tuple[PromptSource, ...] = ()  # tried after every convention's `prompt`
@@ -58,7 +59,9 @@ class Convention:
     own_prefixes: tuple[str, ...] = ()  # keys only this convention sends: they mark its spans, never metadata
     metadata_json_keys: tuple[str, ...] = ()  # JSON objects whose entries become metadata
     json_object_keys: tuple[str, ...] = ()  # JSON objects whose entries map to fields as `key.entry`
+    json_lookup_keys: tuple[str, ...] = ()  # the same, but the JSON text itself stays in `attributes`
     time_to_first_token_ms: Callable[[Attributes, int], float | None] | None = None
+    content_in_logs: bool = False  # its instrumentations may send prompt and completion as OTLP log records
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,7 @@ class Tables:
     metadata_prefixes: tuple[str, ...]
     metadata_heads: frozenset[str]
     json_object_keys: tuple[str, ...]
+    json_lookup_keys: tuple[str, ...]
     own_prefixes: tuple[str, ...]  # keys that mark a convention's spans and are never metadata
 
 
@@ -93,6 +97,18 @@ def _key_info(key: str, tables: Tables) -> tuple[str, str, tuple[tuple[str, int]
     return info
 
 
+def _flat_entries(key: str, document: dict[str, Any]) -> dict[str, Any]:
+    """`{"a": 1, "b": {"c": 2}}` under `key` -> `{"key.a": 1, "key.b.c": 2}` (two levels, as usage
+    details nest OpenAI's `prompt_tokens_details`; deeper objects stay whole)."""
+    flat: dict[str, Any] = {}
+    for part, value in document.items():
+        if isinstance(value, dict) and value and all(not isinstance(v, (dict, list)) for v in value.values()):
+            flat.update({f"{key}.{part}.{name}": inner for name, inner in value.items()})
+        else:
+            flat[f"{key}.{part}"] = value
+    return flat
+
+
 class Attributes:
     """The LLM span's attributes, remembering which ones a record field consumed."""
 
@@ -104,7 +120,7 @@ class Attributes:
             document = json_text(attributes.get(key))
             if isinstance(document, dict):
                 self.values = values = {name: value for name, value in self.values.items() if name != key}
-                values.update({f"{key}.{part}": value for part, value in document.items()})
+                values.update(_flat_entries(key, document))
         # One pass over the keys: the first one and two dotted segments of each ("gen_ai",
         # "gen_ai.prompt") let each convention skip a span that carries nothing of it; the
         # candidates of every field and the metadata keys are collected on the way.
@@ -123,6 +139,12 @@ class Attributes:
                 self.marked = True
             elif kind == KEY_METADATA:
                 self.metadata_keys.append(key)
+        for key in tables.json_lookup_keys:  # e.g. the requested model, only inside the call's parameters
+            document = json_text(attributes.get(key))
+            if isinstance(document, dict):
+                for entry, value in _flat_entries(key, document).items():
+                    for field_name, rank in tables.key_fields.get(entry, ()):
+                        self.candidates.setdefault(field_name, []).append((rank, entry, value))
 
     def _choose(self, candidates: Iterable[tuple[str, Any]], convert: Callable[[Any], Any]) -> Any:
         """The first candidate (in precedence order) with a usable value wins; equal losers are

@@ -124,4 +124,5 @@ CONVENTION = Convention(
     completion_fallbacks=(_completion_from_events,),
     finish_reason_keys=("gen_ai.response.finish_reasons",),
     time_to_first_token_ms=_time_to_first_token_ms,
+    content_in_logs=True,
 )

@@ -32,6 +32,8 @@ def unix_nano(text: Any) -> int | None:
     """An ISO 8601 time as Unix nanoseconds; a time without a zone is UTC (never the host's zone)."""
     if not isinstance(text, str) or len(text) > 64:
         return None
+    if text.startswith('"') and text.endswith('"'):  # the Python SDK sends it JSON-encoded
+        text = text[1:-1]
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
         if moment.tzinfo is None:
@@ -55,12 +57,14 @@ CONVENTION = Convention(
     fields={
         "name": ("langfuse.trace.name",),
         "model": ("langfuse.observation.model.name",),
-        "input_tokens": (f"{USAGE}.input",),
-        "output_tokens": (f"{USAGE}.output",),
-        "total_tokens": (f"{USAGE}.total",),
-        "cached_tokens": (f"{USAGE}.input_cached_tokens", f"{USAGE}.cache_read_input_tokens"),
+        # Langfuse's own names first, then the OpenAI usage names its OpenAI integration passes on
+        "input_tokens": (f"{USAGE}.input", f"{USAGE}.prompt_tokens"),
+        "output_tokens": (f"{USAGE}.output", f"{USAGE}.completion_tokens"),
+        "total_tokens": (f"{USAGE}.total", f"{USAGE}.total_tokens"),
+        "cached_tokens": (f"{USAGE}.input_cached_tokens", f"{USAGE}.cache_read_input_tokens",
+                          f"{USAGE}.prompt_tokens_details.cached_tokens"),
         "cache_write_tokens": (f"{USAGE}.cache_creation_input_tokens",),
-        "reasoning_tokens": (f"{USAGE}.output_reasoning_tokens",),
+        "reasoning_tokens": (f"{USAGE}.output_reasoning_tokens", f"{USAGE}.completion_tokens_details.reasoning_tokens"),
         "input_cost": (f"{COST}.input",),
         "output_cost": (f"{COST}.output",),
         "cost": (f"{COST}.total",),

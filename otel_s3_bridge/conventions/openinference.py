@@ -14,6 +14,7 @@ from ..otlp import Span
 from .base import (Attributes, CompletionFound, Convention, first_flattened_message, flattened_messages,
                    text_completion, text_prompt)
 
+PARAMETERS = "llm.invocation_parameters"
 OWN_PREFIXES = ("openinference.", "llm.input_messages.", "llm.output_messages.", "llm.token_count.", "llm.cost.",
                 "llm.model_name", "llm.provider", "llm.system", "llm.invocation_parameters")
 
@@ -59,8 +60,9 @@ CONVENTION = Convention(
     source="openinference",
     detects=_detects,
     fields={
-        "model": ("llm.response.model_name", "llm.model_name"),
-        "requested_model": ("llm.request.model_name",),
+        # a failed call has no model name: the requested one is only in its invocation parameters
+        "model": ("llm.response.model_name", "llm.model_name", f"{PARAMETERS}.model"),
+        "requested_model": ("llm.request.model_name", f"{PARAMETERS}.model"),
         "provider": ("llm.provider",),
         "model_author": ("llm.system", "llm.provider"),
         "input_tokens": ("llm.token_count.prompt",),
@@ -83,4 +85,5 @@ CONVENTION = Convention(
     completion_fallbacks=(_output_value,),
     finish_reason_keys=("llm.finish_reason",),
     metadata_json_keys=("metadata",),
+    json_lookup_keys=(PARAMETERS,),
 )

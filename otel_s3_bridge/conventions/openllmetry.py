@@ -1,6 +1,7 @@
 """OpenLLMetry (Traceloop): `gen_ai.*` usage with the older token names, messages flattened as
 `gen_ai.prompt.N.*` / `gen_ai.completion.N.*`, `llm.usage.total_tokens`, and association
-properties (`traceloop.association.properties.*`) as metadata.
+properties (`traceloop.association.properties.*`): `session_id`, `user_id` / `customer_id` as the
+record's session and customer, the others as metadata.
 
 Pure.
 """
@@ -14,6 +15,7 @@ from ..messages import list_or_empty, tool_call, unflatten, without_nulls
 from ..otlp import Span
 from .base import Attributes, CompletionFound, Convention, first_flattened_message, flattened_messages
 
+ASSOCIATION = "traceloop.association.properties."
 FLATTENED_PREFIXES = ("traceloop.", "llm.request.type", "llm.usage.", "gen_ai.prompt.0.", "gen_ai.completion.0.")
 
 
@@ -51,10 +53,15 @@ CONVENTION = Convention(
         "total_tokens": ("llm.usage.total_tokens",),
         "cached_tokens": ("gen_ai.usage.cache_read_input_tokens",),
         "cache_write_tokens": ("gen_ai.usage.cache_creation_input_tokens",),
+        "reasoning_tokens": ("gen_ai.usage.reasoning_tokens",),
+        # association properties: what users of the SDK set precisely to tell sessions and users apart
+        "session_id": (f"{ASSOCIATION}session_id",),
+        "customer_id": (f"{ASSOCIATION}user_id", f"{ASSOCIATION}customer_id"),
     },
     llm_keys=("llm.usage.total_tokens",),
     content_heads=frozenset({"gen_ai.prompt", "gen_ai.completion"}),
     prompt=(_prompt,),
     completion=(_completion,),
-    metadata_prefixes=("traceloop.association.properties.",),
+    metadata_prefixes=(ASSOCIATION,),
+    content_in_logs=True,
 )

@@ -1,6 +1,8 @@
 """Vercel AI SDK telemetry: `ai.*` model, usage and response attributes, the prompt as
 `ai.prompt.messages` (or `ai.prompt`), tool calls in the SDK's own shape, and
-`ai.telemetry.metadata.*` as metadata.
+`ai.telemetry.metadata.*` as metadata (`sessionId` and `userId` as the record's session and
+customer). The SDK's function spans (`ai.generateText`) wrap its provider calls
+(`ai.generateText.doGenerate`): only the calls are records.
 
 Pure.
 """
@@ -17,6 +19,17 @@ from .base import Attributes, CompletionFound, Convention, structured_list, text
 
 def _detects(span: Span, a: Attributes) -> bool:
     return "ai" in a.roots
+
+
+# The SDK's functions: each span named (`ai.operationId`) after one wraps the spans of the provider
+# calls it makes (`ai.generateText.doGenerate`, one per step) and carries their summed usage.
+WRAPPERS = frozenset({"ai.generateText", "ai.streamText", "ai.generateObject", "ai.streamObject", "ai.embed",
+                      "ai.embedMany"})
+
+
+def _wraps(span: Span) -> bool:
+    operation = span.attributes.get("ai.operationId")
+    return (operation if isinstance(operation, str) else span.name) in WRAPPERS
 
 
 def _prompt(a: Attributes, events: list[dict[str, Any]], used_events: set[int]) -> Any:
@@ -56,10 +69,15 @@ CONVENTION = Convention(
         "input_tokens": ("ai.usage.inputTokens", "ai.usage.promptTokens"),
         "output_tokens": ("ai.usage.outputTokens", "ai.usage.completionTokens"),
         "total_tokens": ("ai.usage.totalTokens",),
-        "cached_tokens": ("ai.usage.cachedInputTokens",),
-        "reasoning_tokens": ("ai.usage.reasoningTokens",),
+        "cached_tokens": ("ai.usage.cachedInputTokens", "ai.usage.inputTokenDetails.cacheReadTokens"),
+        "cache_write_tokens": ("ai.usage.inputTokenDetails.cacheWriteTokens",),
+        "reasoning_tokens": ("ai.usage.reasoningTokens", "ai.usage.outputTokenDetails.reasoningTokens"),
+        # the metadata names Langfuse's and others' Vercel integrations read as session and user
+        "session_id": ("ai.telemetry.metadata.sessionId",),
+        "customer_id": ("ai.telemetry.metadata.userId",),
     },
     llm_keys=("ai.model.id", "ai.usage.promptTokens", "ai.usage.inputTokens"),
+    wraps=_wraps,
     content_heads=frozenset({"ai.prompt", "ai.response"}),
     prompt=(_prompt,),
     prompt_fallbacks=(_prompt_text,),
