@@ -22,6 +22,7 @@ from .decode_pool import DecodePool
 from .errors import SinkError
 from .http_connections import ConnectionLimits
 from .ingest import Ingestor
+from .join import JoinStore
 from .receiver_grpc import GrpcReceiver
 from .receiver_http import STOP_GRACE_SECONDS, HttpReceiver
 from .sink import build_sink
@@ -74,7 +75,9 @@ class Bridge:
                                            token_file=config.token_file, routes=routes,
                                            default_prefix=config.prefix)
         self.pool = DecodePool(config.decode_processes)
-        self.ingestor = Ingestor(config, self.sink, self.spool, self.pool)
+        self.join = JoinStore(config.join_directory, window_seconds=config.join_window_seconds,
+                              max_bytes=config.join_max_bytes)
+        self.ingestor = Ingestor(config, self.sink, self.spool, self.pool, self.join)
         max_connections = connection_cap(config.max_connections, 2 if config.grpc_port else 1)
         limits = ConnectionLimits(header_timeout_seconds=config.header_timeout_seconds,
                                   keepalive_timeout_seconds=config.keepalive_timeout_seconds,
@@ -104,6 +107,7 @@ class Bridge:
                     raise
                 log.warning("%s cannot be reached yet (%s); accepting exports into the spool and checking "
                             "again", self.config.destination, error.message)
+            await asyncio.to_thread(self.join.open)
             if self.spool is not None:
                 replayed = self.spool.open()
                 if replayed:
@@ -124,6 +128,10 @@ class Bridge:
             await asyncio.sleep(MAINTENANCE_SECONDS)
             logs.flush_due()
             self.authenticator.reload_if_changed()
+            unmatched = await asyncio.to_thread(self.join.expire_if_due)
+            if unmatched:
+                log.info("join store: GenAI events of %d span(s) expired without their span (a span that was not "
+                         "an LLM call, or never sent)", unmatched)
             if self.spool is not None:
                 self.spool.recheck_room()
                 adopted = self.spool.adopt_segments()

@@ -1,5 +1,9 @@
 """Bearer-token authentication against named keys, shared by the HTTP and gRPC receivers.
 
+`Authorization: Basic base64(name:token)` is accepted too, where `name` is the key's name and
+`token` its token: Langfuse's exporter sends its public and secret key that way, so a Langfuse
+user switches to the bridge by changing one URL.
+
 Keys come from `--token NAME=TOKEN` and from `--token-file` (one `name=token` or
 `name=sha256:<hex>` per line, re-read when the file changes, as a rotated Kubernetes Secret does).
 Only SHA-256 digests are held: a presented token is hashed and compared in constant time against
@@ -11,6 +15,8 @@ an error, a log line or a response. Must not know transports.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import logging
@@ -152,11 +158,15 @@ class Authenticator:
         if not authorization:
             raise Unauthenticated("missing Authorization header; send 'Authorization: Bearer <token>'")
         scheme, _, presented = authorization.strip().partition(" ")
-        if scheme.lower() != "bearer":
+        scheme, presented = scheme.lower(), presented.strip()
+        if scheme == "basic":
+            user, presented = _basic_credentials(presented)
+        elif scheme == "bearer":
+            user = None
+        else:
             raise Unauthenticated("unsupported authorization scheme; send 'Authorization: Bearer <token>'")
-        presented = presented.strip()
         if not presented:
-            raise Unauthenticated("empty Bearer token")
+            raise Unauthenticated("empty Bearer token" if user is None else "empty Basic password")
         try:
             candidate = hashlib.sha256(presented.encode("utf-8", "surrogateescape")).digest()
         except UnicodeError:
@@ -166,6 +176,18 @@ class Authenticator:
             # Compare against every key so the time taken does not tell which one matched.
             if hmac.compare_digest(candidate, digest) and matched is None:
                 matched = name
-        if matched is None:
-            raise Unauthenticated("the Bearer token does not match any configured key")
+        if matched is None or (user is not None and user != matched):
+            raise Unauthenticated("the Bearer token does not match any configured key" if user is None else
+                                  "the Basic credentials (key name : token) do not match a configured key")
         return self.principal(matched)
+
+
+def _basic_credentials(encoded: str) -> tuple[str, str]:
+    """`base64(user:password)` -> (user, password)."""
+    try:
+        user, colon, password = base64.b64decode(encoded, validate=True).decode("utf-8").partition(":")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise Unauthenticated("the Basic credentials are not base64 of 'key name:token'") from None
+    if not colon:
+        raise Unauthenticated("the Basic credentials are not base64 of 'key name:token'")
+    return user, password

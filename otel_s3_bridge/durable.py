@@ -21,8 +21,9 @@ def fsync_directory(path: Path) -> None:
         os.close(fd)
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    """`path` holds `data` once this returns, also after a crash; never a part of it. Raises OSError."""
+def write_atomically(path: Path, data: bytes, *, sync_directory: bool = True) -> None:
+    """`path` holds `data` once this returns, also after a crash; never a part of it. Raises OSError.
+    `sync_directory=False`: the caller fsyncs the directory once after several files."""
     temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
         with open(temporary, "wb") as handle:
@@ -33,4 +34,5 @@ def write_atomically(path: Path, data: bytes) -> None:
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
-    fsync_directory(path.parent)
+    if sync_directory:
+        fsync_directory(path.parent)

@@ -10,13 +10,17 @@ against `--max-inflight-bytes`; one export that could never fit is 413, one that
 now is 503 + Retry-After. With the spool (`--ack spool`) an export is acknowledged once its
 entries are fsynced in the spool; with `--ack upload` once every object is in the sink, and an
 object the sink refuses for good is reported in `partial_success` rather than retried forever.
-Must not import aiohttp or grpc.
+A logs export carries GenAI event records: they are kept in the join store (`join`), and a stored
+record they complete is spooled again, completed, under its own key; likewise a span whose
+events came first is stored completed at once. Must not import aiohttp or grpc.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+
+import orjson
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -27,7 +31,8 @@ from .config import BridgeConfig
 from .decode_pool import DecodePool
 from .encode import JSON_CONTENT_TYPE
 from .errors import PayloadTooLarge, SinkError, Unavailable
-from .prepare import ExportContext, PreparedExport, prepare_export
+from .join import JoinFull, JoinStore
+from .prepare import LOGS, TRACES, ExportContext, PreparedExport, completed_object, prepare_export
 from .sink import ObjectSink
 from .spool import Spool, SpoolFull, SpoolTooSmall
 
@@ -92,8 +97,10 @@ class Reservation:
 
 class Ingestor:
     def __init__(self, config: BridgeConfig, sink: ObjectSink, spool: Spool | None = None,
-                 pool: DecodePool | None = None, clock: Callable[[], int] = time.time_ns) -> None:
+                 pool: DecodePool | None = None, join: JoinStore | None = None,
+                 clock: Callable[[], int] = time.time_ns) -> None:
         self._config = config
+        self._join = join
         self._sink = sink
         self._spool = spool
         self._pool = pool or DecodePool(0)
@@ -109,6 +116,8 @@ class Ingestor:
 
     def state(self) -> dict[str, int]:
         state = {"inflight_bytes": self.inflight.current}
+        if self._join is not None:
+            state["join_bytes"] = self._join.used_bytes
         if self._spool is not None:
             state.update(spool_pending=self._spool.pending, spool_bytes=self._spool.used_bytes,
                          spool_max_bytes=self._spool.max_bytes, quarantined_total=self._spool.quarantined_total)
@@ -122,24 +131,74 @@ class Ingestor:
         return None
 
     async def export(self, body: bytes, reservation: Reservation, *, encoding: str, coding: str,
-                     principal: Principal, transport: str, max_request_bytes: int) -> ExportResult:
-        """Store what `body` holds; `coding` is its Content-Encoding ("" when plain)."""
+                     principal: Principal, transport: str, max_request_bytes: int,
+                     signal: str = TRACES) -> ExportResult:
+        """Store what `body` (an OTLP traces or logs export) holds; `coding` is its Content-Encoding
+        ("" when plain)."""
         config = self._config
         context = ExportContext(
             encoding=encoding, coding=coding, key_name=principal.name, transport=transport,
             received_at_unix_nano=self._clock(), non_llm_spans=config.non_llm_spans, template=config.path_template,
             prefix=principal.prefix, max_request_bytes=max_request_bytes,
-            max_resource_bytes=config.max_resource_bytes, max_output_bytes=config.decoded_bytes_limit)
+            max_resource_bytes=config.max_resource_bytes, max_output_bytes=config.decoded_bytes_limit, signal=signal)
         prepared = await self._prepare(body, context, reservation)
         rejected, problems = prepared.rejected_spans, list(prepared.problems)
-        if prepared.objects and self._spool is not None:
-            await self._append_to_spool(prepared, principal.bucket)
-        elif prepared.objects:
-            refused, cause = await self._put_directly(prepared, principal.bucket)
+        if signal == LOGS:
+            items = await self._completed_by_events(prepared, principal, reservation)
+        else:
+            items = [(key, body, principal.bucket, spans) for key, body, spans in prepared.objects]
+            await self._complete_with_known_events(prepared, principal, items)
+        if items and self._spool is not None:
+            await self._append_to_spool(items)
+        elif items:
+            refused, cause = await self._put_directly(items)
             if refused:
                 rejected += refused
-                problems.append(f"{refused} span(s) could not be stored: {cause}")
-        return ExportResult(len(prepared.objects), rejected, "; ".join(problems) or None)
+                problems.append(f"{refused} {'log record' if signal == LOGS else 'span'}(s) could not be stored: "
+                                f"{cause}")
+        return ExportResult(len(items), rejected, "; ".join(problems) or None)
+
+    async def _complete_with_known_events(self, prepared: PreparedExport, principal: Principal,
+                                          items: list[tuple[str, bytes, str | None, int]]) -> None:
+        """Keep the halves of records that GenAI events may complete; a record whose events are
+        here already is stored completed."""
+        if not prepared.halves or self._join is None:
+            return
+        try:
+            found = await asyncio.to_thread(self._join.put_spans, principal.name, principal.bucket, prepared.halves)
+        except OSError as error:
+            self._report_failure(SinkError(f"cannot write the join store: {error}", retryable=True))
+            raise Unavailable("cannot write the join store; retry later") from None
+        for half in prepared.halves:
+            if half.index in found:
+                key, body = completed_object(half.key, orjson.loads(half.document), found[half.index])
+                items[half.index] = (key, body, principal.bucket, items[half.index][3])
+
+    async def _completed_by_events(self, prepared: PreparedExport, principal: Principal,
+                                   reservation: Reservation) -> list[tuple[str, bytes, str | None, int]]:
+        """Keep the events; the records they complete, built again, under their own keys."""
+        if not prepared.events:
+            return []
+        if self._join is None:
+            raise Unavailable("this bridge keeps no join store; GenAI event logs cannot be taken")
+        try:
+            completed = await asyncio.to_thread(self._join.put_events, principal.name, prepared.events)
+        except JoinFull as full:
+            raise Unavailable(f"{full}; retry later") from None
+        except OSError as error:
+            self._report_failure(SinkError(f"cannot write the join store: {error}", retryable=True))
+            raise Unavailable("cannot write the join store; retry later") from None
+        items = []
+        for envelope, events in completed:
+            try:
+                key, body = completed_object(envelope["key"], envelope["record"], events)
+            except (TypeError, KeyError, ValueError, AttributeError) as error:  # damaged on disk: joins nothing
+                log.warning("a stored record's half cannot be read back (%s: %s); its events stay unjoined",
+                            type(error).__name__, error)
+                continue
+            reservation.add(len(body))
+            items.append((key, body, envelope["bucket"], len(events)))
+        return items
 
     async def _prepare(self, body: bytes, context: ExportContext, reservation: Reservation) -> PreparedExport:
         """The export's objects, their bytes added to `reservation` (503 when they cannot be held now)."""
@@ -158,22 +217,22 @@ class Ingestor:
         reservation.shrink_to(held + prepared.output_bytes)
         return prepared
 
-    async def _put_directly(self, prepared: PreparedExport, bucket: str | None) -> tuple[int, str | None]:
+    async def _put_directly(self, items: list[tuple[str, bytes, str | None, int]]) -> tuple[int, str | None]:
         """Put every object; (spans refused for good, a cause). Raises Unavailable when a retry helps."""
         slots = asyncio.Semaphore(self._config.upload_concurrency)
 
-        async def put(key: str, body: bytes) -> None:
+        async def put(key: str, body: bytes, bucket: str | None) -> None:
             async with slots:
                 await self._sink.put(key, body, JSON_CONTENT_TYPE, bucket=bucket)
 
-        outcomes = await asyncio.gather(*(put(key, body) for key, body, _ in prepared.objects),
+        outcomes = await asyncio.gather(*(put(key, body, bucket) for key, body, bucket, _ in items),
                                         return_exceptions=True)
         retryable = [o for o in outcomes if isinstance(o, BaseException) and not _permanent(o)]
         if retryable:
             self._report_failure(retryable[0])
             raise Unavailable(f"could not store {len(retryable)} of {len(outcomes)} object(s) "
                               f"({_describe(retryable[0])}); retry later")
-        refused = [(o, spans) for o, (_, _, spans) in zip(outcomes, prepared.objects) if isinstance(o, BaseException)]
+        refused = [(o, spans) for o, (_, _, _, spans) in zip(outcomes, items) if isinstance(o, BaseException)]
         if refused:
             self._report_failure(refused[0][0])
             return sum(spans for _, spans in refused), _describe(refused[0][0])
@@ -182,9 +241,9 @@ class Ingestor:
             self._last_failure = None
         return 0, None
 
-    async def _append_to_spool(self, prepared: PreparedExport, bucket: str | None) -> None:
+    async def _append_to_spool(self, items: list[tuple[str, bytes, str | None, int]]) -> None:
         try:
-            await self._spool.append([(key, body, bucket) for key, body, _ in prepared.objects])
+            await self._spool.append([(key, body, bucket) for key, body, bucket, _ in items])
         except SpoolTooSmall as too_large:
             raise PayloadTooLarge(f"{too_large} (--spool-max-bytes); send smaller batches") from None
         except SpoolFull as full:

@@ -323,19 +323,26 @@ def _countable_spans(resource_spans: Any) -> int:
                and isinstance(spans := item.get("spans"), list))
 
 
-def parse_json(body: bytes, *, max_resource_bytes: int = MAX_RESOURCE_BYTES) -> ParsedRequest:
-    """Parse an OTLP/JSON `ExportTraceServiceRequest`. Raises InvalidRequest if the body is not one."""
+def json_request_parts(body: bytes, camel: str, snake: str) -> list[Any]:
+    """The top-level array (`resourceSpans`, `resourceLogs`) of an OTLP/JSON request; an empty body
+    is an empty request. Raises InvalidRequest if the body is not such a request."""
     if not body.strip():
-        return ParsedRequest()
+        return []
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise InvalidRequest(f"the body is not valid JSON: {exc}") from None
     if not isinstance(document, dict):
         raise InvalidRequest("the request must be a JSON object")
-    all_resource_spans = _get(document, "resourceSpans", "resource_spans")
-    if not isinstance(all_resource_spans, (list, type(None))):
-        raise InvalidRequest("request.resourceSpans must be an array")
+    parts = _get(document, camel, snake)
+    if not isinstance(parts, (list, type(None))):
+        raise InvalidRequest(f"request.{camel} must be an array")
+    return parts or []
+
+
+def parse_json(body: bytes, *, max_resource_bytes: int = MAX_RESOURCE_BYTES) -> ParsedRequest:
+    """Parse an OTLP/JSON `ExportTraceServiceRequest`. Raises InvalidRequest if the body is not one."""
+    all_resource_spans = json_request_parts(body, "resourceSpans", "resource_spans")
     parsed = ParsedRequest()
     for rs_index, resource_spans in enumerate(all_resource_spans or ()):
         where = f"resourceSpans[{rs_index}]"
@@ -429,12 +436,17 @@ def _pb_span(raw: SpanMessage, resource: dict[str, Any], scope_name: str, scope_
     )
 
 
+def protobuf_request(message_class: Any, body: bytes) -> Any:
+    """`message_class` read from `body`. Raises InvalidRequest if the bytes are not one."""
+    try:
+        return message_class.FromString(body)
+    except DecodeError as exc:
+        raise InvalidRequest(f"the body is not a protobuf {message_class.DESCRIPTOR.name}: {exc}") from None
+
+
 def parse_protobuf(body: bytes, *, max_resource_bytes: int = MAX_RESOURCE_BYTES) -> ParsedRequest:
     """Parse a binary `ExportTraceServiceRequest`. Raises InvalidRequest if the bytes are not one."""
-    try:
-        request = ExportTraceServiceRequest.FromString(body)
-    except DecodeError as exc:
-        raise InvalidRequest(f"the body is not a protobuf ExportTraceServiceRequest: {exc}") from None
+    request = protobuf_request(ExportTraceServiceRequest, body)
     parsed = ParsedRequest()
     for rs_index, resource_spans in enumerate(request.resource_spans):
         where = f"resourceSpans[{rs_index}]"

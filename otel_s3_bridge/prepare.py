@@ -1,5 +1,9 @@
 """One export request's bytes -> the objects to store: inflate, parse, decode, key, encode.
 
+A logs export is inflated and parsed the same way into the GenAI events it holds, grouped by
+the span they belong to (`join` stores them and completes records). A record that may still be
+completed by such events comes with its `SpanHalf`: its key and body, for `join` to keep.
+
 The one pure path every transport's request takes, in the event loop for small requests or in a
 decode process for large ones (`decode_pool`): everything it needs comes in as arguments
 (`ExportContext`, picklable), everything it found goes out in a `PreparedExport`, so that where
@@ -11,14 +15,25 @@ and `PayloadTooLarge`. Must not do I/O or read clocks.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from . import otlp
 from .compression import inflate
-from .decode import DecodeResult, iter_records
+from .decode import (
+    DecodeResult,
+    awaits_events,
+    build_record,
+    complete_record,
+    iter_calls,
+    rfc3339,
+)
 from .encode import encode_json
 from .errors import PayloadTooLarge
 from .keys import KeyTemplate, object_key
+from .otlp_logs import parse_logs
+
+TRACES, LOGS = "traces", "logs"
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +49,17 @@ class ExportContext:
     max_request_bytes: int
     max_resource_bytes: int
     max_output_bytes: int
+    signal: str = TRACES
+
+
+@dataclass(frozen=True, slots=True)
+class SpanHalf:
+    """A stored record that GenAI event records may complete later: its object and how to build it."""
+
+    index: int  # of its object in `PreparedExport.objects`
+    pair: str  # trace id + span id
+    key: str
+    document: bytes  # the record as stored (the object's body itself, not a copy)
 
 
 @dataclass(slots=True)
@@ -41,8 +67,10 @@ class PreparedExport:
     objects: list[tuple[str, bytes, int]]  # key, body, how many spans the record holds
     input_bytes: int  # the body, inflated
     output_bytes: int
-    rejected_spans: int
+    rejected_spans: int  # (log records, for a logs export)
     problems: list[str]
+    halves: list[SpanHalf] = field(default_factory=list)
+    events: dict[str, list[dict]] = field(default_factory=dict)  # logs: pair -> its GenAI events
 
 
 def prepare_export(body: bytes, context: ExportContext) -> PreparedExport:
@@ -50,26 +78,52 @@ def prepare_export(body: bytes, context: ExportContext) -> PreparedExport:
         body = inflate(body, context.coding, context.max_request_bytes)
     elif len(body) > context.max_request_bytes:
         raise PayloadTooLarge(f"the body is larger than the limit of {context.max_request_bytes} bytes")
+    if context.signal == LOGS:
+        return _prepare_logs(body, context)
     parsed = otlp.parse(body, context.encoding, max_resource_bytes=context.max_resource_bytes)
     decoded = DecodeResult()
     objects: list[tuple[str, bytes, int]] = []
+    halves: list[SpanHalf] = []
     output_bytes = 0
-    for record in iter_records(parsed.spans, decoded, key_name=context.key_name, transport=context.transport,
-                               received_at_unix_nano=context.received_at_unix_nano,
-                               non_llm_spans=context.non_llm_spans):
+    received_at = rfc3339(context.received_at_unix_nano)
+    for span, observations in iter_calls(parsed.spans, decoded, context.non_llm_spans):
+        record = build_record(span, observations, key_name=context.key_name, transport=context.transport,
+                              received_at=received_at)
         key = object_key(context.template, record, prefix=context.prefix,
                          fallback_unix_nano=context.received_at_unix_nano)
         encoded = encode_json(record)
         output_bytes += len(encoded) + len(key)
+        if awaits_events(record):
+            halves.append(SpanHalf(len(objects), span.trace_id + span.span_id, key, encoded))
         if output_bytes > context.max_output_bytes:
             raise PayloadTooLarge(f"the records decoded from this export exceed {context.max_output_bytes} bytes "
                                   "(--max-inflight-bytes); send smaller batches")
-        objects.append((key, encoded, 1 + len(record["observations"])))
+        objects.append((key, encoded, 1 + len(observations)))
     problems = []
     if parsed.first_problem is not None:
         problems.append(f"{parsed.rejected_spans} span(s) rejected; first problem: {parsed.first_problem}")
     problems.extend(parsed.warnings)
     if decoded.dropped_spans:
-        problems.append(f"{decoded.dropped_spans} span(s) of traces without LLM attributes dropped "
+        problems.append(f"{decoded.dropped_spans} span(s) of traces without an LLM call dropped "
                         "(--non-llm-spans drop)")
-    return PreparedExport(objects, len(body), output_bytes, parsed.rejected_spans + decoded.dropped_spans, problems)
+    return PreparedExport(objects, len(body), output_bytes, parsed.rejected_spans + decoded.dropped_spans, problems,
+                          halves)
+
+
+def _prepare_logs(body: bytes, context: ExportContext) -> PreparedExport:
+    parsed = parse_logs(body, context.encoding)
+    events: dict[str, list[dict]] = {}
+    for event in parsed.events:
+        events.setdefault(event.trace_id + event.span_id, []).append(event.as_span_event())
+    problems = []
+    if parsed.first_problem is not None:
+        problems.append(f"{parsed.rejected} log record(s) rejected; first problem: {parsed.first_problem}")
+    if parsed.ignored:
+        problems.append(f"{parsed.ignored} log record(s) that are not GenAI events of a span dropped "
+                        "(the bridge stores LLM calls)")
+    return PreparedExport([], len(body), len(body), parsed.rejected + parsed.ignored, problems, events=events)
+
+
+def completed_object(key: str, record: dict[str, Any], events: list[dict[str, Any]]) -> tuple[str, bytes]:
+    """A stored record completed with its GenAI events: (its own key, the new body)."""
+    return key, encode_json(complete_record(record, events))

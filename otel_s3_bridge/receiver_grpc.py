@@ -1,4 +1,5 @@
-"""OTLP/gRPC receiver: `opentelemetry.proto.collector.trace.v1.TraceService/Export`.
+"""OTLP/gRPC receiver: `opentelemetry.proto.collector.trace.v1.TraceService/Export`, and
+`opentelemetry.proto.collector.logs.v1.LogsService/Export` for GenAI event records.
 
 Nothing of a call's message is read before its metadata is checked: `Export` is registered as a
 stream-unary method with no deserializer (the wire is the same for a unary client), so the
@@ -23,10 +24,13 @@ from .auth import Authenticator
 from .errors import BridgeError, Unavailable
 from .ingest import Ingestor
 from .logs import Tally
+from .otlp_logs import encode_logs_response
+from .prepare import LOGS, TRACES
 
 log = logging.getLogger("otel_s3_bridge.grpc")
 
 SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
+LOGS_SERVICE = "opentelemetry.proto.collector.logs.v1.LogsService"
 STREAMS_PER_CONNECTION = 100
 
 
@@ -63,10 +67,14 @@ class GrpcReceiver:
             ("grpc.max_connection_idle_ms", self._idle_ms),
             ("grpc.so_reuseport", int(share_port)),
         ])
-        handlers = {"Export": grpc.stream_unary_rpc_method_handler(self.export)}
-        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
-        if hasattr(server, "add_registered_method_handlers"):  # grpcio >= 1.62: no per-call lookup
-            server.add_registered_method_handlers(SERVICE, handlers)
+        async def export_logs(requests: object, context: grpc.aio.ServicerContext) -> bytes:
+            return await self.export(requests, context, signal=LOGS)
+
+        for service, export in ((SERVICE, self.export), (LOGS_SERVICE, export_logs)):
+            handlers = {"Export": grpc.stream_unary_rpc_method_handler(export)}
+            server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, handlers),))
+            if hasattr(server, "add_registered_method_handlers"):  # grpcio >= 1.62: no per-call lookup
+                server.add_registered_method_handlers(service, handlers)
         try:
             server.add_insecure_port(grpc_address(host, port))
         except RuntimeError as exc:
@@ -78,7 +86,7 @@ class GrpcReceiver:
         if self._server is not None:
             await self._server.stop(grace_seconds)
 
-    async def export(self, requests: object, context: grpc.aio.ServicerContext) -> bytes:
+    async def export(self, requests: object, context: grpc.aio.ServicerContext, signal: str = TRACES) -> bytes:
         reservation = self._ingestor.inflight.reserve()
         counted = False
         try:
@@ -94,7 +102,7 @@ class GrpcReceiver:
             reservation.shrink_to(len(message))
             result = await self._ingestor.export(message, reservation, encoding=otlp.PROTOBUF, coding="",
                                                  principal=principal, transport="grpc",
-                                                 max_request_bytes=self._limit)
+                                                 max_request_bytes=self._limit, signal=signal)
         except BridgeError as error:
             self.refusals.add(f"{error.grpc_code.name} {type(error).__name__}")
             await self._abort(context, error)
@@ -105,6 +113,8 @@ class GrpcReceiver:
             reservation.release()
             if counted:
                 self._calls -= 1
+        if signal == LOGS:
+            return encode_logs_response(result.rejected_spans, result.message, otlp.PROTOBUF)
         return otlp.encode_response(result.rejected_spans, result.message, otlp.PROTOBUF)
 
     async def _read_message(self, context: grpc.aio.ServicerContext) -> bytes:

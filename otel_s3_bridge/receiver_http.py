@@ -1,5 +1,6 @@
-"""OTLP/HTTP receiver: `POST /v1/traces` with OTLP/JSON or OTLP/protobuf, gzip or deflate, and
-the `/healthz` and `/readyz` probes.
+"""OTLP/HTTP receiver: `POST /v1/traces` (also at Langfuse's `/api/public/otel/v1/traces`) and
+`POST /v1/logs` (GenAI event records) with OTLP/JSON or OTLP/protobuf, gzip or deflate, and the
+`/healthz` and `/readyz` probes.
 
 A thin adapter, in this order: authenticate on headers (before `100 Continue`, before any body
 byte is read), check media type and coding, cap and read the body (bounded in size, in the
@@ -24,10 +25,14 @@ from .errors import BridgeError, MethodNotAllowed, PayloadTooLarge, Unavailable,
 from .http_connections import ConnectionLimits, GuardedServer
 from .ingest import Ingestor, Reservation
 from .logs import Tally
+from .otlp_logs import encode_logs_response
+from .prepare import LOGS, TRACES
 
 log = logging.getLogger("otel_s3_bridge.http")
 
 TRACES_PATH = "/v1/traces"
+# Langfuse's exporter posts to {LANGFUSE_BASE_URL}/api/public/otel/v1/traces: one URL to switch.
+EXPORT_PATHS = {TRACES_PATH: TRACES, "/api/public/otel/v1/traces": TRACES, "/v1/logs": LOGS}
 STOP_GRACE_SECONDS = 10.0
 LISTEN_BACKLOG = 1024
 MEDIA_TYPES = {
@@ -82,13 +87,15 @@ class HttpReceiver:
         connection = request.protocol
         connection.request_started()
         try:
-            if request.path == TRACES_PATH:
-                return await self.handle_traces(request)
+            signal = EXPORT_PATHS.get(request.path)
+            if signal is not None:
+                return await self.handle_export(request, signal)
             if request.path == "/healthz":
                 return web.json_response({"status": "ok"})
             if request.path == "/readyz":
                 return self.handle_ready()
-            return self._error_response(NotFound(f"no such path; OTLP traces go to {TRACES_PATH}"), otlp.JSON)
+            return self._error_response(NotFound(f"no such path; OTLP traces go to {TRACES_PATH}, GenAI event "
+                                                 "logs to /v1/logs"), otlp.JSON)
         finally:
             connection.request_finished()
 
@@ -99,13 +106,13 @@ class HttpReceiver:
             body["reason"] = reason
         return web.json_response(body, status=200 if reason is None else 503)
 
-    async def handle_traces(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def handle_export(self, request: web.BaseRequest, signal: str) -> web.StreamResponse:
         media_type = _media_type(request.headers.get("Content-Type"))
         encoding = MEDIA_TYPES.get(media_type, otlp.JSON)
         reservation = self._ingestor.inflight.reserve()
         try:
             if request.method not in ("POST", "PUT"):
-                raise MethodNotAllowed(f"{request.method} is not supported on {TRACES_PATH}; use POST")
+                raise MethodNotAllowed(f"{request.method} is not supported on {request.path[:40]}; use POST")
             self._ingestor.check_accepting()
             principal = self._auth.authenticate(request.headers.get("Authorization"))
             if media_type not in MEDIA_TYPES:
@@ -116,7 +123,7 @@ class HttpReceiver:
             body = await self._read_body(request, reservation)
             result = await self._ingestor.export(
                 body, reservation, encoding=encoding, coding=coding, principal=principal,
-                transport=f"http/{encoding}", max_request_bytes=self._limit)
+                transport=f"http/{encoding}", max_request_bytes=self._limit, signal=signal)
         except BridgeError as error:
             self.refusals.add(f"{error.http_status} {type(error).__name__}")
             return self._error_response(error, encoding, close=not request.content.is_eof())
@@ -127,7 +134,8 @@ class HttpReceiver:
             return self._error_response(Unavailable("internal error; retry later"), encoding)
         finally:
             reservation.release()
-        return web.Response(body=otlp.encode_response(result.rejected_spans, result.message, encoding),
+        encode = encode_logs_response if signal == LOGS else otlp.encode_response
+        return web.Response(body=encode(result.rejected_spans, result.message, encoding),
                             content_type=otlp.CONTENT_TYPES[encoding])
 
     async def _read_body(self, request: web.BaseRequest, reservation: Reservation) -> bytes:

@@ -320,8 +320,8 @@ class Spool:
         return body
 
     def done(self, ref: Ref) -> None:
-        """The sink has the entry (or it is quarantined): forget it."""
-        self.queue.forget_body(ref)
+        """The sink has the entry (or it is quarantined, or superseded): forget it."""
+        self.queue.forget(ref)
         segment = ref.segment
         segment.done += 1
         segment.record_done(ref.offset)

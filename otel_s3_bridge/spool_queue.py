@@ -2,7 +2,10 @@
 
 An entry whose upload failed waits out its own backoff (`retry_later`) while the others go
 ahead, so one bad entry never holds an uploader. Bodies of recent entries stay in memory up to a
-byte budget; the rest are read back from their segment when their turn comes. Must not touch
+byte budget; the rest are read back from their segment when their turn comes. When one object is
+spooled again (a record completed by its GenAI events), only its newest entry is uploaded: an
+older one that comes up later is `superseded`, so a retried stale body never overwrites the
+completed one. Must not touch
 files or the sink: `spool` owns the files, `uploader` the sink.
 """
 
@@ -38,11 +41,13 @@ class UploadQueue:
         self._changed = asyncio.Event()
         self._body_cache_limit = body_cache_bytes
         self.cached_bytes = 0
+        self._newest: dict[tuple[str | None, str], Ref] = {}  # (bucket, key) -> its newest entry
 
     def __len__(self) -> int:
         return len(self._ready) + len(self._delayed)
 
     def put(self, ref: Ref) -> None:
+        self._newest[(ref.bucket, ref.key)] = ref
         if ref.body is not None:
             if self.cached_bytes + len(ref.body) > self._body_cache_limit:
                 ref.body = None
@@ -55,6 +60,16 @@ class UploadQueue:
         due = asyncio.get_running_loop().time() + delay_seconds
         heapq.heappush(self._delayed, (due, next(self._order), ref))
         self._changed.set()
+
+    def superseded(self, ref: Ref) -> bool:
+        """A newer entry for the same object is queued: this one need not be uploaded."""
+        return self._newest.get((ref.bucket, ref.key), ref) is not ref
+
+    def forget(self, ref: Ref) -> None:
+        """The entry is done: let go of its body and of it."""
+        self.forget_body(ref)
+        if self._newest.get((ref.bucket, ref.key)) is ref:
+            del self._newest[(ref.bucket, ref.key)]
 
     def forget_body(self, ref: Ref) -> None:
         if ref.body is not None:

@@ -29,6 +29,9 @@ UNREADABLE_ATTEMPTS = 3  # reads of an entry from disk before it is quarantined 
 MAX_CAUSES_REMEMBERED = 1000
 
 
+SAME_OBJECT_WAIT_SECONDS = 0.05
+
+
 class Uploader:
     def __init__(self, spool: Spool, sink: ObjectSink, *, concurrency: int, retry_max_seconds: float) -> None:
         self._spool = spool
@@ -41,6 +44,7 @@ class Uploader:
         self._consecutive_failures = 0
         self._sink_retry_at = 0.0  # loop time before which no worker tries the sink again
         self._causes_logged: set[str] = set()
+        self._in_flight: set[tuple[str | None, str]] = set()  # objects being put right now
 
     def start(self) -> None:
         for number in range(self._concurrency):
@@ -72,6 +76,20 @@ class Uploader:
                 self._unexpected(ref, f"{type(error).__name__}: {error}", error)
 
     async def _upload(self, ref: Ref) -> None:
+        if self._spool.queue.superseded(ref):
+            self._spool.done(ref)  # a newer body of the same object is queued
+            return
+        target = (ref.bucket, ref.key)
+        if target in self._in_flight:  # an older body of it is being put: this one must land last
+            self._spool.queue.retry_later(ref, SAME_OBJECT_WAIT_SECONDS)
+            return
+        self._in_flight.add(target)
+        try:
+            await self._put(ref)
+        finally:
+            self._in_flight.discard(target)
+
+    async def _put(self, ref: Ref) -> None:
         delay = self._sink_retry_at - asyncio.get_running_loop().time()
         if delay > 0:
             await asyncio.sleep(delay)

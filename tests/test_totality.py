@@ -20,11 +20,13 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 from otel_s3_bridge.compression import inflate
 from otel_s3_bridge.conventions import FIELD_ORDER
-from otel_s3_bridge.decode import decode
+from otel_s3_bridge.decode import OPERATION_DETAILS_EVENT, decode
 from otel_s3_bridge.encode import encode_json
 from otel_s3_bridge.errors import InvalidRequest, PayloadTooLarge
 from otel_s3_bridge.keys import compile_template, object_key
 from otel_s3_bridge.otlp import Span, parse_json, parse_protobuf
+from otel_s3_bridge.otlp_logs import parse_logs_json, parse_logs_protobuf
+from otel_s3_bridge.prepare import completed_object
 
 settings.register_profile("ci", max_examples=600, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -288,6 +290,34 @@ def test_parse_protobuf_of_any_bytes(body):
 @given(spans())
 def test_decode_of_any_spans_gives_storable_records(group):
     assert_records_are_storable(group)
+
+
+OTLP_LOG_RECORD = st.fixed_dictionaries({}, optional={
+    "traceId": maybe(GOOD_TRACE_IDS | ID_TEXT), "spanId": maybe(GOOD_SPAN_IDS | ID_TEXT),
+    "eventName": maybe(st.sampled_from(["gen_ai.user.message", "gen_ai.choice", OPERATION_DETAILS_EVENT]) | TEXT),
+    "timeUnixNano": maybe(INTEGERS), "observedTimeUnixNano": maybe(INTEGERS),
+    "body": maybe(otlp_any_value() | _string_values()), "attributes": OTLP_ATTRIBUTES})
+OTLP_LOGS_REQUEST = st.fixed_dictionaries({"resourceLogs": maybe(st.lists(maybe(st.fixed_dictionaries({
+    "scopeLogs": maybe(st.lists(maybe(st.fixed_dictionaries({
+        "logRecords": maybe(st.lists(maybe(OTLP_LOG_RECORD), min_size=1, max_size=3))})), min_size=1, max_size=2))})),
+    min_size=1, max_size=2))})
+
+
+@given(OTLP_LOGS_REQUEST | st.binary(max_size=200).map(lambda body: {"raw": body}), spans())
+def test_logs_of_any_shape_join_any_span_into_storable_records(document, group):
+    """Parsing a logs export is total, and whatever events it yields complete any record (as the
+    join store keeps it, JSON) into a record that can be stored."""
+    body = document["raw"] if "raw" in document else _json_body(document)
+    for parse in (parse_logs_json, parse_logs_protobuf):
+        try:
+            parsed = parse(body)
+        except InvalidRequest:
+            continue
+        events = [event.as_span_event() for event in parsed.events]
+        for record in decode(group, key_name="k", transport="t", received_at_unix_nano=NOW).records:
+            stored = orjson.loads(encode_json(record))  # as the join store keeps it
+            key, stored = completed_object("k", stored, events)
+            assert key == "k" and orjson.loads(stored)["span_id"] == record["span_id"]
 
 
 @given(st.fixed_dictionaries({
