@@ -21,9 +21,8 @@ def fsync_directory(path: Path) -> None:
         os.close(fd)
 
 
-def write_atomically(path: Path, data: bytes, *, sync_directory: bool = True) -> None:
-    """`path` holds `data` once this returns, also after a crash; never a part of it. Raises OSError.
-    `sync_directory=False`: the caller fsyncs the directory once after several files."""
+def write_atomically(path: Path, data: bytes) -> None:
+    """`path` holds `data` once this returns, also after a crash; never a part of it. Raises OSError."""
     temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
         with open(temporary, "wb") as handle:
@@ -34,5 +33,4 @@ def write_atomically(path: Path, data: bytes, *, sync_directory: bool = True) ->
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
-    if sync_directory:
-        fsync_directory(path.parent)
+    fsync_directory(path.parent)

@@ -2,22 +2,24 @@
 
 OpenTelemetry's GenAI instrumentation sends a call's span (model, usage) over OTLP traces and its
 prompt and completion as GenAI event records over OTLP logs, in separate exports, in either order,
-possibly to different `--workers` processes. Both halves are kept here, under the spool's parent
-directory (shared by the workers):
+possibly to different `--workers` processes. Both halves are kept here, in `--join-dir` (by
+default the spool directory's `join/`, shared by the workers):
 
-  join/{owner}-{trace id}{span id}.span    a stored record still without prompt and completion:
-                                           its object key, bucket and body
-  join/{owner}-{trace id}{span id}.events  the GenAI events received so far for that span
+  batch-{time}-{pid}-{random}.jsonl   what one export brought, one JSON document per call:
+                                      a stored record still without prompt and completion (its
+                                      object key, bucket and body), or the GenAI events of a span
+  {owner}-{trace id}{span id}.span    a symbolic link naming where (`batch:offset:length`) that
+  {owner}-{trace id}{span id}.events  call's record, or its events so far, are
 
 `owner` is a digest of the key name that sent them: a key can only complete its own records.
 Whichever half arrives second finds the first, and the caller stores the completed record under
-the record's own key (an overwrite). Both halves are written atomically and fsynced before the
-export that brought them is acknowledged, and are kept for `--join-window-seconds` so that
-events arriving in several exports all join; then they are deleted (events that never met their
-span are counted: they belonged to no LLM call the bridge stored). The check-and-write of a pair
-is done under an exclusive `flock` on `join/.lock`, so two processes cannot both miss each other.
-Bytes on disk are bounded by `--join-max-bytes`. Blocking file I/O: call from a thread. Must not
-decode, encode or upload.
+the record's own key (an overwrite). An export's halves cost one file write and one fsync, plus a
+link per call and one directory fsync, all before the export is acknowledged. The halves wait
+`--join-window-seconds`, so that events arriving in several exports all join; then they are
+deleted (events that never met their span are counted: they belonged to no LLM call the bridge
+stored). Reading and replacing links is done under an exclusive `flock` on `.lock`, so two
+processes cannot both miss each other. Bytes on disk are bounded by `--join-max-bytes`. Blocking
+file I/O: call from a thread. Must not decode, encode or upload.
 """
 
 from __future__ import annotations
@@ -27,19 +29,23 @@ import hashlib
 import logging
 import os
 import time
+import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from .durable import fsync_directory, write_atomically
+from .durable import fsync_directory
 from .prepare import SpanHalf
 
 log = logging.getLogger("otel_s3_bridge.join")
 
-SPAN_SUFFIX, EVENTS_SUFFIX = ".span", ".events"
+SPAN_SUFFIX, EVENTS_SUFFIX, BATCH_PREFIX = ".span", ".events", "batch-"
 EXPIRE_EVERY_MAX_SECONDS = 30.0
+# A batch file outlives the links made with it by this much, so that a link read just before it
+# expires still finds its batch.
+BATCH_GRACE_SECONDS = 60.0
 
 
 class JoinFull(Exception):
@@ -60,7 +66,7 @@ class JoinStore:
         self.window_seconds = window_seconds
         self.max_bytes = max_bytes
         self.used_bytes = 0  # as of the last `expire` scan, plus what this process wrote since
-        self.expired_events = 0  # event records that never met their span (since start)
+        self.expired_events = 0  # spans whose events never met their span (since start)
         self._full_warned = False
         self._expired_at = 0.0
 
@@ -79,31 +85,78 @@ class JoinStore:
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
-    def _path(self, owner: str, pair: str, suffix: str) -> Path:
-        return self.directory / f"{owner}-{pair}{suffix}"
+    # --- halves: batch files and the links to them ------------------------------------------------------
 
-    def _write(self, path: Path, data: bytes) -> None:
-        write_atomically(path, data, sync_directory=False)
-        self.used_bytes += len(data)
+    def _write_batch(self, documents: list[bytes]) -> list[str]:
+        """One batch file holding `documents`, fsynced; the link target of each."""
+        name = f"{BATCH_PREFIX}{time.time_ns():020d}-{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl"
+        targets, offset = [], 0
+        for document in documents:
+            targets.append(f"{name}:{offset}:{len(document)}")
+            offset += len(document) + 1
+        fd = os.open(self.directory / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            pieces = [piece for document in documents for piece in (document, b"\n")]
+            written = os.writev(fd, pieces)
+            if written != offset:  # a short write: the rest, plainly
+                os.lseek(fd, 0, os.SEEK_SET)
+                os.write(fd, b"".join(pieces))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self.used_bytes += offset
+        return targets
+
+    def _link(self, owner: str, pair: str, suffix: str, target: str) -> None:
+        path = self.directory / f"{owner}-{pair}{suffix}"
+        try:
+            os.symlink(target, path)
+        except FileExistsError:  # replaced under the lock: no reader sees it missing
+            os.unlink(path)
+            os.symlink(target, path)
+
+    def _read(self, owner: str, pair: str, suffix: str) -> Any:
+        """The document a link names, or None (no link, its batch expired, or damaged)."""
+        path = self.directory / f"{owner}-{pair}{suffix}"
+        try:
+            name, offset, length = os.readlink(path).rsplit(":", 2)
+            fd = os.open(self.directory / os.path.basename(name), os.O_RDONLY)
+            try:
+                data = os.pread(fd, int(length), int(offset))
+            finally:
+                os.close(fd)
+            return orjson.loads(data)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as error:  # orjson.JSONDecodeError is a ValueError
+            log.warning("cannot read the join half %s: %s", path.name, error)
+            return None
+
+    def _room(self) -> bool:
+        if self.used_bytes < self.max_bytes:
+            return True
+        if not self._full_warned:
+            log.warning("the join store holds %d bytes (--join-max-bytes %d): records stored now cannot be "
+                        "completed by GenAI events that arrive later", self.used_bytes, self.max_bytes)
+            self._full_warned = True
+        return False
+
+    # --- the two arrivals ----------------------------------------------------------------------------------
 
     def put_spans(self, key_name: str | None, bucket: str | None,
                   halves: list[SpanHalf]) -> dict[int, list[dict[str, Any]]]:
         """Keep the span halves; for those whose events are here already, the events (by the
         half's object index), so that the caller stores the completed record at once."""
-        if not halves:
-            return {}
-        if self.used_bytes >= self.max_bytes:
-            if not self._full_warned:
-                log.warning("the join store holds %d bytes (--join-max-bytes %d): records stored now cannot be "
-                            "completed by GenAI events that arrive later", self.used_bytes, self.max_bytes)
-                self._full_warned = True
+        if not halves or not self._room():
             return {}
         owner, found = _owner(key_name), {}
+        documents = [orjson.dumps({"bucket": bucket, "key": half.key, "record": orjson.Fragment(half.document)})
+                     for half in halves]
         with self._locked():
-            for half in halves:
-                self._write(self._path(owner, half.pair, SPAN_SUFFIX),
-                            orjson.dumps({"bucket": bucket, "key": half.key, "record": orjson.Fragment(half.document)}))
-                events = self._read(self._path(owner, half.pair, EVENTS_SUFFIX))
+            targets = self._write_batch(documents)
+            for half, target in zip(halves, targets):
+                self._link(owner, half.pair, SPAN_SUFFIX, target)
+                events = self._read(owner, half.pair, EVENTS_SUFFIX)
                 if events is not None:
                     found[half.index] = events
             fsync_directory(self.directory)
@@ -119,39 +172,36 @@ class JoinStore:
             raise JoinFull(f"the join store holds {self.used_bytes} bytes (--join-max-bytes {self.max_bytes})")
         owner, completed = _owner(key_name), []
         with self._locked():
+            changed: list[tuple[str, list[dict[str, Any]]]] = []
             for pair, new_events in events.items():
-                path = self._path(owner, pair, EVENTS_SUFFIX)
-                merged = {_event_identity(event): event for event in (self._read(path) or [])}
-                before = len(merged)
+                known = self._read(owner, pair, EVENTS_SUFFIX) or []
+                merged = {_event_identity(event): event for event in known}
                 merged.update((_event_identity(event), event) for event in new_events)
-                if len(merged) != before or before == 0:
-                    self._write(path, orjson.dumps(list(merged.values())))
-                half = self._read(self._path(owner, pair, SPAN_SUFFIX))
+                all_events = list(merged.values())
+                if len(merged) != len(known) or not known:
+                    changed.append((pair, all_events))
+                half = self._read(owner, pair, SPAN_SUFFIX)
                 if half is not None:
-                    completed.append((half, list(merged.values())))
-            fsync_directory(self.directory)
+                    completed.append((half, all_events))
+            if changed:
+                targets = self._write_batch([orjson.dumps(all_events) for _, all_events in changed])
+                for (pair, _), target in zip(changed, targets):
+                    self._link(owner, pair, EVENTS_SUFFIX, target)
+                fsync_directory(self.directory)
         return completed
 
-    @staticmethod
-    def _read(path: Path) -> Any:
-        try:
-            return orjson.loads(path.read_bytes())
-        except FileNotFoundError:
-            return None
-        except (OSError, orjson.JSONDecodeError) as error:  # a damaged half joins nothing
-            log.warning("cannot read %s: %s", path.name, error)
-            return None
+    # --- expiry ---------------------------------------------------------------------------------------------
 
     def expire_if_due(self) -> int:
-        """`expire`, at most every tenth of the window (a scan lists every half held)."""
+        """`expire`, at most every tenth of the window (a scan lists every link held)."""
         now = time.time()
         if now - self._expired_at < min(EXPIRE_EVERY_MAX_SECONDS, self.window_seconds / 10):
             return 0
         return self.expire(now)
 
     def expire(self, now: float | None = None) -> int:
-        """Delete halves older than the window; recount the bytes held. Returns event files
-        deleted without having met their span."""
+        """Delete links older than the window and batch files no link can name any more; recount the
+        bytes held. Returns how many spans' events are deleted without having met their span."""
         now = time.time() if now is None else now
         self._expired_at = now
         held, unmatched = 0, 0
@@ -163,22 +213,26 @@ class JoinStore:
             log.warning("cannot list the join store %s: %s", self.directory, error)
             return 0
         names = {entry.name for entry in entries}
-        for entry in entries:
-            if not entry.name.endswith((SPAN_SUFFIX, EVENTS_SUFFIX)):
-                continue
-            try:
-                stat = entry.stat()
-            except OSError:
-                continue
-            if now - stat.st_mtime < self.window_seconds:
-                held += stat.st_size
-                continue
-            if entry.name.endswith(EVENTS_SUFFIX) and entry.name[:-len(EVENTS_SUFFIX)] + SPAN_SUFFIX not in names:
-                unmatched += 1
-            try:
-                os.unlink(entry.path)
-            except OSError:
-                held += stat.st_size
+        with self._locked():
+            for entry in entries:
+                try:
+                    stat = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                age = now - stat.st_mtime
+                if entry.name.startswith(BATCH_PREFIX):
+                    if age < self.window_seconds + min(BATCH_GRACE_SECONDS, self.window_seconds):
+                        held += stat.st_size
+                        continue
+                elif not entry.name.endswith((SPAN_SUFFIX, EVENTS_SUFFIX)) or age < self.window_seconds:
+                    continue
+                elif (entry.name.endswith(EVENTS_SUFFIX)
+                      and entry.name[:-len(EVENTS_SUFFIX)] + SPAN_SUFFIX not in names):
+                    unmatched += 1
+                try:
+                    os.unlink(entry.path)
+                except OSError:
+                    held += stat.st_size
         self.used_bytes = held
         if held < self.max_bytes:
             self._full_warned = False

@@ -268,3 +268,40 @@ def test_a_retried_stale_body_never_overwrites_the_completed_record(moto, s3, tm
     finally:
         bridge.stop()
         proxy.stop()
+
+
+def test_events_whose_span_never_comes_expire_and_free_the_store(moto, s3, tmp_path):
+    bridge = S3Bridge(moto, new_bucket(s3), tmp_path / "bridge.log", ["--join-window-seconds", "1"])
+    try:
+        trace_id, span_id = ids()
+        start = time.time_ns()
+        assert post_logs(bridge, logs_request(*message_events(trace_id, span_id, start))).status_code == 200
+        assert bridge.readiness()["join_bytes"] > 0
+        eventually(lambda: "GenAI events of 1 span(s) expired without their span" in bridge.log, 30)
+        eventually(lambda: bridge.readiness()["join_bytes"] == 0, 30)
+        assert [path.name for path in (tmp_path / "spool" / "join").iterdir()] == [".lock"]
+        assert post_spans(bridge, call_span(trace_id, span_id, start)).status_code == 200
+        bridge.wait_until_uploaded()
+        assert only_record(s3, bridge.bucket, trace_id)["prompt"] is None  # its events are gone
+    finally:
+        assert bridge.stop() == 0
+
+
+def test_a_full_join_store_asks_log_exporters_to_retry(moto, s3, tmp_path):
+    """Events of spans that never come (a flood of them, say) fill `--join-max-bytes`: further log
+    exports are told to retry (503 + Retry-After), and span exports are still stored."""
+    bridge = S3Bridge(moto, new_bucket(s3), tmp_path / "bridge.log", ["--join-max-bytes", str(1024 * 1024)])
+    try:
+        statuses = []
+        for _ in range(4):
+            trace_id, span_id = ids()
+            big = log_record(trace_id, span_id, "gen_ai.user.message", {"content": "x" * 400_000}, time.time_ns())
+            statuses.append(post_logs(bridge, logs_request(big)))
+        assert [r.status_code for r in statuses] == [200, 200, 200, 503]
+        assert "Retry-After" in statuses[-1].headers and "--join-max-bytes" in statuses[-1].json()["message"]
+        trace_id, span_id = ids()
+        assert post_spans(bridge, call_span(trace_id, span_id, time.time_ns())).status_code == 200
+        bridge.wait_until_uploaded()
+        assert only_record(s3, bridge.bucket, trace_id)["model"] == "gpt-4o-mini-2024-07-18"
+    finally:
+        assert bridge.stop() == 0
