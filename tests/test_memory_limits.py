@@ -13,6 +13,7 @@ import os
 import pathlib
 import signal
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -168,7 +169,8 @@ def test_grpc_calls_beyond_the_cap_are_told_to_retry(moto, s3, tmp_path):
             held = [channel.stream_unary(GRPC_EXPORT).future(
                 silent(), metadata=[("authorization", f"Bearer {TOKENS['sdk']}")], timeout=60) for _ in range(2)]
             refused = None
-            for _ in range(100):  # until both held calls are in the handler
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:  # until both held calls are in the handler
                 try:
                     channel.unary_unary(GRPC_EXPORT)(b"", metadata=[("authorization", f"Bearer {TOKENS['sdk']}")],
                                                      timeout=30)
