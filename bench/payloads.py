@@ -34,8 +34,15 @@ def openrouter_delivery(generation_id: str, start_unix_nano: int) -> dict:
     return delivery
 
 
-def genai_batch(batch_index: int, spans: int, start_unix_nano: int) -> dict:
-    """`spans` chat spans (GenAI semantic conventions), each its own trace, in one export request."""
+CONTENT = {"gen_ai.input.messages": '[{"role": "user", "parts": [{"type": "text", "content": "Capital of France?"}]}]',
+           "gen_ai.output.messages": '[{"role": "assistant", "finish_reason": "stop", '
+                                     '"parts": [{"type": "text", "content": "Paris."}]}]'}
+
+
+def genai_batch(batch_index: int, spans: int, start_unix_nano: int, content: bool = False) -> dict:
+    """`spans` chat spans (GenAI semantic conventions), each its own trace, in one export request.
+    Without `content` as OpenTelemetry's instrumentation sends them by default (prompt and
+    completion go as log records: each record also leaves a join half); with it, on the span."""
     out = []
     for n in range(spans):
         trace_id = hashlib.sha256(f"{batch_index}:{n}".encode()).hexdigest()[:32]
@@ -43,7 +50,8 @@ def genai_batch(batch_index: int, spans: int, start_unix_nano: int) -> dict:
                       "gen_ai.request.model": "gpt-4o-mini", "gen_ai.response.model": "gpt-4o-mini-2024-07-18",
                       "gen_ai.response.id": f"chatcmpl-{batch_index}-{n}", "gen_ai.usage.input_tokens": 120,
                       "gen_ai.usage.output_tokens": 42, "gen_ai.conversation.id": f"conv-{batch_index}",
-                      "user.id": "customer-9", "gen_ai.request.temperature": 0.2, "server.address": "api.openai.com"}
+                      "user.id": "customer-9", "gen_ai.request.temperature": 0.2, "server.address": "api.openai.com",
+                      **(CONTENT if content else {})}
         out.append({"traceId": trace_id, "spanId": trace_id[:16], "name": "chat gpt-4o-mini", "kind": 3,
                     "startTimeUnixNano": str(start_unix_nano), "endTimeUnixNano": str(start_unix_nano + 900_000_000),
                     "attributes": [{"key": k, "value": ({"intValue": str(v)} if isinstance(v, int) else
@@ -85,8 +93,8 @@ def openrouter_template(start_unix_nano: int) -> dict:
     return delivery
 
 
-def batch_template(spans: int, start_unix_nano: int) -> dict:
-    document = genai_batch(0, spans, start_unix_nano)
+def batch_template(spans: int, start_unix_nano: int, content: bool = False) -> dict:
+    document = genai_batch(0, spans, start_unix_nano, content)
     for n, span in enumerate(document["resourceSpans"][0]["scopeSpans"][0]["spans"]):
         span["traceId"] = BATCH_MARKER + f"{n + 1:016x}"
         span["spanId"] = f"{n + 1:016x}"

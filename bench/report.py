@@ -107,7 +107,10 @@ def write_report(results: dict, path: Path) -> None:
         "Receive, authenticate, decode, append to the spool with its fsync, acknowledge. Uploads are parked (the "
         "mock S3 holds every PUT after the start-up check open, so uploader workers cost nothing): this is the "
         "ingest path alone. GenAI chat spans (11 attributes each, every span its own trace, so every span becomes a "
-        "record and a spool entry); the OpenRouter rows post the deliveries of section 1 (3 spans, 1 record). "
+        "record and a spool entry) without prompt and completion, as OpenTelemetry's instrumentation sends them by "
+        "default (the content goes as log records): each record also leaves a half in the join store, one batch "
+        "file and one link per span per export; the *with content on the span* row is the same spans with two "
+        "message attributes more and no join half. The OpenRouter rows post the deliveries of section 1 (3 spans, 1 record). "
         "HTTP: wrk, 16 connections; gRPC: 2 processes × 8 concurrent grpc.aio calls. The gzip rows cycle through "
         "3,000 distinct pre-compressed bodies; the others splice distinct ids into every request.",
         "",

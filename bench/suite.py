@@ -144,7 +144,7 @@ class Stack:
 def http_script(scratch: Path, name: str, *, kind: str, spans: int = 1, encoding: str = "json",
                 compress: bool = False, pace_ms: float | None = None) -> Path:
     document = (payloads.openrouter_template(START) if kind == "openrouter"
-                else payloads.batch_template(spans, START))
+                else payloads.batch_template(spans, START, content=kind == "batch-content"))
     protobuf = encoding == "protobuf"
     body = payloads.to_protobuf(document) if protobuf else payloads.to_json(document)
     markers = payloads.MARKERS_PROTOBUF if protobuf else payloads.MARKERS_JSON
@@ -167,7 +167,7 @@ def measure_ingest(scratch: Path, label: str, *, transport: str, kind: str, span
         try:
             if transport == "grpc":
                 document = (payloads.openrouter_template(START) if kind == "openrouter"
-                            else payloads.batch_template(spans, START))
+                            else payloads.batch_template(spans, START, content=kind == "batch-content"))
                 template = payloads.to_protobuf(document)
                 target = f"127.0.0.1:{stack.grpc_port}"
                 run_grpc(target, TOKEN, template, payloads.MARKERS_PROTOBUF, seconds=1)  # warm-up
@@ -334,6 +334,7 @@ def main() -> None:
                 ("100 spans, HTTP/JSON", "json", "batch", 100, False),
                 ("1 span, HTTP/protobuf", "protobuf", "batch", 1, False),
                 ("100 spans, HTTP/protobuf", "protobuf", "batch", 100, False),
+                ("100 spans with content on the span, HTTP/protobuf", "protobuf", "batch-content", 100, False),
                 ("1 span, HTTP/protobuf+gzip", "protobuf", "batch", 1, True),
                 ("100 spans, HTTP/protobuf+gzip", "protobuf", "batch", 100, True),
                 ("1 span, gRPC", "grpc", "batch", 1, False),
