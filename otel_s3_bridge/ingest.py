@@ -18,12 +18,13 @@ events came first is stored completed at once. Must not import aiohttp or grpc.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-
-import orjson
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+
+import orjson
 
 from .auth import Principal
 from .compression import inflate
@@ -101,6 +102,9 @@ class Ingestor:
                  clock: Callable[[], int] = time.time_ns) -> None:
         self._config = config
         self._join = join
+        # Exports that keep or complete a join half store their objects one at a time, in the order
+        # their halves met: a completed body must be spooled after the body it completes.
+        self._join_order = asyncio.Lock()
         self._sink = sink
         self._spool = spool
         self._pool = pool or DecodePool(0)
@@ -143,19 +147,21 @@ class Ingestor:
             max_resource_bytes=config.max_resource_bytes, max_output_bytes=config.decoded_bytes_limit, signal=signal)
         prepared = await self._prepare(body, context, reservation)
         rejected, problems = prepared.rejected_spans, list(prepared.problems)
-        if signal == LOGS:
-            items = await self._completed_by_events(prepared, principal, reservation)
-        else:
-            items = [(key, body, principal.bucket, spans) for key, body, spans in prepared.objects]
-            await self._complete_with_known_events(prepared, principal, items)
-        if items and self._spool is not None:
-            await self._append_to_spool(items)
-        elif items:
-            refused, cause = await self._put_directly(items)
-            if refused:
-                rejected += refused
-                problems.append(f"{refused} {'log record' if signal == LOGS else 'span'}(s) could not be stored: "
-                                f"{cause}")
+        joins = signal == LOGS or bool(prepared.halves and self._join is not None)
+        async with self._join_order if joins else contextlib.nullcontext():
+            if signal == LOGS:
+                items = await self._completed_by_events(prepared, principal, reservation)
+            else:
+                items = [(key, body, principal.bucket, spans) for key, body, spans in prepared.objects]
+                await self._complete_with_known_events(prepared, principal, items)
+            if items and self._spool is not None:
+                await self._append_to_spool(items)
+            elif items:
+                refused, cause = await self._put_directly(items)
+                if refused:
+                    rejected += refused
+                    problems.append(f"{refused} {'log record' if signal == LOGS else 'span'}(s) could not be "
+                                    f"stored: {cause}")
         return ExportResult(len(items), rejected, "; ".join(problems) or None)
 
     async def _complete_with_known_events(self, prepared: PreparedExport, principal: Principal,

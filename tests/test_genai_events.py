@@ -305,3 +305,25 @@ def test_a_full_join_store_asks_log_exporters_to_retry(moto, s3, tmp_path):
         assert only_record(s3, bridge.bucket, trace_id)["model"] == "gpt-4o-mini-2024-07-18"
     finally:
         assert bridge.stop() == 0
+
+
+def test_span_and_events_sent_at_the_same_moment_store_the_completed_record(events_bridge, s3):
+    """An app's span and log processors export on their own threads: the two halves of one call
+    often arrive together. Whichever the bridge takes first, the object ends up completed."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    calls = [ids() for _ in range(40)]
+    start = time.time_ns()
+
+    def send(job):
+        (trace_id, span_id), half = job
+        if half == "span":
+            return post_spans(events_bridge, call_span(trace_id, span_id, start)).status_code
+        return post_logs(events_bridge, logs_request(*message_events(trace_id, span_id, start))).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        jobs = [(call, half) for call in calls for half in ("span", "events")]
+        assert set(pool.map(send, jobs)) == {200}
+    events_bridge.wait_until_uploaded()
+    for trace_id, _ in calls:
+        assert completed(only_record(s3, events_bridge.bucket, trace_id)), trace_id
