@@ -65,9 +65,6 @@ class Bridge:
         self._share_ports = share_ports
         self.sink = build_sink(config)
         self.spool = Spool(config.spool_dir, config.spool_max_bytes) if config.ack == "spool" else None
-        self.uploader = (Uploader(self.spool, self.sink, concurrency=config.upload_concurrency,
-                                  retry_max_seconds=config.upload_retry_max_seconds)
-                         if self.spool is not None else None)
         routes = {name: Route(prefix=prefix) for name, prefix in config.key_prefixes}
         for name, bucket in config.key_buckets:
             routes[name] = Route(prefix=routes.get(name, Route()).prefix, bucket=bucket)
@@ -78,6 +75,10 @@ class Bridge:
         self.join = JoinStore(config.join_directory, window_seconds=config.join_window_seconds,
                               max_bytes=config.join_max_bytes)
         self.ingestor = Ingestor(config, self.sink, self.spool, self.pool, self.join)
+        self.uploader = (Uploader(self.spool, self.sink, concurrency=config.upload_concurrency,
+                                  retry_max_seconds=config.upload_retry_max_seconds,
+                                  latest_body=self.ingestor.latest_body)
+                         if self.spool is not None else None)
         max_connections = connection_cap(config.max_connections, 2 if config.grpc_port else 1)
         limits = ConnectionLimits(header_timeout_seconds=config.header_timeout_seconds,
                                   keepalive_timeout_seconds=config.keepalive_timeout_seconds,

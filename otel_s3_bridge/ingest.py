@@ -23,6 +23,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 import orjson
 
@@ -45,6 +46,16 @@ log = logging.getLogger("otel_s3_bridge.ingest")
 # worst 128 KiB (the smallest spans, each its own record) holds the loop for ~25 ms. Larger exports
 # never block it.
 INLINE_MAX_BYTES = 128 * 1024
+
+
+class Item(NamedTuple):
+    """One object an export stores."""
+
+    key: str
+    body: bytes
+    bucket: str | None
+    spans: int  # how many spans (or GenAI events) it holds, for partial_success when refused
+    join: str | None = None  # the join store's name of its call, when a half is kept for it
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,7 +163,7 @@ class Ingestor:
             if signal == LOGS:
                 items = await self._completed_by_events(prepared, principal, reservation)
             else:
-                items = [(key, body, principal.bucket, spans) for key, body, spans in prepared.objects]
+                items = [Item(key, body, principal.bucket, spans) for key, body, spans in prepared.objects]
                 await self._complete_with_known_events(prepared, principal, items)
             if items and self._spool is not None:
                 await self._append_to_spool(items)
@@ -165,7 +176,7 @@ class Ingestor:
         return ExportResult(len(items), rejected, "; ".join(problems) or None)
 
     async def _complete_with_known_events(self, prepared: PreparedExport, principal: Principal,
-                                          items: list[tuple[str, bytes, str | None, int]]) -> None:
+                                          items: list[Item]) -> None:
         """Keep the halves of records that GenAI events may complete; a record whose events are
         here already is stored completed."""
         if not prepared.halves or self._join is None:
@@ -176,12 +187,13 @@ class Ingestor:
             self._report_failure(SinkError(f"cannot write the join store: {error}", retryable=True))
             raise Unavailable("cannot write the join store; retry later") from None
         for half in prepared.halves:
+            item = items[half.index]._replace(join=self._join.name(principal.name, half.pair))
             if half.index in found:
-                key, body = completed_object(half.key, orjson.loads(half.document), found[half.index])
-                items[half.index] = (key, body, principal.bucket, items[half.index][3])
+                item = item._replace(body=completed_object(half.key, orjson.loads(half.document), found[half.index])[1])
+            items[half.index] = item
 
     async def _completed_by_events(self, prepared: PreparedExport, principal: Principal,
-                                   reservation: Reservation) -> list[tuple[str, bytes, str | None, int]]:
+                                   reservation: Reservation) -> list[Item]:
         """Keep the events; the records they complete, built again, under their own keys."""
         if not prepared.events:
             return []
@@ -195,7 +207,7 @@ class Ingestor:
             self._report_failure(SinkError(f"cannot write the join store: {error}", retryable=True))
             raise Unavailable("cannot write the join store; retry later") from None
         items = []
-        for envelope, events in completed:
+        for name, envelope, events in completed:
             try:
                 key, body = completed_object(envelope["key"], envelope["record"], events)
             except (TypeError, KeyError, ValueError, AttributeError) as error:  # damaged on disk: joins nothing
@@ -203,8 +215,22 @@ class Ingestor:
                             type(error).__name__, error)
                 continue
             reservation.add(len(body))
-            items.append((key, body, envelope["bucket"], len(events)))
+            items.append(Item(key, body, envelope["bucket"], len(events), name))
         return items
+
+    async def latest_body(self, join_name: str, body: bytes) -> bytes:
+        """The body a spooled record's object must hold now: completed with every GenAI event the
+        join store has for it (another process may have received them), else `body` as spooled."""
+        if self._join is None:
+            return body
+        latest = await asyncio.to_thread(self._join.latest, join_name)
+        if latest is None:
+            return body
+        half, events = latest
+        try:
+            return completed_object(half["key"], half["record"], events)[1]
+        except (TypeError, KeyError, ValueError, AttributeError):
+            return body
 
     async def _prepare(self, body: bytes, context: ExportContext, reservation: Reservation) -> PreparedExport:
         """The export's objects, their bytes added to `reservation` (503 when they cannot be held now)."""
@@ -223,7 +249,7 @@ class Ingestor:
         reservation.shrink_to(held + prepared.output_bytes)
         return prepared
 
-    async def _put_directly(self, items: list[tuple[str, bytes, str | None, int]]) -> tuple[int, str | None]:
+    async def _put_directly(self, items: list[Item]) -> tuple[int, str | None]:
         """Put every object; (spans refused for good, a cause). Raises Unavailable when a retry helps."""
         slots = asyncio.Semaphore(self._config.upload_concurrency)
 
@@ -231,14 +257,14 @@ class Ingestor:
             async with slots:
                 await self._sink.put(key, body, JSON_CONTENT_TYPE, bucket=bucket)
 
-        outcomes = await asyncio.gather(*(put(key, body, bucket) for key, body, bucket, _ in items),
+        outcomes = await asyncio.gather(*(put(item.key, item.body, item.bucket) for item in items),
                                         return_exceptions=True)
         retryable = [o for o in outcomes if isinstance(o, BaseException) and not _permanent(o)]
         if retryable:
             self._report_failure(retryable[0])
             raise Unavailable(f"could not store {len(retryable)} of {len(outcomes)} object(s) "
                               f"({_describe(retryable[0])}); retry later")
-        refused = [(o, spans) for o, (_, _, _, spans) in zip(outcomes, items) if isinstance(o, BaseException)]
+        refused = [(o, item.spans) for o, item in zip(outcomes, items) if isinstance(o, BaseException)]
         if refused:
             self._report_failure(refused[0][0])
             return sum(spans for _, spans in refused), _describe(refused[0][0])
@@ -247,9 +273,10 @@ class Ingestor:
             self._last_failure = None
         return 0, None
 
-    async def _append_to_spool(self, items: list[tuple[str, bytes, str | None, int]]) -> None:
+    async def _append_to_spool(self, items: list[Item]) -> None:
         try:
-            await self._spool.append([(key, body, bucket) for key, body, bucket, _ in items])
+            await self._spool.append([(item.key, item.body, item.bucket) for item in items],
+                                     [item.join for item in items])
         except SpoolTooSmall as too_large:
             raise PayloadTooLarge(f"{too_large} (--spool-max-bytes); send smaller batches") from None
         except SpoolFull as full:

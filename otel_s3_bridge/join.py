@@ -12,6 +12,8 @@ default the spool directory's `join/`, shared by the workers):
   {owner}-{trace id}{span id}.events  call's record, or its events so far, are
 
 `owner` is a digest of the key name that sent them: a key can only complete its own records.
+`latest` tells an uploader what a record's object must hold now, whichever process received
+which half.
 Whichever half arrives second finds the first, and the caller stores the completed record under
 the record's own key (an overwrite). An export's halves cost one file write and one fsync, plus a
 link per call and one directory fsync, all before the export is acknowledged. The halves wait
@@ -107,17 +109,22 @@ class JoinStore:
         self.used_bytes += offset
         return targets
 
-    def _link(self, owner: str, pair: str, suffix: str, target: str) -> None:
-        path = self.directory / f"{owner}-{pair}{suffix}"
+    @staticmethod
+    def name(key_name: str | None, pair: str) -> str:
+        """The store's name of a call (trace id + span id) sent by a key."""
+        return f"{_owner(key_name)}-{pair}"
+
+    def _link(self, name: str, suffix: str, target: str) -> None:
+        path = self.directory / f"{name}{suffix}"
         try:
             os.symlink(target, path)
         except FileExistsError:  # replaced under the lock: no reader sees it missing
             os.unlink(path)
             os.symlink(target, path)
 
-    def _read(self, owner: str, pair: str, suffix: str) -> Any:
+    def _read(self, name: str, suffix: str) -> Any:
         """The document a link names, or None (no link, its batch expired, or damaged)."""
-        path = self.directory / f"{owner}-{pair}{suffix}"
+        path = self.directory / f"{name}{suffix}"
         try:
             name, offset, length = os.readlink(path).rsplit(":", 2)
             fd = os.open(self.directory / os.path.basename(name), os.O_RDONLY)
@@ -149,46 +156,56 @@ class JoinStore:
         half's object index), so that the caller stores the completed record at once."""
         if not halves or not self._room():
             return {}
-        owner, found = _owner(key_name), {}
+        found = {}
         documents = [orjson.dumps({"bucket": bucket, "key": half.key, "record": orjson.Fragment(half.document)})
                      for half in halves]
         with self._locked():
             targets = self._write_batch(documents)
             for half, target in zip(halves, targets):
-                self._link(owner, half.pair, SPAN_SUFFIX, target)
-                events = self._read(owner, half.pair, EVENTS_SUFFIX)
+                name = self.name(key_name, half.pair)
+                self._link(name, SPAN_SUFFIX, target)
+                events = self._read(name, EVENTS_SUFFIX)
                 if events is not None:
                     found[half.index] = events
             fsync_directory(self.directory)
         return found
 
-    def put_events(self, key_name: str | None,
-                   events: dict[str, list[dict[str, Any]]]) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
+    def put_events(self, key_name: str | None, events: dict[str, list[dict[str, Any]]]
+                   ) -> list[tuple[str, dict[str, Any], list[dict[str, Any]]]]:
         """Keep the events (merged with those of the same span received before); for each span whose
-        half is here, (that half, every event of its span so far). Raises JoinFull."""
+        half is here, (the call's name, that half, every event of its span so far). Raises JoinFull."""
         if not events:
             return []
         if self.used_bytes >= self.max_bytes:
             raise JoinFull(f"the join store holds {self.used_bytes} bytes (--join-max-bytes {self.max_bytes})")
-        owner, completed = _owner(key_name), []
+        completed = []
         with self._locked():
             changed: list[tuple[str, list[dict[str, Any]]]] = []
             for pair, new_events in events.items():
-                known = self._read(owner, pair, EVENTS_SUFFIX) or []
+                name = self.name(key_name, pair)
+                known = self._read(name, EVENTS_SUFFIX) or []
                 merged = {_event_identity(event): event for event in known}
                 merged.update((_event_identity(event), event) for event in new_events)
                 all_events = list(merged.values())
                 if len(merged) != len(known) or not known:
-                    changed.append((pair, all_events))
-                half = self._read(owner, pair, SPAN_SUFFIX)
+                    changed.append((name, all_events))
+                half = self._read(name, SPAN_SUFFIX)
                 if half is not None:
-                    completed.append((half, all_events))
+                    completed.append((name, half, all_events))
             if changed:
                 targets = self._write_batch([orjson.dumps(all_events) for _, all_events in changed])
-                for (pair, _), target in zip(changed, targets):
-                    self._link(owner, pair, EVENTS_SUFFIX, target)
+                for (name, _), target in zip(changed, targets):
+                    self._link(name, EVENTS_SUFFIX, target)
                 fsync_directory(self.directory)
         return completed
+
+    def latest(self, name: str) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
+        """(the stored record's half, every event so far) of a call, when both are here: what its
+        object must hold now, whichever process received which half."""
+        with self._locked():
+            events = self._read(name, EVENTS_SUFFIX)
+            half = self._read(name, SPAN_SUFFIX) if events is not None else None
+        return (half, events) if half is not None else None
 
     # --- expiry ---------------------------------------------------------------------------------------------
 

@@ -214,8 +214,9 @@ class Spool:
         elif self.pending == 0:
             self._refusing = False
 
-    async def append(self, items: list[tuple[str, bytes, str | None]]) -> None:
+    async def append(self, items: list[tuple[str, bytes, str | None]], joins: list[str | None] | None = None) -> None:
         """Make the entries (key, body, bucket) durable; return only once they are fsynced.
+        `joins`: for each entry, the join store's name of its call, if a join half is kept for it.
         Raises SpoolTooSmall (never fits), SpoolFull (not now) or OSError. Bodies are written as
         they are (no copy of them is made), however large the export."""
         now = time.time_ns()
@@ -258,9 +259,10 @@ class Spool:
             # Queued even if the fsync failed: the export is then refused and retried by the client,
             # and the entries in the file are uploaded once more under the same keys, harmlessly.
             offset = start
-            for header, (key, body, bucket) in zip(headers, items):
+            for index, (header, (key, body, bucket)) in enumerate(zip(headers, items)):
                 length = len(header) + len(body)
-                self.queue.put(Ref(segment, offset, length, key, bucket, body, now))
+                self.queue.put(Ref(segment, offset, length, key, bucket, body, now,
+                                   join=joins[index] if joins else None))
                 offset += length
 
     async def _durable(self, sequence: int) -> None:

@@ -31,6 +31,7 @@ class Ref:
     body: bytes | None  # None: read back from the segment file when it is its turn
     enqueued_unix_nano: int
     attempts: int = 0  # failed upload attempts so far
+    join: str | None = None  # the join store's name of the call whose record this is (this run only)
 
 
 class UploadQueue:

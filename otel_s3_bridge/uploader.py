@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections.abc import Awaitable, Callable
 
 from .encode import JSON_CONTENT_TYPE
 from .errors import SinkError
@@ -30,11 +31,14 @@ MAX_CAUSES_REMEMBERED = 1000
 
 
 SAME_OBJECT_WAIT_SECONDS = 0.05
+JOINED_PUTS_MAX = 4  # a record completed by events: puts until what it holds stops changing
 
 
 class Uploader:
-    def __init__(self, spool: Spool, sink: ObjectSink, *, concurrency: int, retry_max_seconds: float) -> None:
+    def __init__(self, spool: Spool, sink: ObjectSink, *, concurrency: int, retry_max_seconds: float,
+                 latest_body: Callable[[str, bytes], Awaitable[bytes]] | None = None) -> None:
         self._spool = spool
+        self._latest_body = latest_body
         self._sink = sink
         self._concurrency = concurrency
         self._retry_max = retry_max_seconds
@@ -98,8 +102,20 @@ class Uploader:
         except (OSError, DamagedEntry) as error:
             await self._unreadable(ref, str(error))
             return
+        joined = ref.join is not None and self._latest_body is not None
         try:
-            await self._sink.put(ref.key, body, JSON_CONTENT_TYPE, bucket=ref.bucket)
+            if joined:
+                # Its GenAI events may have reached another worker, which puts the completed record
+                # too: put what the join store holds now, and again if that changed meanwhile, so
+                # that whichever put lands last holds everything known before it started.
+                for attempt in range(JOINED_PUTS_MAX):
+                    latest = await self._latest_body(ref.join, body)
+                    if attempt and latest == body:
+                        break
+                    body = latest
+                    await self._sink.put(ref.key, body, JSON_CONTENT_TYPE, bucket=ref.bucket)
+            else:
+                await self._sink.put(ref.key, body, JSON_CONTENT_TYPE, bucket=ref.bucket)
         except SinkError as error:
             if error.retryable:
                 self._retry(ref, error.message)

@@ -307,23 +307,44 @@ def test_a_full_join_store_asks_log_exporters_to_retry(moto, s3, tmp_path):
         assert bridge.stop() == 0
 
 
-def test_span_and_events_sent_at_the_same_moment_store_the_completed_record(events_bridge, s3):
-    """An app's span and log processors export on their own threads: the two halves of one call
-    often arrive together. Whichever the bridge takes first, the object ends up completed."""
+def _send_both_halves_at_once(bridge: S3Bridge, calls: list[tuple[str, str]]) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
-    calls = [ids() for _ in range(40)]
     start = time.time_ns()
 
     def send(job):
         (trace_id, span_id), half = job
         if half == "span":
-            return post_spans(events_bridge, call_span(trace_id, span_id, start)).status_code
-        return post_logs(events_bridge, logs_request(*message_events(trace_id, span_id, start))).status_code
+            return post_spans(bridge, call_span(trace_id, span_id, start)).status_code
+        return post_logs(bridge, logs_request(*message_events(trace_id, span_id, start))).status_code
 
     with ThreadPoolExecutor(8) as pool:
         jobs = [(call, half) for call in calls for half in ("span", "events")]
         assert set(pool.map(send, jobs)) == {200}
+
+
+def test_span_and_events_sent_at_the_same_moment_store_the_completed_record(events_bridge, s3):
+    """An app's span and log processors export on their own threads: the two halves of one call
+    often arrive together. Whichever the bridge takes first, the object ends up completed."""
+    calls = [ids() for _ in range(40)]
+    _send_both_halves_at_once(events_bridge, calls)
     events_bridge.wait_until_uploaded()
     for trace_id, _ in calls:
         assert completed(only_record(s3, events_bridge.bucket, trace_id)), trace_id
+
+
+def test_halves_received_by_different_workers_complete_the_record(moto, s3, tmp_path):
+    """`--workers 2`: a call's span and its events often reach different processes, each with its
+    own spool and uploaders. The object still ends up completed (every upload of a record that
+    awaits events puts what the shared join store holds for it at that moment)."""
+    bridge = S3Bridge(moto, new_bucket(s3), tmp_path / "bridge.log", ["--workers", "2"])
+    try:
+        calls = [ids() for _ in range(60)]
+        _send_both_halves_at_once(bridge, calls)
+        for trace_id, _ in calls:
+            only_record(s3, bridge.bucket, trace_id, completed)
+    finally:
+        assert bridge.stop() == 0  # drains: every upload either worker was going to make is made
+    assert "drain deadline reached" not in bridge.log
+    for trace_id, _ in calls:  # and none of them put a first body back over a completed one
+        assert completed(only_record(s3, bridge.bucket, trace_id)), trace_id
