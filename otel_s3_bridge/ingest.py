@@ -223,7 +223,7 @@ class Ingestor:
         join store has for it (another process may have received them), else `body` as spooled."""
         if self._join is None:
             return body
-        latest = await asyncio.to_thread(self._join.latest, join_name)
+        latest = self._join.latest(join_name)  # a system call or three: not worth a thread
         if latest is None:
             return body
         half, events = latest

@@ -19,8 +19,8 @@ the record's own key (an overwrite). An export's halves cost one file write and 
 link per call and one directory fsync, all before the export is acknowledged. The halves wait
 `--join-window-seconds`, so that events arriving in several exports all join; then they are
 deleted (events that never met their span are counted: they belonged to no LLM call the bridge
-stored). Reading and replacing links is done under an exclusive `flock` on `.lock`, so two
-processes cannot both miss each other. Bytes on disk are bounded by `--join-max-bytes`. Blocking
+stored). Keeping a half and looking for the other is done under an exclusive `flock` on `.lock`,
+so two processes cannot both miss each other. Bytes on disk are bounded by `--join-max-bytes`. Blocking
 file I/O: call from a thread. Must not decode, encode or upload.
 """
 
@@ -38,7 +38,7 @@ from typing import Any
 
 import orjson
 
-from .durable import fsync_directory
+from .durable import fsync_directory, write_all
 from .prepare import SpanHalf
 
 log = logging.getLogger("otel_s3_bridge.join")
@@ -89,20 +89,18 @@ class JoinStore:
 
     # --- halves: batch files and the links to them ------------------------------------------------------
 
-    def _write_batch(self, documents: list[bytes]) -> list[str]:
-        """One batch file holding `documents`, fsynced; the link target of each."""
+    def _write_batch(self, documents: list[list[bytes]]) -> list[str]:
+        """One batch file holding `documents` (each given as its pieces, written as they are: no
+        copy of a record body is made), fsynced; the link target of each."""
         name = f"{BATCH_PREFIX}{time.time_ns():020d}-{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl"
         targets, offset = [], 0
-        for document in documents:
-            targets.append(f"{name}:{offset}:{len(document)}")
-            offset += len(document) + 1
+        for pieces in documents:
+            length = sum(len(piece) for piece in pieces)
+            targets.append(f"{name}:{offset}:{length}")
+            offset += length + 1
         fd = os.open(self.directory / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
-            pieces = [piece for document in documents for piece in (document, b"\n")]
-            written = os.writev(fd, pieces)
-            if written != offset:  # a short write: the rest, plainly
-                os.lseek(fd, 0, os.SEEK_SET)
-                os.write(fd, b"".join(pieces))
+            write_all(fd, [piece for pieces in documents for piece in (*pieces, b"\n")])
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -118,9 +116,10 @@ class JoinStore:
         path = self.directory / f"{name}{suffix}"
         try:
             os.symlink(target, path)
-        except FileExistsError:  # replaced under the lock: no reader sees it missing
-            os.unlink(path)
-            os.symlink(target, path)
+        except FileExistsError:  # replaced atomically: a reader without the lock sees the old or the new
+            temporary = self.directory / f".{name}{suffix}.{uuid.uuid4().hex[:8]}"
+            os.symlink(target, temporary)
+            os.replace(temporary, path)
 
     def _read(self, name: str, suffix: str) -> Any:
         """The document a link names, or None (no link, its batch expired, or damaged)."""
@@ -157,8 +156,8 @@ class JoinStore:
         if not halves or not self._room():
             return {}
         found = {}
-        documents = [orjson.dumps({"bucket": bucket, "key": half.key, "record": orjson.Fragment(half.document)})
-                     for half in halves]
+        head = b'{"bucket":' + orjson.dumps(bucket)
+        documents = [[head, b',"key":', orjson.dumps(half.key), b',"record":', half.document, b"}"] for half in halves]
         with self._locked():
             targets = self._write_batch(documents)
             for half, target in zip(halves, targets):
@@ -193,7 +192,7 @@ class JoinStore:
                 if half is not None:
                     completed.append((name, half, all_events))
             if changed:
-                targets = self._write_batch([orjson.dumps(all_events) for _, all_events in changed])
+                targets = self._write_batch([[orjson.dumps(all_events)] for _, all_events in changed])
                 for (name, _), target in zip(changed, targets):
                     self._link(name, EVENTS_SUFFIX, target)
                 fsync_directory(self.directory)
@@ -201,10 +200,13 @@ class JoinStore:
 
     def latest(self, name: str) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
         """(the stored record's half, every event so far) of a call, when both are here: what its
-        object must hold now, whichever process received which half."""
-        with self._locked():
-            events = self._read(name, EVENTS_SUFFIX)
-            half = self._read(name, SPAN_SUFFIX) if events is not None else None
+        object must hold now, whichever process received which half. Takes no lock (links are
+        replaced atomically) and costs one system call when the call has no events: uploaders ask
+        it before and after every put of a record awaiting events."""
+        if not os.path.lexists(self.directory / f"{name}{EVENTS_SUFFIX}"):
+            return None
+        events = self._read(name, EVENTS_SUFFIX)
+        half = self._read(name, SPAN_SUFFIX) if events is not None else None
         return (half, events) if half is not None else None
 
     # --- expiry ---------------------------------------------------------------------------------------------
@@ -241,7 +243,9 @@ class JoinStore:
                     if age < self.window_seconds + min(BATCH_GRACE_SECONDS, self.window_seconds):
                         held += stat.st_size
                         continue
-                elif not entry.name.endswith((SPAN_SUFFIX, EVENTS_SUFFIX)) or age < self.window_seconds:
+                elif not entry.name.endswith((SPAN_SUFFIX, EVENTS_SUFFIX)) and not entry.name.startswith("."):
+                    continue
+                elif age < self.window_seconds or entry.name == ".lock":
                     continue
                 elif (entry.name.endswith(EVENTS_SUFFIX)
                       and entry.name[:-len(EVENTS_SUFFIX)] + SPAN_SUFFIX not in names):

@@ -31,7 +31,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from .durable import fsync_directory, write_atomically
+from .durable import fsync_directory, write_all, write_atomically
 from .spool_format import (DONE_RECORD, SEGMENT_SUFFIX, DamagedEntry, decode_entry, done_path, encode_entry,
                            entry_header, read_done, read_entries)
 from .spool_queue import Ref, UploadQueue
@@ -237,9 +237,9 @@ class Spool:
             segment, start, fd = self._active, self._active.size, self._fd
             try:
                 if total > THREAD_WRITE_BYTES:
-                    await asyncio.to_thread(_write_all, fd, pieces)
+                    await asyncio.to_thread(write_all, fd, pieces)
                 else:
-                    _write_all(fd, pieces)
+                    write_all(fd, pieces)
             except OSError as exc:
                 os.ftruncate(fd, start)  # leave no half entry behind
                 if exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -420,22 +420,6 @@ def _headers(items: list[tuple[str, bytes, str | None]], now: int) -> list[bytes
     return [entry_header(key, body, now, bucket) for key, body, bucket in items]
 
 
-IOV_BATCH = 512  # buffers per writev call (the system allows at least 1024)
-
-
-def _write_all(fd: int, pieces: list[bytes]) -> None:
-    """Write every piece, in order, with as few system calls as the system allows."""
-    views = [memoryview(piece) for piece in pieces if piece]
-    index = 0
-    while index < len(views):
-        written = os.writev(fd, views[index:index + IOV_BATCH])
-        while written:
-            if written >= len(views[index]):
-                written -= len(views[index])
-                index += 1
-            else:
-                views[index] = views[index][written:]
-                written = 0
 
 
 def _link_durably(source: Path, target: Path) -> None:
