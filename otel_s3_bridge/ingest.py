@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import time
 from collections.abc import Callable
@@ -32,7 +33,7 @@ from .compression import inflate
 from .config import BridgeConfig
 from .decode_pool import DecodePool
 from .encode import JSON_CONTENT_TYPE
-from .errors import PayloadTooLarge, SinkError, Unavailable
+from .errors import InvalidRequest, PayloadTooLarge, SinkError, Unavailable
 from .join import JoinFull, JoinStore
 from .prepare import LOGS, TRACES, ExportContext, PreparedExport, completed_object, prepare_export
 from .sink import ObjectSink
@@ -46,6 +47,8 @@ log = logging.getLogger("otel_s3_bridge.ingest")
 # worst 128 KiB (the smallest spans, each its own record) holds the loop for ~25 ms. Larger exports
 # never block it.
 INLINE_MAX_BYTES = 128 * 1024
+# Join store failures a retry can get past (space freed, a disk that recovers); others are refused.
+RETRYABLE_DISK_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.ENOMEM})
 
 
 class Item(NamedTuple):
@@ -184,8 +187,8 @@ class Ingestor:
         try:
             found = await asyncio.to_thread(self._join.put_spans, principal.name, principal.bucket, prepared.halves)
         except OSError as error:
-            self._report_failure(SinkError(f"cannot write the join store: {error}", retryable=True))
-            raise Unavailable("cannot write the join store; retry later") from None
+            self._join_failed(error)
+            return  # the records are stored as they are; their events will find nothing to complete
         for half in prepared.halves:
             item = items[half.index]._replace(join=self._join.name(principal.name, half.pair))
             if half.index in found:
@@ -204,8 +207,8 @@ class Ingestor:
         except JoinFull as full:
             raise Unavailable(f"{full}; retry later") from None
         except OSError as error:
-            self._report_failure(SinkError(f"cannot write the join store: {error}", retryable=True))
-            raise Unavailable("cannot write the join store; retry later") from None
+            self._join_failed(error)
+            raise InvalidRequest(f"the GenAI events cannot be kept ({error.strerror}); see the bridge's log") from None
         items = []
         for name, envelope, events in completed:
             try:
@@ -284,6 +287,14 @@ class Ingestor:
         except OSError as error:
             self._report_failure(SinkError(f"cannot write the spool: {error}", retryable=True))
             raise Unavailable("cannot write the spool; retry later") from None
+
+    def _join_failed(self, error: OSError) -> None:
+        """A full or failing disk is told to retry (503); any other failure would fail again, so
+        the export goes on (spans) or is refused for good (events) rather than be retried forever."""
+        if error.errno in RETRYABLE_DISK_ERRORS:
+            self._report_failure(SinkError(f"cannot write the join store: {error}", retryable=True))
+            raise Unavailable("cannot write the join store; retry later") from None
+        log.error("cannot write the join store (%s): records are stored without their GenAI events", error)
 
     def _report_failure(self, failure: BaseException) -> None:
         description = _describe(failure)

@@ -348,3 +348,22 @@ def test_halves_received_by_different_workers_complete_the_record(moto, s3, tmp_
     assert "drain deadline reached" not in bridge.log
     for trace_id, _ in calls:  # and none of them put a first body back over a completed one
         assert completed(only_record(s3, bridge.bucket, trace_id)), trace_id
+
+
+def test_a_join_store_that_cannot_be_written_never_makes_clients_retry_forever(moto, s3, tmp_path):
+    """A failure a retry cannot fix (here `--join-dir` is a file): spans are still stored (200),
+    event logs are refused for good (400), neither is answered 503 over and over."""
+    in_the_way = tmp_path / "not-a-directory"
+    in_the_way.write_text("a file")
+    bridge = S3Bridge(moto, new_bucket(s3), tmp_path / "bridge.log", ["--join-dir", str(in_the_way)])
+    try:
+        trace_id, span_id = ids()
+        start = time.time_ns()
+        assert post_spans(bridge, call_span(trace_id, span_id, start)).status_code == 200
+        refused = post_logs(bridge, logs_request(*message_events(trace_id, span_id, start)))
+        assert refused.status_code == 400 and "cannot be kept" in refused.json()["message"]
+        bridge.wait_until_uploaded()
+        assert only_record(s3, bridge.bucket, trace_id)["model"] == "gpt-4o-mini-2024-07-18"
+        assert "cannot write the join store" in bridge.log
+    finally:
+        assert bridge.stop() == 0
