@@ -18,7 +18,6 @@ events came first is stored completed at once. Must not import aiohttp or grpc.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import logging
 import time
@@ -116,8 +115,8 @@ class Ingestor:
                  clock: Callable[[], int] = time.time_ns) -> None:
         self._config = config
         self._join = join
-        # Exports that keep or complete a join half store their objects one at a time, in the order
-        # their halves met: a completed body must be spooled after the body it completes.
+        # Exports that keep or complete a join half write their entries to the spool one at a time,
+        # in the order their halves met: a completed body must be queued after the body it completes.
         self._join_order = asyncio.Lock()
         self._sink = sink
         self._spool = spool
@@ -162,14 +161,15 @@ class Ingestor:
         prepared = await self._prepare(body, context, reservation)
         rejected, problems = prepared.rejected_spans, list(prepared.problems)
         joins = signal == LOGS or bool(prepared.halves and self._join is not None)
-        async with self._join_order if joins else contextlib.nullcontext():
+        in_order = _HeldUntilWritten(self._join_order if joins else None)
+        async with in_order:
             if signal == LOGS:
                 items = await self._completed_by_events(prepared, principal, reservation)
             else:
                 items = [Item(key, body, principal.bucket, spans) for key, body, spans in prepared.objects]
                 await self._complete_with_known_events(prepared, principal, items)
             if items and self._spool is not None:
-                await self._append_to_spool(items)
+                await self._append_to_spool(items, on_written=in_order.release)
             elif items:
                 refused, cause = await self._put_directly(items)
                 if refused:
@@ -276,10 +276,10 @@ class Ingestor:
             self._last_failure = None
         return 0, None
 
-    async def _append_to_spool(self, items: list[Item]) -> None:
+    async def _append_to_spool(self, items: list[Item], on_written: Callable[[], None] | None = None) -> None:
         try:
             await self._spool.append([(item.key, item.body, item.bucket) for item in items],
-                                     [item.join for item in items])
+                                     [item.join for item in items], on_written)
         except SpoolTooSmall as too_large:
             raise PayloadTooLarge(f"{too_large} (--spool-max-bytes); send smaller batches") from None
         except SpoolFull as full:
@@ -303,6 +303,29 @@ class Ingestor:
             self._last_failure = description
         if not isinstance(failure, SinkError):
             log.error("unexpected failure while storing objects", exc_info=failure)
+
+
+class _HeldUntilWritten:
+    """Holds `lock` (when given) from entering until `release` (the export's entries are written
+    to the spool, in order; their fsync is shared with other exports) or until leaving."""
+
+    def __init__(self, lock: asyncio.Lock | None) -> None:
+        self._lock = lock
+        self._held = False
+
+    async def __aenter__(self) -> _HeldUntilWritten:
+        if self._lock is not None:
+            await self._lock.acquire()
+            self._held = True
+        return self
+
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            self._lock.release()
+
+    async def __aexit__(self, *exc_info) -> None:
+        self.release()
 
 
 def _permanent(failure: BaseException) -> bool:

@@ -19,8 +19,8 @@ the record's own key (an overwrite). An export's halves cost one file write and 
 link per call and one directory fsync, all before the export is acknowledged. The halves wait
 `--join-window-seconds`, so that events arriving in several exports all join; then they are
 deleted (events that never met their span are counted: they belonged to no LLM call the bridge
-stored). Keeping a half and looking for the other is done under an exclusive `flock` on `.lock`,
-so two processes cannot both miss each other. Bytes on disk are bounded by `--join-max-bytes`. Blocking
+stored). Keeping a half and looking for the other is done under an exclusive `flock` on the
+directory, so two processes cannot both miss each other. Bytes on disk are bounded by `--join-max-bytes`. Blocking
 file I/O: call from a thread. Must not decode, encode or upload.
 """
 
@@ -38,7 +38,7 @@ from typing import Any
 
 import orjson
 
-from .durable import fsync_directory, write_all
+from .durable import write_all
 from .prepare import SpanHalf
 
 log = logging.getLogger("otel_s3_bridge.join")
@@ -71,6 +71,7 @@ class JoinStore:
         self.expired_events = 0  # spans whose events never met their span (since start)
         self._full_warned = False
         self._expired_at = 0.0
+        self._path_prefix = f"{self.directory}{os.sep}"
 
     def open(self) -> None:
         """Count what an earlier run left (the directory is made when a first half is kept)."""
@@ -78,18 +79,21 @@ class JoinStore:
             self.expire()
 
     @contextmanager
-    def _locked(self):
-        self.directory.mkdir(parents=True, exist_ok=True)
-        with open(self.directory / ".lock", "a+b") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+    def _opened(self, *, locked: bool = True):
+        """A descriptor of the directory (every file operation is relative to it: no path walks),
+        holding the store's exclusive `flock` unless `locked` is False."""
+        os.makedirs(self.directory, exist_ok=True)
+        fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            if locked:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            yield fd
+        finally:
+            os.close(fd)  # and with it the lock
 
     # --- halves: batch files and the links to them ------------------------------------------------------
 
-    def _write_batch(self, documents: list[list[bytes]]) -> list[str]:
+    def _write_batch(self, directory: int, documents: list[list[bytes]]) -> list[str]:
         """One batch file holding `documents` (each given as its pieces, written as they are: no
         copy of a record body is made), fsynced; the link target of each."""
         name = f"{BATCH_PREFIX}{time.time_ns():020d}-{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl"
@@ -98,7 +102,7 @@ class JoinStore:
             length = sum(len(piece) for piece in pieces)
             targets.append(f"{name}:{offset}:{length}")
             offset += length + 1
-        fd = os.open(self.directory / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644, dir_fd=directory)
         try:
             write_all(fd, [piece for pieces in documents for piece in (*pieces, b"\n")])
             os.fsync(fd)
@@ -112,21 +116,21 @@ class JoinStore:
         """The store's name of a call (trace id + span id) sent by a key."""
         return f"{_owner(key_name)}-{pair}"
 
-    def _link(self, name: str, suffix: str, target: str) -> None:
-        path = self.directory / f"{name}{suffix}"
+    @staticmethod
+    def _link(directory: int, link: str, target: str) -> None:
         try:
-            os.symlink(target, path)
+            os.symlink(target, link, dir_fd=directory)
         except FileExistsError:  # replaced atomically: a reader without the lock sees the old or the new
-            temporary = self.directory / f".{name}{suffix}.{uuid.uuid4().hex[:8]}"
-            os.symlink(target, temporary)
-            os.replace(temporary, path)
+            temporary = f".{link}.{uuid.uuid4().hex[:8]}"
+            os.symlink(target, temporary, dir_fd=directory)
+            os.replace(temporary, link, src_dir_fd=directory, dst_dir_fd=directory)
 
-    def _read(self, name: str, suffix: str) -> Any:
+    @staticmethod
+    def _read(directory: int, link: str) -> Any:
         """The document a link names, or None (no link, its batch expired, or damaged)."""
-        path = self.directory / f"{name}{suffix}"
         try:
-            name, offset, length = os.readlink(path).rsplit(":", 2)
-            fd = os.open(self.directory / os.path.basename(name), os.O_RDONLY)
+            batch, offset, length = os.readlink(link, dir_fd=directory).rsplit(":", 2)
+            fd = os.open(os.path.basename(batch), os.O_RDONLY, dir_fd=directory)
             try:
                 data = os.pread(fd, int(length), int(offset))
             finally:
@@ -135,7 +139,7 @@ class JoinStore:
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as error:  # orjson.JSONDecodeError is a ValueError
-            log.warning("cannot read the join half %s: %s", path.name, error)
+            log.warning("cannot read the join half %s: %s", link, error)
             return None
 
     def _room(self) -> bool:
@@ -156,17 +160,17 @@ class JoinStore:
         if not halves or not self._room():
             return {}
         found = {}
+        owner = _owner(key_name)
         head = b'{"bucket":' + orjson.dumps(bucket)
         documents = [[head, b',"key":', orjson.dumps(half.key), b',"record":', half.document, b"}"] for half in halves]
-        with self._locked():
-            targets = self._write_batch(documents)
+        with self._opened() as directory:
+            targets = self._write_batch(directory, documents)
             for half, target in zip(halves, targets):
-                name = self.name(key_name, half.pair)
-                self._link(name, SPAN_SUFFIX, target)
-                events = self._read(name, EVENTS_SUFFIX)
+                self._link(directory, f"{owner}-{half.pair}{SPAN_SUFFIX}", target)
+                events = self._read(directory, f"{owner}-{half.pair}{EVENTS_SUFFIX}")
                 if events is not None:
                     found[half.index] = events
-            fsync_directory(self.directory)
+            os.fsync(directory)
         return found
 
     def put_events(self, key_name: str | None, events: dict[str, list[dict[str, Any]]]
@@ -178,24 +182,25 @@ class JoinStore:
         if self.used_bytes >= self.max_bytes:
             raise JoinFull(f"the join store holds {self.used_bytes} bytes (--join-max-bytes {self.max_bytes})")
         completed = []
-        with self._locked():
+        owner = _owner(key_name)
+        with self._opened() as directory:
             changed: list[tuple[str, list[dict[str, Any]]]] = []
             for pair, new_events in events.items():
-                name = self.name(key_name, pair)
-                known = self._read(name, EVENTS_SUFFIX) or []
+                name = f"{owner}-{pair}"
+                known = self._read(directory, name + EVENTS_SUFFIX) or []
                 merged = {_event_identity(event): event for event in known}
                 merged.update((_event_identity(event), event) for event in new_events)
                 all_events = list(merged.values())
                 if len(merged) != len(known) or not known:
                     changed.append((name, all_events))
-                half = self._read(name, SPAN_SUFFIX)
+                half = self._read(directory, name + SPAN_SUFFIX)
                 if half is not None:
                     completed.append((name, half, all_events))
             if changed:
-                targets = self._write_batch([[orjson.dumps(all_events)] for _, all_events in changed])
+                targets = self._write_batch(directory, [[orjson.dumps(all_events)] for _, all_events in changed])
                 for (name, _), target in zip(changed, targets):
-                    self._link(name, EVENTS_SUFFIX, target)
-                fsync_directory(self.directory)
+                    self._link(directory, name + EVENTS_SUFFIX, target)
+                os.fsync(directory)
         return completed
 
     def latest(self, name: str) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
@@ -203,10 +208,11 @@ class JoinStore:
         object must hold now, whichever process received which half. Takes no lock (links are
         replaced atomically) and costs one system call when the call has no events: uploaders ask
         it before and after every put of a record awaiting events."""
-        if not os.path.lexists(self.directory / f"{name}{EVENTS_SUFFIX}"):
+        if not os.path.lexists(f"{self._path_prefix}{name}{EVENTS_SUFFIX}"):
             return None
-        events = self._read(name, EVENTS_SUFFIX)
-        half = self._read(name, SPAN_SUFFIX) if events is not None else None
+        with self._opened(locked=False) as directory:
+            events = self._read(directory, name + EVENTS_SUFFIX)
+            half = self._read(directory, name + SPAN_SUFFIX) if events is not None else None
         return (half, events) if half is not None else None
 
     # --- expiry ---------------------------------------------------------------------------------------------
@@ -232,7 +238,7 @@ class JoinStore:
             log.warning("cannot list the join store %s: %s", self.directory, error)
             return 0
         names = {entry.name for entry in entries}
-        with self._locked():
+        with self._opened():
             for entry in entries:
                 try:
                     stat = entry.stat(follow_symlinks=False)
@@ -245,7 +251,7 @@ class JoinStore:
                         continue
                 elif not entry.name.endswith((SPAN_SUFFIX, EVENTS_SUFFIX)) and not entry.name.startswith("."):
                     continue
-                elif age < self.window_seconds or entry.name == ".lock":
+                elif age < self.window_seconds:
                     continue
                 elif (entry.name.endswith(EVENTS_SUFFIX)
                       and entry.name[:-len(EVENTS_SUFFIX)] + SPAN_SUFFIX not in names):

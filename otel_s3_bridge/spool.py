@@ -28,6 +28,7 @@ import os
 import shutil
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -214,9 +215,11 @@ class Spool:
         elif self.pending == 0:
             self._refusing = False
 
-    async def append(self, items: list[tuple[str, bytes, str | None]], joins: list[str | None] | None = None) -> None:
+    async def append(self, items: list[tuple[str, bytes, str | None]], joins: list[str | None] | None = None,
+                     on_written: Callable[[], None] | None = None) -> None:
         """Make the entries (key, body, bucket) durable; return only once they are fsynced.
         `joins`: for each entry, the join store's name of its call, if a join half is kept for it.
+        `on_written`: called once the entries are written in order, before the fsync is awaited.
         Raises SpoolTooSmall (never fits), SpoolFull (not now) or OSError. Bodies are written as
         they are (no copy of them is made), however large the export."""
         now = time.time_ns()
@@ -253,6 +256,8 @@ class Spool:
             self._idle.clear()
             self._written += 1
             sequence = self._written
+            if on_written is not None:
+                on_written()
         try:
             await self._durable(sequence)
         finally:
