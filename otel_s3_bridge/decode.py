@@ -154,9 +154,11 @@ def _ancestors(span: Span, by_id: dict[str, Span]) -> Iterable[str]:
         parent = by_id[parent].parent_span_id
 
 
-def iter_calls(spans: Iterable[Span], result: DecodeResult,
-               non_llm_spans: str = NON_LLM_DROP) -> Iterator[tuple[Span, list[Span]]]:
-    """Each record's span and its observations, one at a time; counts go into `result`."""
+def iter_records(spans: Iterable[Span], result: DecodeResult, *, key_name: str | None, transport: str,
+                 received_at_unix_nano: int, non_llm_spans: str = NON_LLM_DROP) -> Iterator[dict[str, Any]]:
+    """The records of `spans`, one at a time (so that a caller can encode each and let it go);
+    counts go into `result`."""
+    received_at = rfc3339(received_at_unix_nano)
     groups: dict[str, list[Span]] = {}
     for span in spans:
         if span.name == CONNECTION_TEST_SPAN:
@@ -180,15 +182,8 @@ def iter_calls(spans: Iterable[Span], result: DecodeResult,
                 owner = next((a for a in _ancestors(span, by_id) if a in record_ids), record_spans[0].span_id)
                 observations[owner].append(span)
         for span in record_spans:
-            yield span, observations[span.span_id]
-
-
-def iter_records(spans: Iterable[Span], result: DecodeResult, *, key_name: str | None, transport: str,
-                 received_at_unix_nano: int, non_llm_spans: str = NON_LLM_DROP) -> Iterator[dict[str, Any]]:
-    """The records of `spans`, one at a time (so that a caller can encode each and let it go)."""
-    received_at = rfc3339(received_at_unix_nano)
-    for span, observations in iter_calls(spans, result, non_llm_spans):
-        yield build_record(span, observations, key_name=key_name, transport=transport, received_at=received_at)
+            yield build_record(span, observations[span.span_id], key_name=key_name, transport=transport,
+                               received_at=received_at)
 
 
 def decode(spans: Iterable[Span], *, key_name: str | None, transport: str, received_at_unix_nano: int,

@@ -27,6 +27,10 @@ from google.protobuf.any_pb2 import Any as AnyMessage
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+    ExportLogsPartialSuccess,
+    ExportLogsServiceResponse,
+)
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTracePartialSuccess,
     ExportTraceServiceRequest,
@@ -480,17 +484,23 @@ def parse(body: bytes, encoding: str, *, max_resource_bytes: int = MAX_RESOURCE_
 # Responses
 
 
-def encode_response(rejected_spans: int, message: str | None, encoding: str) -> bytes:
-    """`ExportTraceServiceResponse`; partial_success only when something was rejected or warned."""
+# (response message, partial-success message, its count field, that field in OTLP/JSON)
+_RESPONSES = {False: (ExportTraceServiceResponse, ExportTracePartialSuccess, "rejected_spans", "rejectedSpans"),
+              True: (ExportLogsServiceResponse, ExportLogsPartialSuccess, "rejected_log_records",
+                     "rejectedLogRecords")}
+
+
+def encode_response(rejected: int, message: str | None, encoding: str, *, logs: bool = False) -> bytes:
+    """`ExportTraceServiceResponse` (or `ExportLogsServiceResponse`); partial_success only when
+    something was rejected or warned."""
+    response_class, partial_class, count_field, json_field = _RESPONSES[logs]
     if encoding == JSON:
-        if not rejected_spans and not message:
+        if not rejected and not message:
             return b"{}"
-        return orjson.dumps({"partialSuccess": {"rejectedSpans": str(rejected_spans),
-                                                "errorMessage": message or ""}})
-    response = ExportTraceServiceResponse()
-    if rejected_spans or message:
-        response.partial_success.CopyFrom(
-            ExportTracePartialSuccess(rejected_spans=rejected_spans, error_message=message or ""))
+        return orjson.dumps({"partialSuccess": {json_field: str(rejected), "errorMessage": message or ""}})
+    response = response_class()
+    if rejected or message:
+        response.partial_success.CopyFrom(partial_class(**{count_field: rejected}, error_message=message or ""))
     return response.SerializeToString()
 
 

@@ -1,5 +1,5 @@
 """OTLP logs export requests in (JSON and protobuf): the GenAI event records an LLM call's span is
-completed with, and the `ExportLogsServiceResponse` out.
+completed with (the response is `otlp.encode_response(..., logs=True)`).
 
 Only what joins a record is kept: log records that name a GenAI event (`event_name`, or the older
 `event.name` attribute, starting `gen_ai.`) and carry the trace and span id of their call. Every
@@ -14,11 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
-    ExportLogsPartialSuccess,
     ExportLogsServiceRequest,
-    ExportLogsServiceResponse,
 )
 
 from .otlp import (
@@ -143,16 +140,3 @@ def parse_logs_protobuf(body: bytes) -> ParsedLogs:
 
 def parse_logs(body: bytes, encoding: str) -> ParsedLogs:
     return parse_logs_json(body) if encoding == JSON else parse_logs_protobuf(body)
-
-
-def encode_logs_response(rejected: int, message: str | None, encoding: str) -> bytes:
-    """`ExportLogsServiceResponse`; partial_success only when something was rejected or warned."""
-    if encoding == JSON:
-        if not rejected and not message:
-            return b"{}"
-        return orjson.dumps({"partialSuccess": {"rejectedLogRecords": str(rejected), "errorMessage": message or ""}})
-    response = ExportLogsServiceResponse()
-    if rejected or message:
-        response.partial_success.CopyFrom(ExportLogsPartialSuccess(rejected_log_records=rejected,
-                                                                   error_message=message or ""))
-    return response.SerializeToString()

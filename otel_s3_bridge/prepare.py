@@ -20,14 +20,7 @@ from typing import Any
 
 from . import otlp
 from .compression import inflate
-from .decode import (
-    DecodeResult,
-    awaits_events,
-    build_record,
-    complete_record,
-    iter_calls,
-    rfc3339,
-)
+from .decode import DecodeResult, awaits_events, complete_record, iter_records
 from .encode import encode_json
 from .errors import PayloadTooLarge
 from .keys import KeyTemplate, object_key
@@ -85,20 +78,19 @@ def prepare_export(body: bytes, context: ExportContext) -> PreparedExport:
     objects: list[tuple[str, bytes, int]] = []
     halves: list[SpanHalf] = []
     output_bytes = 0
-    received_at = rfc3339(context.received_at_unix_nano)
-    for span, observations in iter_calls(parsed.spans, decoded, context.non_llm_spans):
-        record = build_record(span, observations, key_name=context.key_name, transport=context.transport,
-                              received_at=received_at)
+    for record in iter_records(parsed.spans, decoded, key_name=context.key_name, transport=context.transport,
+                               received_at_unix_nano=context.received_at_unix_nano,
+                               non_llm_spans=context.non_llm_spans):
         key = object_key(context.template, record, prefix=context.prefix,
                          fallback_unix_nano=context.received_at_unix_nano)
         encoded = encode_json(record)
         output_bytes += len(encoded) + len(key)
         if awaits_events(record):
-            halves.append(SpanHalf(len(objects), span.trace_id + span.span_id, key, encoded))
+            halves.append(SpanHalf(len(objects), record["otel_trace_id"] + record["span_id"], key, encoded))
         if output_bytes > context.max_output_bytes:
             raise PayloadTooLarge(f"the records decoded from this export exceed {context.max_output_bytes} bytes "
                                   "(--max-inflight-bytes); send smaller batches")
-        objects.append((key, encoded, 1 + len(observations)))
+        objects.append((key, encoded, 1 + len(record["observations"])))
     problems = []
     if parsed.first_problem is not None:
         problems.append(f"{parsed.rejected_spans} span(s) rejected; first problem: {parsed.first_problem}")

@@ -24,7 +24,6 @@ from .auth import Authenticator
 from .errors import BridgeError, Unavailable
 from .ingest import Ingestor
 from .logs import Tally
-from .otlp_logs import encode_logs_response
 from .prepare import LOGS, TRACES
 
 log = logging.getLogger("otel_s3_bridge.grpc")
@@ -113,9 +112,7 @@ class GrpcReceiver:
             reservation.release()
             if counted:
                 self._calls -= 1
-        if signal == LOGS:
-            return encode_logs_response(result.rejected_spans, result.message, otlp.PROTOBUF)
-        return otlp.encode_response(result.rejected_spans, result.message, otlp.PROTOBUF)
+        return otlp.encode_response(result.rejected_spans, result.message, otlp.PROTOBUF, logs=signal == LOGS)
 
     async def _read_message(self, context: grpc.aio.ServicerContext) -> bytes:
         try:

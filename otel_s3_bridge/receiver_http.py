@@ -25,7 +25,6 @@ from .errors import BridgeError, MethodNotAllowed, PayloadTooLarge, Unavailable,
 from .http_connections import ConnectionLimits, GuardedServer
 from .ingest import Ingestor, Reservation
 from .logs import Tally
-from .otlp_logs import encode_logs_response
 from .prepare import LOGS, TRACES
 
 log = logging.getLogger("otel_s3_bridge.http")
@@ -134,8 +133,8 @@ class HttpReceiver:
             return self._error_response(Unavailable("internal error; retry later"), encoding)
         finally:
             reservation.release()
-        encode = encode_logs_response if signal == LOGS else otlp.encode_response
-        return web.Response(body=encode(result.rejected_spans, result.message, encoding),
+        return web.Response(body=otlp.encode_response(result.rejected_spans, result.message, encoding,
+                                                      logs=signal == LOGS),
                             content_type=otlp.CONTENT_TYPES[encoding])
 
     async def _read_body(self, request: web.BaseRequest, reservation: Reservation) -> bytes:
