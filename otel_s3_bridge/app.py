@@ -1,12 +1,14 @@
 """The composition root: builds every part from the config and owns start and stop order.
 
-Start: sink check -> spool open and replay -> uploaders -> decode processes -> gRPC -> HTTP.
+Start: sink check -> spool open and replay -> uploaders -> decode processes -> gRPC -> HTTP ->
+metrics (TLS files are read before the receivers, and re-read when they change).
 With the spool, a sink that cannot be reached yet (retryable) does not stop start-up: exports go
 to the spool and a background check reports when the sink answers. A permanent failure (bucket
 missing, access denied) does. Stop: refuse new exports -> HTTP and gRPC finish in-flight exports
 -> decode processes end -> uploaders drain the spool until the deadline -> the rest stays on
-disk -> sink closes. Connection caps are fitted to the process's file-descriptor limit.
-The only module that wires concrete classes together; it must not parse payloads.
+disk -> sink closes -> metrics stop (a scrape during the drain still answers). Connection caps
+are fitted to the process's file-descriptor limit. The only module that wires concrete classes
+together; it must not parse payloads.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import resource
+import time
 
-from . import logs
+from . import logs, metrics
 from .auth import Authenticator, Route
 from .config import BridgeConfig
 from .decode_pool import DecodePool
@@ -23,10 +26,12 @@ from .errors import SinkError
 from .http_connections import ConnectionLimits
 from .ingest import Ingestor
 from .join import JoinStore
+from .metrics_server import MetricsServer
 from .receiver_grpc import GrpcReceiver
 from .receiver_http import STOP_GRACE_SECONDS, HttpReceiver
-from .sink import build_sink
+from .sink import MeteredSink, build_sink
 from .spool import Spool
+from .tls import TlsFiles
 from .uploader import Uploader
 
 log = logging.getLogger("otel_s3_bridge")
@@ -63,7 +68,7 @@ class Bridge:
     def __init__(self, config: BridgeConfig, *, share_ports: bool = False) -> None:
         self.config = config
         self._share_ports = share_ports
-        self.sink = build_sink(config)
+        self.sink = MeteredSink(build_sink(config))
         self.spool = Spool(config.spool_dir, config.spool_max_bytes) if config.ack == "spool" else None
         routes = {name: Route(prefix=prefix) for name, prefix in config.key_prefixes}
         for name, bucket in config.key_buckets:
@@ -91,6 +96,8 @@ class Bridge:
                                   body_timeout_seconds=config.body_timeout_seconds,
                                   keepalive_timeout_seconds=config.keepalive_timeout_seconds)
                      if config.grpc_port else None)
+        self.metrics = MetricsServer(self.publish_state, limits) if config.metrics_port else None
+        self.tls: TlsFiles | None = None
         self._sink_verified = False
         self._maintenance: asyncio.Task | None = None
 
@@ -116,9 +123,17 @@ class Bridge:
                 self.uploader.start()
             self._maintenance = asyncio.create_task(self._maintain())
             await self.pool.start()
+            config = self.config
+            if config.tls:
+                self.tls = TlsFiles(config.tls_cert_file, config.tls_key_file, config.tls_client_ca_file)
             if self.grpc is not None:
-                await self.grpc.start(self.config.host, self.config.grpc_port, share_port=self._share_ports)
-            await self.http.start(self.config.host, self.config.http_port, share_port=self._share_ports)
+                await self.grpc.start(config.host, config.grpc_port, share_port=self._share_ports,
+                                      credentials=self.tls.grpc_credentials() if self.tls else None)
+            await self.http.start(config.host, config.http_port, share_port=self._share_ports,
+                                  ssl_context=self.tls.ssl_context if self.tls else None)
+            self.publish_state()  # before the ready line: a scrape after it sees this process's state
+            if self.metrics is not None:
+                await self.metrics.start(config.metrics_address, config.metrics_port)
         except BaseException:
             await self.stop(drain_seconds=0)
             raise
@@ -129,6 +144,9 @@ class Bridge:
             await asyncio.sleep(MAINTENANCE_SECONDS)
             logs.flush_due()
             self.authenticator.reload_if_changed()
+            if self.tls is not None:
+                self.tls.reload_if_changed()
+            self.publish_state()
             unmatched = await asyncio.to_thread(self.join.expire_if_due)
             if unmatched:
                 log.info("join store: GenAI events of %d span(s) expired without their span (a span that was not "
@@ -151,6 +169,19 @@ class Bridge:
             self._sink_verified = True
             log.info("%s answers now (%s); uploading the spool", self.sink.description, "; ".join(verified))
 
+    def publish_state(self) -> None:
+        """Set the state gauges (spool, memory, join store) from what the parts hold now."""
+        spool = self.spool
+        if spool is None:
+            metrics.set_state(inflight_bytes=self.ingestor.inflight.current, join_bytes=self.join.used_bytes)
+            return
+        oldest = spool.queue.oldest_enqueued_unix_nano()
+        metrics.set_state(
+            inflight_bytes=self.ingestor.inflight.current, join_bytes=self.join.used_bytes,
+            spool_entries=spool.pending, spool_bytes=spool.used_bytes, spool_max_bytes=spool.max_bytes,
+            spool_oldest_age_seconds=max(time.time_ns() - oldest, 0) / 1e9 if oldest is not None else 0.0,
+            quarantined_entries=spool.quarantined_files)
+
     async def stop(self, drain_seconds: float) -> None:
         self.ingestor.accepting = False
         await asyncio.gather(self.http.stop(), self.grpc.stop(STOP_GRACE_SECONDS) if self.grpc else asyncio.sleep(0))
@@ -166,3 +197,5 @@ class Bridge:
             await self.uploader.stop()
             await self.spool.close()
         await self.sink.aclose()
+        if self.metrics is not None:
+            await self.metrics.stop()

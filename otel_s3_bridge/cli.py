@@ -78,7 +78,8 @@ def _parser() -> argparse.ArgumentParser:
 def _setup_logging(config: BridgeConfig) -> None:
     index = worker_index()
     logs.setup(config.log_level, f" worker-{index}" if index is not None else "",
-               secrets=[token.token for token in config.tokens])
+               secrets=[token.token for token in config.tokens], log_format=config.log_format,
+               fields={"worker": index} if index is not None else None)
 
 
 def _load(args: argparse.Namespace) -> BridgeConfig | None:
@@ -95,9 +96,14 @@ def _load(args: argparse.Namespace) -> BridgeConfig | None:
 
 
 def _ready_message(config: BridgeConfig) -> str:
-    listening = f"OTLP/HTTP on http://{config.host}:{config.http_port}/v1/traces"
+    scheme = "https" if config.tls else "http"
+    listening = f"OTLP/HTTP on {scheme}://{config.host}:{config.http_port}/v1/traces"
     if config.grpc_port:
-        listening += f", OTLP/gRPC on {config.host}:{config.grpc_port}"
+        listening += f", OTLP/gRPC{' over TLS' if config.tls else ''} on {config.host}:{config.grpc_port}"
+    if config.tls_client_ca_file:
+        listening += " (client certificates required)"
+    if config.metrics_port:
+        listening += f", metrics on http://{config.metrics_address}:{config.metrics_port}/metrics"
     delivery = (f"acknowledging once fsynced in the spool {config.spool_dir}" if config.ack == "spool"
                 else "acknowledging once uploaded")
     names = [token.name for token in config.tokens]

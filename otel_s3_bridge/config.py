@@ -232,11 +232,31 @@ class BridgeConfig:
                                       metavar="BYTES")
     workers: int = _option(1, "processes sharing the ports (SO_REUSEPORT), each with its own spool "
                               "directory <spool-dir>/worker-<n>", _integer(1, 64), metavar="N")
+    tls_cert_file: str | None = _option(
+        None, "PEM certificate (chain) to serve HTTPS and gRPC over TLS with; re-read when it changes",
+        _optional_path, metavar="FILE")
+    tls_key_file: str | None = _option(None, "PEM private key of --tls-cert-file", _optional_path, metavar="FILE")
+    tls_client_ca_file: str | None = _option(
+        None, "PEM CA certificates clients must present a certificate from (mutual TLS)", _optional_path,
+        metavar="FILE")
+    metrics_port: int = _option(9464, "Prometheus metrics port (GET /metrics); 0 disables it", _integer(0, 65535))
+    metrics_host: str | None = _option(None, "bind address of the metrics port (default: --host)", _optional_text)
     log_level: str = _option("info", "debug, info, warning or error", _choice("debug", "info", "warning", "error"))
+    log_format: str = _option("text", "text, or json: one JSON object per line", _choice("text", "json"))
 
     def for_worker(self, index: int) -> BridgeConfig:
-        """The configuration of worker `index` of `--workers N`: its own spool directory."""
-        return replace(self, spool_dir=str(Path(self.spool_dir) / f"worker-{index}"), join_dir=self.join_directory)
+        """The configuration of worker `index` of `--workers N`: its own spool directory; worker 0
+        serves the metrics of all."""
+        return replace(self, spool_dir=str(Path(self.spool_dir) / f"worker-{index}"), join_dir=self.join_directory,
+                       metrics_port=self.metrics_port if index == 0 else 0)
+
+    @property
+    def metrics_address(self) -> str:
+        return self.metrics_host or self.host
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert_file is not None
 
     @property
     def join_directory(self) -> str:
@@ -342,11 +362,28 @@ def load_config(flags: Mapping[str, Any], env: Mapping[str, str] = os.environ) -
         problems.append(
             f"--host: {config.host!r} is not a loopback address and no --token is set; "
             "the bridge accepts unauthenticated traffic only on loopback (add --token NAME=TOKEN)")
+    problems.extend(_tls_problems(config))
+    if config.metrics_port and config.metrics_port in (config.http_port, config.grpc_port) \
+            and config.metrics_address == config.host:
+        problems.append(f"--metrics-port: {config.metrics_port} is also a receiver's port; choose another, or 0")
     if config.endpoint_url and not config.uses_s3:
         problems.append("--endpoint-url: set --bucket too (without a bucket the bridge writes to a local directory)")
     if problems:
         raise ConfigError(problems)
     return config
+
+
+def _tls_problems(config: BridgeConfig) -> list[str]:
+    problems = []
+    if bool(config.tls_cert_file) != bool(config.tls_key_file):
+        problems.append("--tls-cert-file and --tls-key-file: set both, or neither")
+    if config.tls_client_ca_file and not config.tls_cert_file:
+        problems.append("--tls-client-ca-file: set --tls-cert-file and --tls-key-file too (mutual TLS needs TLS)")
+    for flag, path in (("--tls-cert-file", config.tls_cert_file), ("--tls-key-file", config.tls_key_file),
+                       ("--tls-client-ca-file", config.tls_client_ca_file)):
+        if path and not os.access(path, os.R_OK):
+            problems.append(f"{flag}: cannot read {path}")
+    return problems
 
 
 def _key_problems(config: BridgeConfig) -> list[str]:

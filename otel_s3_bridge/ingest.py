@@ -27,6 +27,7 @@ from typing import NamedTuple
 
 import orjson
 
+from . import metrics
 from .auth import Principal
 from .compression import inflate
 from .config import BridgeConfig
@@ -176,6 +177,12 @@ class Ingestor:
                     rejected += refused
                     problems.append(f"{refused} {'log record' if signal == LOGS else 'span'}(s) could not be "
                                     f"stored: {cause}")
+                    if signal == TRACES:
+                        metrics.count_refused_spans(refused)
+        if signal == LOGS:
+            metrics.count_logs_export(transport, prepared.received, prepared.rejections)
+        else:
+            metrics.count_trace_export(transport, prepared.received, prepared.rejections, prepared.usage)
         return ExportResult(len(items), rejected, "; ".join(problems) or None)
 
     async def _complete_with_known_events(self, prepared: PreparedExport, principal: Principal,

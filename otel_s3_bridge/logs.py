@@ -5,6 +5,8 @@
   (aiohttp echoes raw header lines in its parser errors, for instance).
 - `Tally` turns refusals (unauthenticated, malformed, over a limit) into at most one line per
   interval with counts by reason, so that traffic from the internet cannot amplify into log volume.
+- `JsonFormatter` (`--log-format json`) writes one JSON object per line: `time`, `level`,
+  `logger`, `message`, and the record's structured fields (`extra=`, the worker, an exception).
 - `quiet_exception_handler` keeps the event loop's own reports of running out of file
   descriptors (accept() failing) to one line per interval, without tracebacks.
 Must not decide what is refused; only how it is told.
@@ -13,6 +15,7 @@ Must not decide what is refused; only how it is told.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import errno
 import logging
 import re
@@ -22,6 +25,8 @@ import weakref
 from collections import Counter
 from collections.abc import Iterable
 from typing import Any
+
+import orjson
 
 REDACTED = "<redacted>"
 # `Bearer <value>` / `Basic <value>`, and whatever follows `Authorization:` up to the end of the
@@ -58,12 +63,47 @@ class Redactor(logging.Filter):
         return True
 
 
-def setup(level: str, prefix: str = "", secrets: Iterable[str] = ()) -> None:
-    """Log to stderr, lines starting with time, level and `prefix`; every line redacted."""
+# Attributes every LogRecord has: anything else on a record came from `extra=` and is a field.
+_STANDARD_ATTRIBUTES = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line. Runs after `Redactor`, which has already redacted the message and
+    the traceback; field values from `extra=` are redacted here."""
+
+    def __init__(self, fields: dict[str, Any] | None = None, secrets: Iterable[str] = ()) -> None:
+        super().__init__()
+        self._fields = fields or {}
+        self._secrets = tuple(secrets)
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.datetime.fromtimestamp(record.created, datetime.UTC).isoformat(timespec="milliseconds")
+                    .replace("+00:00", "Z"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+            **self._fields,
+        }
+        for name, value in record.__dict__.items():
+            if name not in _STANDARD_ATTRIBUTES and not name.startswith("_"):
+                entry[name] = value if isinstance(value, (int, float, bool)) or value is None \
+                    else _redact_text(str(value), self._secrets)
+        if record.exc_text:
+            entry["exception"] = record.exc_text
+        return orjson.dumps(entry, default=str).decode()
+
+
+def setup(level: str, prefix: str = "", secrets: Iterable[str] = (), log_format: str = "text",
+          fields: dict[str, Any] | None = None) -> None:
+    """Log to stderr, every line redacted: text lines starting with time, level and `prefix`, or
+    JSON objects with `fields` in each."""
     if hasattr(sys.stderr, "reconfigure"):
         sys.stderr.reconfigure(errors="backslashreplace")  # an undecodable byte must not break a line
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)s{prefix} %(name)s: %(message)s"))
+    secrets = tuple(secrets)
+    handler.setFormatter(JsonFormatter(fields, secrets) if log_format == "json"
+                         else logging.Formatter(f"%(asctime)s %(levelname)s{prefix} %(name)s: %(message)s"))
     handler.addFilter(Redactor(secrets))
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -27,6 +27,9 @@ from .keys import KeyTemplate, object_key
 from .otlp_logs import parse_logs
 
 TRACES, LOGS = "traces", "logs"
+# What the stored records of an export used, for metrics:
+# (source, model, provider, status) -> [calls, input, output, cached and reasoning tokens, cost].
+Usage = dict[tuple[str, str | None, str | None, str | None], list]
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +67,23 @@ class PreparedExport:
     problems: list[str]
     halves: list[SpanHalf] = field(default_factory=list)
     events: dict[str, list[dict]] = field(default_factory=dict)  # logs: pair -> its GenAI events
+    received: int = 0  # spans (log records) in the export
+    rejections: dict[str, int] = field(default_factory=dict)  # of `rejected_spans`, by reason
+    usage: Usage = field(default_factory=dict)
+
+
+def _add_usage(usage: Usage, record: dict[str, Any]) -> None:
+    tally = usage.get(key := (record["source"], record["model"], record["provider"], record["status"]))
+    if tally is None:
+        tally = usage[key] = [0, 0, 0, 0, 0, 0.0]
+    tally[0] += 1
+    for index, name in enumerate(("input_tokens", "output_tokens", "cached_tokens", "reasoning_tokens"), start=1):
+        value = record[name]
+        if type(value) is int:
+            tally[index] += value
+    cost = record["cost"]
+    if isinstance(cost, (int, float)) and cost == cost and cost >= 0:
+        tally[5] += cost
 
 
 def prepare_export(body: bytes, context: ExportContext) -> PreparedExport:
@@ -77,6 +97,7 @@ def prepare_export(body: bytes, context: ExportContext) -> PreparedExport:
     decoded = DecodeResult()
     objects: list[tuple[str, bytes, int]] = []
     halves: list[SpanHalf] = []
+    usage: Usage = {}
     output_bytes = 0
     for record in iter_records(parsed.spans, decoded, key_name=context.key_name, transport=context.transport,
                                received_at_unix_nano=context.received_at_unix_nano,
@@ -91,6 +112,7 @@ def prepare_export(body: bytes, context: ExportContext) -> PreparedExport:
             raise PayloadTooLarge(f"the records decoded from this export exceed {context.max_output_bytes} bytes "
                                   "(--max-inflight-bytes); send smaller batches")
         objects.append((key, encoded, 1 + len(record["observations"])))
+        _add_usage(usage, record)
     problems = []
     if parsed.first_problem is not None:
         problems.append(f"{parsed.rejected_spans} span(s) rejected; first problem: {parsed.first_problem}")
@@ -99,7 +121,8 @@ def prepare_export(body: bytes, context: ExportContext) -> PreparedExport:
         problems.append(f"{decoded.dropped_spans} span(s) of traces without an LLM call dropped "
                         "(--non-llm-spans drop)")
     return PreparedExport(objects, len(body), output_bytes, parsed.rejected_spans + decoded.dropped_spans, problems,
-                          halves)
+                          halves, received=len(parsed.spans) + parsed.rejected_spans,
+                          rejections={"invalid": parsed.rejected_spans, "non_llm": decoded.dropped_spans}, usage=usage)
 
 
 def _prepare_logs(body: bytes, context: ExportContext) -> PreparedExport:
@@ -113,7 +136,9 @@ def _prepare_logs(body: bytes, context: ExportContext) -> PreparedExport:
     if parsed.ignored:
         problems.append(f"{parsed.ignored} log record(s) that are not GenAI events of a span dropped "
                         "(the bridge stores LLM calls)")
-    return PreparedExport([], len(body), len(body), parsed.rejected + parsed.ignored, problems, events=events)
+    return PreparedExport([], len(body), len(body), parsed.rejected + parsed.ignored, problems, events=events,
+                          received=len(parsed.events) + parsed.rejected + parsed.ignored,
+                          rejections={"invalid": parsed.rejected, "not_genai": parsed.ignored})
 
 
 def completed_object(key: str, record: dict[str, Any], events: list[dict[str, Any]]) -> tuple[str, bytes]:

@@ -19,7 +19,7 @@ import logging
 
 import grpc
 
-from . import otlp
+from . import metrics, otlp
 from .auth import Authenticator
 from .errors import BridgeError, Unavailable
 from .ingest import Ingestor
@@ -53,7 +53,8 @@ class GrpcReceiver:
         self._server: grpc.aio.Server | None = None
         self.refusals = Tally(log, "refused gRPC exports")
 
-    async def start(self, host: str, port: int, *, share_port: bool = False) -> None:
+    async def start(self, host: str, port: int, *, share_port: bool = False,
+                    credentials: grpc.ServerCredentials | None = None) -> None:
         # SO_REUSEPORT only for `--workers N`: otherwise a second process on the same port must
         # fail loudly, not share it.
         server = grpc.aio.server(options=[
@@ -75,7 +76,10 @@ class GrpcReceiver:
             if hasattr(server, "add_registered_method_handlers"):  # grpcio >= 1.62: no per-call lookup
                 server.add_registered_method_handlers(service, handlers)
         try:
-            server.add_insecure_port(grpc_address(host, port))
+            if credentials is None:
+                server.add_insecure_port(grpc_address(host, port))
+            else:
+                server.add_secure_port(grpc_address(host, port), credentials)
         except RuntimeError as exc:
             raise OSError(f"cannot listen for gRPC on {grpc_address(host, port)}: {exc}") from None
         await server.start()
@@ -104,14 +108,17 @@ class GrpcReceiver:
                                                  max_request_bytes=self._limit, signal=signal)
         except BridgeError as error:
             self.refusals.add(f"{error.grpc_code.name} {type(error).__name__}")
+            metrics.count_request("grpc", signal, error.grpc_code.name)
             await self._abort(context, error)
         except Exception:  # never INTERNAL/UNKNOWN for what a retry could fix
             log.exception("unexpected error while handling a gRPC export")
+            metrics.count_request("grpc", signal, Unavailable.grpc_code.name)
             await self._abort(context, Unavailable("internal error; retry later"))
         finally:
             reservation.release()
             if counted:
                 self._calls -= 1
+        metrics.count_request("grpc", signal, "OK")
         return otlp.encode_response(result.rejected_spans, result.message, otlp.PROTOBUF, logs=signal == LOGS)
 
     async def _read_message(self, context: grpc.aio.ServicerContext) -> bytes:

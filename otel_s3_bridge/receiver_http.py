@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 
 from aiohttp import web
 
-from . import otlp
+from . import metrics, otlp
 from .auth import Authenticator
 from .compression import check_coding
 from .errors import BridgeError, MethodNotAllowed, PayloadTooLarge, Unavailable, UnsupportedMediaType
@@ -31,7 +32,8 @@ log = logging.getLogger("otel_s3_bridge.http")
 
 TRACES_PATH = "/v1/traces"
 # Langfuse's exporter posts to {LANGFUSE_BASE_URL}/api/public/otel/v1/traces: one URL to switch.
-EXPORT_PATHS = {TRACES_PATH: TRACES, "/api/public/otel/v1/traces": TRACES, "/v1/logs": LOGS}
+# OpenRouter posts to the configured URL verbatim, so `https://host/` works as well.
+EXPORT_PATHS = {TRACES_PATH: TRACES, "/api/public/otel/v1/traces": TRACES, "/": TRACES, "/v1/logs": LOGS}
 STOP_GRACE_SECONDS = 10.0
 LISTEN_BACKLOG = 1024
 MEDIA_TYPES = {
@@ -67,8 +69,9 @@ class HttpReceiver:
         self._runner: web.ServerRunner | None = None
         self.refusals = Tally(log, "refused exports")
 
-    async def start(self, host: str, port: int, *, share_port: bool = False) -> None:
-        """`share_port`: SO_REUSEPORT, for `--workers N` processes on one port."""
+    async def start(self, host: str, port: int, *, share_port: bool = False,
+                    ssl_context: ssl.SSLContext | None = None) -> None:
+        """`share_port`: SO_REUSEPORT, for `--workers N` processes on one port; `ssl_context`: HTTPS."""
         # auto_decompress=False: aiohttp would inflate without a size bound; `compression` is bounded.
         server = GuardedServer(self.handle, self._limits, access_log=None, auto_decompress=False)
         self._runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=STOP_GRACE_SECONDS)
@@ -76,7 +79,8 @@ class HttpReceiver:
         # asyncio accepts up to `backlog` connections at once, each a descriptor before the cap can
         # close another: never more than the cap, or a burst runs the process out of descriptors.
         backlog = min(self._limits.max_connections, LISTEN_BACKLOG)
-        await web.TCPSite(self._runner, host, port, reuse_port=share_port or None, backlog=backlog).start()
+        await HandshakeTimedSite(self._runner, host, port, reuse_port=share_port or None, backlog=backlog,
+                                 ssl_context=ssl_context, handshake_timeout=self._limits.header_timeout_seconds).start()
 
     async def stop(self) -> None:
         if self._runner is not None:
@@ -93,8 +97,8 @@ class HttpReceiver:
                 return web.json_response({"status": "ok"})
             if request.path == "/readyz":
                 return self.handle_ready()
-            return self._error_response(NotFound(f"no such path; OTLP traces go to {TRACES_PATH}, GenAI event "
-                                                 "logs to /v1/logs"), otlp.JSON)
+            return self._error_response(NotFound(f"no such path; OTLP traces go to {TRACES_PATH} (or /), GenAI "
+                                                 "event logs to /v1/logs"), otlp.JSON)
         finally:
             connection.request_finished()
 
@@ -125,14 +129,17 @@ class HttpReceiver:
                 transport=f"http/{encoding}", max_request_bytes=self._limit, signal=signal)
         except BridgeError as error:
             self.refusals.add(f"{error.http_status} {type(error).__name__}")
+            metrics.count_request(f"http/{encoding}", signal, error.http_status)
             return self._error_response(error, encoding, close=not request.content.is_eof())
         except ConnectionError:
             raise  # the client went away mid-request: aiohttp drops the connection quietly
         except Exception:  # a bug must not turn into a 500, which OTLP clients never retry
             log.exception("unexpected error while handling an export")
+            metrics.count_request(f"http/{encoding}", signal, Unavailable.http_status)
             return self._error_response(Unavailable("internal error; retry later"), encoding)
         finally:
             reservation.release()
+        metrics.count_request(f"http/{encoding}", signal, 200)
         return web.Response(body=otlp.encode_response(result.rejected_spans, result.message, encoding,
                                                       logs=signal == LOGS),
                             content_type=otlp.CONTENT_TYPES[encoding])
@@ -170,3 +177,21 @@ class HttpReceiver:
         if close:  # the body was not read: close rather than read and discard it
             response.force_close()
         return response
+
+
+class HandshakeTimedSite(web.TCPSite):
+    """aiohttp's TCP site with a bound on the TLS handshake (asyncio's default is 60 s): a client
+    that opens connections and never finishes the handshake holds each for the header timeout."""
+
+    def __init__(self, *args, handshake_timeout: float, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._handshake_timeout = handshake_timeout
+
+    async def start(self) -> None:
+        if self._ssl_context is None:
+            return await super().start()
+        await web.BaseSite.start(self)
+        self._server = await asyncio.get_running_loop().create_server(
+            self._runner.server, self._host, self._port, ssl=self._ssl_context, backlog=self._backlog,
+            reuse_address=self._reuse_address, reuse_port=self._reuse_port,
+            ssl_handshake_timeout=self._handshake_timeout)

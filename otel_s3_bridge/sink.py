@@ -5,9 +5,12 @@ Only `sink_s3` imports aiobotocore; nothing outside the sink modules knows how o
 
 from __future__ import annotations
 
+import time
 from typing import Protocol
 
+from . import metrics
 from .config import BridgeConfig
+from .errors import SinkError
 
 
 class ObjectSink(Protocol):
@@ -26,6 +29,27 @@ class ObjectSink(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+class MeteredSink:
+    """The sink it wraps, with every `put` timed and counted in the metrics."""
+
+    def __init__(self, sink: ObjectSink) -> None:
+        self._sink = sink
+        self.description = sink.description
+        self.open, self.check, self.aclose = sink.open, sink.check, sink.aclose
+
+    async def put(self, key: str, body: bytes, content_type: str, *, bucket: str | None = None) -> None:
+        started = time.perf_counter()
+        try:
+            await self._sink.put(key, body, content_type, bucket=bucket)
+        except SinkError as error:
+            metrics.observe_put(time.perf_counter() - started, error.retryable)
+            raise
+        except Exception:
+            metrics.observe_put(time.perf_counter() - started, True)
+            raise
+        metrics.observe_put(time.perf_counter() - started, None)
 
 
 def build_sink(config: BridgeConfig) -> ObjectSink:

@@ -126,6 +126,7 @@ class Spool:
         self._idle = asyncio.Event()
         self._idle.set()
         self.quarantined_total = 0
+        self.quarantined_files = 0  # files in the quarantine: one per refused entry, or an unreadable segment
         self.syncs_total = 0
         self._reasons_logged: set[str] = set()
         self._linked_unreadable: set[Path] = set()
@@ -154,7 +155,9 @@ class Spool:
         """Queue the entries of segment files this run did not write: an earlier run's, or ones
         `spool retry` moved back from quarantine. Returns how many entries were queued."""
         adopted = 0
-        self._quarantine_bytes = sum(path.stat().st_size for path in _segment_files(self.quarantine_dir))
+        quarantined = _segment_files(self.quarantine_dir)
+        self._quarantine_bytes = sum(path.stat().st_size for path in quarantined)
+        self.quarantined_files = len(quarantined)
         for path in sorted(self.segments_dir.glob("*" + SEGMENT_SUFFIX)):
             if path in self._segments:
                 continue  # this run's own (registered before its file was created)
@@ -373,6 +376,7 @@ class Spool:
         name = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}{SEGMENT_SUFFIX}"
         await asyncio.to_thread(write_atomically, self.quarantine_dir / name, entry)
         self._quarantine_bytes += len(entry)
+        self.quarantined_files += 1
         self._note_reason(reason)
         self.quarantined_total += 1
         self.done(ref)
@@ -386,6 +390,7 @@ class Spool:
             await asyncio.to_thread(_link_durably, segment.path, target)
             self._linked_unreadable.add(segment.path)
             self._quarantine_bytes += segment.size
+            self.quarantined_files += 1
         self._note_reason(reason)
         self.quarantined_total += 1
         self.done(ref)
@@ -423,8 +428,6 @@ class Spool:
 
 def _headers(items: list[tuple[str, bytes, str | None]], now: int) -> list[bytes]:
     return [entry_header(key, body, now, bucket) for key, body, bucket in items]
-
-
 
 
 def _link_durably(source: Path, target: Path) -> None:

@@ -32,6 +32,7 @@ class Ref:
     enqueued_unix_nano: int
     attempts: int = 0  # failed upload attempts so far
     join: str | None = None  # the join store's name of the call whose record this is (this run only)
+    finished: bool = False  # uploaded, quarantined or superseded
 
 
 class UploadQueue:
@@ -43,12 +44,16 @@ class UploadQueue:
         self._body_cache_limit = body_cache_bytes
         self.cached_bytes = 0
         self._newest: dict[tuple[str | None, str], Ref] = {}  # (bucket, key) -> its newest entry
+        self._arrival: collections.deque[Ref] = collections.deque()  # every entry, first put first
+        self._unfinished = 0
 
     def __len__(self) -> int:
         return len(self._ready) + len(self._delayed)
 
     def put(self, ref: Ref) -> None:
         self._newest[(ref.bucket, ref.key)] = ref
+        self._arrival.append(ref)
+        self._unfinished += 1
         if ref.body is not None:
             if self.cached_bytes + len(ref.body) > self._body_cache_limit:
                 ref.body = None
@@ -69,8 +74,19 @@ class UploadQueue:
     def forget(self, ref: Ref) -> None:
         """The entry is done: let go of its body and of it."""
         self.forget_body(ref)
+        ref.finished = True
+        self._unfinished -= 1
+        if len(self._arrival) > 2 * self._unfinished + 1024:  # finished ones behind a stuck first one
+            self._arrival = collections.deque(other for other in self._arrival if not other.finished)
         if self._newest.get((ref.bucket, ref.key)) is ref:
             del self._newest[(ref.bucket, ref.key)]
+
+    def oldest_enqueued_unix_nano(self) -> int | None:
+        """When the first-queued entry not yet finished was spooled (None: nothing waits)."""
+        arrival = self._arrival
+        while arrival and arrival[0].finished:
+            arrival.popleft()
+        return arrival[0].enqueued_unix_nano if arrival else None
 
     def forget_body(self, ref: Ref) -> None:
         if ref.body is not None:

@@ -1,18 +1,22 @@
 """`--workers N`: runs N bridge processes that share the ports (SO_REUSEPORT), each with its own
 spool directory; forwards SIGTERM/SIGINT to them and restarts one that dies after start-up.
-Must not touch data: every worker is a complete bridge.
+Workers write their metrics to one fresh directory (`<spool-dir>/metrics`), which worker 0 serves
+summed; a worker's live gauges are dropped when it ends. Must not touch data: every worker is a
+complete bridge.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
 
+from . import metrics
 from .config import BridgeConfig
 from .spool_commands import adopt_orphan_spools
 
@@ -33,10 +37,13 @@ def supervise(config: BridgeConfig, argv: Sequence[str]) -> int:
         log.info("moved %d spool file(s) left by a former configuration into worker-0's spool", moved)
     stopping = {"signals": 0}
     children: dict[int, tuple[subprocess.Popen, float]] = {}
+    metrics_dir = os.path.join(config.spool_dir, "metrics")
+    shutil.rmtree(metrics_dir, ignore_errors=True)  # counters start from zero with the supervisor
+    os.makedirs(metrics_dir, exist_ok=True)
 
     def spawn(index: int) -> None:
         process = subprocess.Popen([sys.executable, "-m", "otel_s3_bridge", *argv],
-                                   env={**os.environ, WORKER_ENV: str(index)})
+                                   env={**os.environ, WORKER_ENV: str(index), metrics.MULTIPROCESS_ENV: metrics_dir})
         children[index] = (process, time.monotonic())
 
     def forward(signum: int, _frame: object) -> None:
@@ -59,6 +66,7 @@ def supervise(config: BridgeConfig, argv: Sequence[str]) -> int:
             continue
         process, started = children.pop(index)
         process.returncode = os.waitstatus_to_exitcode(code)
+        metrics.forget_process(pid, metrics_dir)
         if stopping["signals"]:
             status = max(status, process.returncode)
             continue

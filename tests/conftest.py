@@ -18,6 +18,7 @@ import boto3
 import orjson
 import pytest
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CAPTURES = ROOT / "tests" / "data" / "openrouter-captures"
@@ -71,6 +72,36 @@ def eventually(condition, timeout: float = 30.0, message=lambda: "condition not 
     while not condition():
         assert time.monotonic() < deadline, message()
         time.sleep(interval)
+
+
+PROXY = pathlib.Path(__file__).with_name("faulty_s3_proxy.py")
+
+
+class Proxy:
+    """The fault-injecting proxy in front of moto; `port` may be reserved before it is started."""
+
+    def __init__(self, upstream: str, port: int | None = None) -> None:
+        self.upstream = upstream
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen | None = None
+
+    def start(self, *faults: str) -> Proxy:
+        self.process = subprocess.Popen([sys.executable, str(PROXY), "--port", str(self.port),
+                                         "--upstream", self.upstream, *faults],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_port(self.port, self.process)
+        return self
+
+    def counters(self) -> dict:
+        return requests.get(f"{self.url}/__faults__", timeout=10).json()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+        self.process = None
+
 
 
 class MotoServer:
@@ -139,12 +170,13 @@ class BridgeProcess:
                  env: dict[str, str] | None = None, grpc: bool = True, descriptors: int | None = None) -> None:
         self.http_port = free_port()
         self.grpc_port = free_port() if grpc else 0
+        self.metrics_port = free_port()
         self.url = f"http://127.0.0.1:{self.http_port}/v1/traces"
         self.grpc_target = f"127.0.0.1:{self.grpc_port}"
         self.log_path = log_path
         BRIDGE_LOGS.append(log_path)
         command = [sys.executable, "-m", "otel_s3_bridge", "serve", "--http-port", str(self.http_port),
-                   "--grpc-port", str(self.grpc_port), *args]
+                   "--grpc-port", str(self.grpc_port), "--metrics-port", str(self.metrics_port), *args]
         with open(log_path, "wb") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=cwd,
                                             env={**os.environ, **(env or {})},
@@ -157,6 +189,12 @@ class BridgeProcess:
     @property
     def log(self) -> str:
         return self.log_path.read_text()
+
+    def metrics(self) -> dict[tuple[str, tuple], float]:
+        """One scrape of /metrics: {(sample name, sorted labels): value}, parsed by prometheus-client."""
+        text = requests.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10).text
+        return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+                for family in text_string_to_metric_families(text) for sample in family.samples}
 
     def readiness(self) -> dict:
         return requests.get(f"http://127.0.0.1:{self.http_port}/readyz", timeout=10).json()

@@ -271,3 +271,23 @@ def test_decode_reports_rejected_spans(tmp_path):
     result = run_cli("decode", str(path))
     assert result.returncode == 0 and result.stdout == ""
     assert "1 span(s) rejected" in result.stderr and "traceId" in result.stderr
+
+
+def test_json_logs_are_one_object_per_line_without_tokens(moto, s3, tmp_path):
+    bridge = S3Bridge(moto, new_bucket(s3), tmp_path / "bridge.log", ["--log-format", "json", "--workers", "2"])
+    try:
+        assert bridge.post(capture_lines("codex.ndjson")[1]).status_code == 200
+        wrong = bridge.post(b"{}", headers={"Authorization": f"Bearer {TOKENS['sdk']}x"})
+        assert wrong.status_code == 401
+        bridge.wait_until_uploaded()
+    finally:
+        assert bridge.stop() == 0
+    lines = [line for line in bridge.log.splitlines() if line.strip()]
+    entries = [orjson.loads(line) for line in lines]  # every line is one JSON object
+    assert all({"time", "level", "logger", "message"} <= entry.keys() for entry in entries)
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", entry["time"]) for entry in entries)
+    ready = [entry for entry in entries if " ready: " in entry["message"]]
+    assert sorted(entry["worker"] for entry in ready) == [0, 1] and ready[0]["level"] == "info"
+    assert any(entry["logger"] == "otel_s3_bridge.supervisor" for entry in entries)
+    for token in TOKENS.values():
+        assert token not in bridge.log

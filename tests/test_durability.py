@@ -23,40 +23,12 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExport
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from opentelemetry.sdk.trace.export import SpanExportResult
 
-from conftest import (TOKENS, S3Bridge, eventually, free_port, key_for, list_keys, new_bucket, read_json,
-                      wait_for_port)
+from conftest import (TOKENS, Proxy, S3Bridge, eventually, key_for, list_keys, new_bucket, read_json)
 from otel_s3_bridge.sample import sample_delivery
 from otlp_builders import to_protobuf
 from test_grpc_and_sdk import genai_spans
 
-PROXY = Path(__file__).with_name("faulty_s3_proxy.py")
 FAST_RETRIES = ["--upload-retry-max-seconds", "1"]
-
-
-class Proxy:
-    """The fault-injecting proxy in front of moto; `port` may be reserved before it is started."""
-
-    def __init__(self, upstream: str, port: int | None = None) -> None:
-        self.upstream = upstream
-        self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.process: subprocess.Popen | None = None
-
-    def start(self, *faults: str) -> Proxy:
-        self.process = subprocess.Popen([sys.executable, str(PROXY), "--port", str(self.port),
-                                         "--upstream", self.upstream, *faults],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for_port(self.port, self.process)
-        return self
-
-    def counters(self) -> dict:
-        return requests.get(f"{self.url}/__faults__", timeout=10).json()
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(10)
-        self.process = None
 
 
 @pytest.fixture
