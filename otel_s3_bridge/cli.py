@@ -1,4 +1,4 @@
-"""Command line: `serve`, `check`, `spool`, `decode` and `send-test-trace`. Turns config errors and sink diagnoses
+"""Command line: `serve`, `check`, `health`, `spool`, `decode` and `send-test-trace`. Turns config errors and sink diagnoses
 into one plain message and an exit code; never prints a traceback for a user error or a token.
 """
 
@@ -46,6 +46,11 @@ def _parser() -> argparse.ArgumentParser:
     add_config_arguments(serve)
     check = commands.add_parser("check", help="write and delete a probe object with the configured settings")
     add_config_arguments(check)
+
+    health = commands.add_parser(
+        "health", help="ask the bridge running here with this configuration whether it is alive (exit 0 or 1; "
+        "for a container HEALTHCHECK)")
+    add_config_arguments(health)
 
     send = commands.add_parser("send-test-trace", help="send an OpenRouter-shaped sample delivery")
     send.add_argument("--endpoint", required=True, metavar="URL", help="e.g. http://127.0.0.1:4318/v1/traces")
@@ -274,6 +279,32 @@ def _print_spool_status(root: Path, max_bytes: int) -> None:
         print(f"  damaged (the readable part is uploaded): {damaged}")
 
 
+def _health(config: BridgeConfig) -> int:
+    """GET /healthz on the metrics port (plain HTTP), else on the OTLP/HTTP port (HTTPS under TLS,
+    not verified: this is the bridge's own loopback answer, its certificate names the public host)."""
+    host = config.metrics_address if config.metrics_port else config.host
+    host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    host = f"[{host}]" if ":" in host else host
+    context = None
+    if config.metrics_port:
+        url = f"http://{host}:{config.metrics_port}/healthz"
+    else:
+        url = f"{'https' if config.tls else 'http'}://{host}:{config.http_port}/healthz"
+        if config.tls:
+            import ssl
+
+            context = ssl.create_default_context()
+            context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    try:
+        with urllib.request.urlopen(url, timeout=5, context=context) as response:
+            healthy = response.status == 200
+    except (urllib.error.URLError, OSError) as error:
+        print(f"{url}: {getattr(error, 'reason', error)}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"{url}: {'ok' if healthy else 'not ok'}")
+    return EXIT_OK if healthy else EXIT_FAILED
+
+
 def _send_test_trace(args: argparse.Namespace) -> int:
     config = _load(args)
     if config is None:
@@ -319,6 +350,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = _load(args)
     if config is None:
         return EXIT_CONFIG
+    if args.command == "health":
+        return _health(config)
     _setup_logging(config)
     if args.command == "check":
         return asyncio.run(_check(config))

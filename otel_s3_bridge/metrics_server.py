@@ -1,4 +1,5 @@
-"""The Prometheus endpoint: `GET /metrics` on `--metrics-host`:`--metrics-port`.
+"""The Prometheus endpoint: `GET /metrics` on `--metrics-host`:`--metrics-port`, and `/healthz`
+there too (plain HTTP, so a container health check needs no client certificate under mutual TLS).
 
 Its own small aiohttp server with the receivers' connection limits (a cap, header and idle
 timeouts), since it may listen where the internet reaches. Before each scrape the bridge's state
@@ -41,6 +42,8 @@ class MetricsServer:
     async def handle(self, request: web.BaseRequest) -> web.Response:
         request.protocol.request_started()
         try:
+            if request.path == "/healthz":
+                return web.json_response({"status": "ok"})
             if request.path != METRICS_PATH:
                 return web.Response(status=404, text=f"metrics are at {METRICS_PATH}\n")
             if request.method not in ("GET", "HEAD"):
