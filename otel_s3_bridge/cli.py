@@ -1,5 +1,5 @@
-"""Command line: `serve`, `check`, `health`, `spool`, `decode` and `send-test-trace`. Turns config errors and sink diagnoses
-into one plain message and an exit code; never prints a traceback for a user error or a token.
+"""Command line: `serve`, `check`, `health`, `spool`, `decode` and `send-test-trace`. Turns config
+errors and sink diagnoses into one plain message and an exit code; never prints a traceback for a user error or a token.
 """
 
 from __future__ import annotations
@@ -50,6 +50,8 @@ def _parser() -> argparse.ArgumentParser:
     health = commands.add_parser(
         "health", help="ask the bridge running here with this configuration whether it is alive (exit 0 or 1; "
         "for a container HEALTHCHECK)")
+    health.add_argument("--ready", action="store_true",
+                        help="ask /readyz on the OTLP/HTTP port instead (not ready: spool full, or stopping)")
     add_config_arguments(health)
 
     send = commands.add_parser("send-test-trace", help="send an OpenRouter-shaped sample delivery")
@@ -279,17 +281,19 @@ def _print_spool_status(root: Path, max_bytes: int) -> None:
         print(f"  damaged (the readable part is uploaded): {damaged}")
 
 
-def _health(config: BridgeConfig) -> int:
-    """GET /healthz on the metrics port (plain HTTP), else on the OTLP/HTTP port (HTTPS under TLS,
-    not verified: this is the bridge's own loopback answer, its certificate names the public host)."""
-    host = config.metrics_address if config.metrics_port else config.host
+def _health(config: BridgeConfig, ready: bool) -> int:
+    """GET /healthz on the metrics port (plain HTTP), else on the OTLP/HTTP port; `ready`: /readyz
+    on the OTLP/HTTP port. HTTPS under TLS is not verified: this is the bridge's own loopback
+    answer, and its certificate names the public host."""
+    on_metrics_port = bool(config.metrics_port) and not ready
+    host = config.metrics_address if on_metrics_port else config.host
     host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     host = f"[{host}]" if ":" in host else host
     context = None
-    if config.metrics_port:
+    if on_metrics_port:
         url = f"http://{host}:{config.metrics_port}/healthz"
     else:
-        url = f"{'https' if config.tls else 'http'}://{host}:{config.http_port}/healthz"
+        url = f"{'https' if config.tls else 'http'}://{host}:{config.http_port}/{'readyz' if ready else 'healthz'}"
         if config.tls:
             import ssl
 
@@ -298,6 +302,9 @@ def _health(config: BridgeConfig) -> int:
     try:
         with urllib.request.urlopen(url, timeout=5, context=context) as response:
             healthy = response.status == 200
+    except urllib.error.HTTPError as error:
+        print(f"{url}: {error.code} {error.read(2000).decode(errors='replace')}", file=sys.stderr)
+        return EXIT_FAILED
     except (urllib.error.URLError, OSError) as error:
         print(f"{url}: {getattr(error, 'reason', error)}", file=sys.stderr)
         return EXIT_FAILED
@@ -351,7 +358,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if config is None:
         return EXIT_CONFIG
     if args.command == "health":
-        return _health(config)
+        return _health(config, args.ready)
     _setup_logging(config)
     if args.command == "check":
         return asyncio.run(_check(config))
