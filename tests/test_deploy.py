@@ -8,6 +8,7 @@ Then the sidecar for real: a Pod of the rendered shape (app + bridge, host netwo
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import textwrap
@@ -245,3 +246,17 @@ def _spool_entries(metrics_port: int) -> float:
         if line.startswith("otel_s3_bridge_spool_entries "):
             return float(line.split()[1])
     return -1.0
+
+
+def test_docker_compose_trial_builds_this_repository_with_valid_settings():
+    """deploy/docker-compose.yaml cannot be run here (no registry for MinIO's image): its bridge
+    service builds the repository's Dockerfile and its settings are a configuration the bridge takes."""
+    compose = yaml.safe_load((ROOT / "deploy" / "docker-compose.yaml").read_text())
+    bridge = compose["services"]["otel-s3-bridge"]
+    context = (ROOT / "deploy" / bridge["build"]["context"]).resolve()
+    assert context == ROOT and (context / bridge["build"]["dockerfile"]).is_file()
+    environment = {name: re.sub(r"\$\{[A-Z0-9_]+:-([^}]*)\}", r"\1", str(value))
+                   for name, value in bridge["environment"].items()}
+    config = load_config({"host": "0.0.0.0"}, environment)
+    assert config.bucket == "llm-traces" and config.tokens[0].token == "change-me-local-token"
+    assert "create-bucket" in bridge["depends_on"] and bridge["read_only"] is True

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import re
 import signal
 import socket
 import subprocess
@@ -16,11 +17,14 @@ import sys
 import uuid
 
 import grpc
+import orjson
+import promql_parser
 import requests
-
-from conftest import TOKENS, BridgeProcess, Proxy, S3Bridge, eventually, free_port, list_keys, new_bucket
-from otel_s3_bridge.supervisor import START_GRACE_SECONDS
+from conftest import ROOT, TOKENS, BridgeProcess, Proxy, S3Bridge, eventually, free_port, list_keys, new_bucket
 from otlp_builders import request, span, to_protobuf
+from prometheus_client.parser import text_string_to_metric_families
+
+from otel_s3_bridge.supervisor import START_GRACE_SECONDS
 
 PROTOBUF = "application/x-protobuf"
 
@@ -124,8 +128,38 @@ def test_metrics_count_what_was_sent(moto, s3, tmp_path):
         assert _value(scrape, "otel_s3_bridge_upload_failures_total", retryable="true") == 0
         assert _value(scrape, "otel_s3_bridge_last_upload_success_timestamp_seconds") > 0
         assert _value(scrape, "otel_s3_bridge_spool_max_bytes") == 1024 ** 3
+        exposition = requests.get(f"http://127.0.0.1:{bridge.metrics_port}/metrics", timeout=10).text
+        assert dashboard_problems(exposition) == []
     finally:
         assert bridge.stop() == 0
+
+
+def dashboard_problems(exposition: str) -> list[str]:
+    """What in deploy/grafana/otel-s3-bridge.json does not fit the series a real bridge exposes: a
+    query PromQL cannot parse, a metric it does not export, a grouping label its series lack."""
+    families = list(text_string_to_metric_families(exposition))
+    names = {family.name + ("_total" if family.type == "counter" else "") for family in families} | \
+        {sample.name for family in families for sample in family.samples}
+    labels = {sample.name: set(sample.labels) for family in families for sample in family.samples}
+    for family in families:  # a labelled family without samples yet: its labels from the HELP'd metric
+        labels.setdefault(family.name + ("_total" if family.type == "counter" else ""), None)
+    dashboard = orjson.loads((ROOT / "deploy" / "grafana" / "otel-s3-bridge.json").read_bytes())
+    problems = []
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            expr = target["expr"]
+            try:
+                promql_parser.parse(expr.replace("$__rate_interval", "1m").replace("$__range", "1h"))
+            except ValueError as error:
+                problems.append(f"{panel['title']}: {error}")
+            for metric in re.findall(r"\b(otel_s3_bridge_[a-z_]+)", expr):
+                if metric not in names:
+                    problems.append(f"{panel['title']}: no series {metric}")
+                grouping = set(re.findall(r"by \(([^)]*)\)", expr)[0].replace(" ", "").split(",")) - {"le"} \
+                    if "by (" in expr else set()
+                if labels.get(metric) is not None and not grouping <= labels[metric]:
+                    problems.append(f"{panel['title']}: {metric} has no label(s) {grouping - labels[metric]}")
+    return problems
 
 
 def test_spool_gauges_and_upload_failures_while_the_store_is_down(moto, s3, tmp_path):
