@@ -46,7 +46,8 @@ class Bridge:
         self.url = f"http://127.0.0.1:{self.http_port}/v1/traces"
         self.process = Process(
             [sys.executable, "-m", "otel_s3_bridge", "serve", "--http-port", str(self.http_port),
-             "--grpc-port", str(self.grpc_port), "--token", f"bench={TOKEN}", "--output-dir", str(self.dir / "out"),
+             "--grpc-port", str(self.grpc_port), "--metrics-port", str(free_port()), "--token", f"bench={TOKEN}",
+             "--output-dir", str(self.dir / "out"),
              "--spool-dir", str(self.dir / "spool"), "--log-level", "warning", *extra],
             self.http_port, self.dir / "bridge.log")
         time.sleep(1.0)  # the decode processes start right after the port opens

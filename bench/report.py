@@ -176,6 +176,8 @@ def write_report(results: dict, path: Path) -> None:
     hardening = HERE / "hardening.json"
     if hardening.exists():
         lines += _hardening_section(json.loads(hardening.read_text()))
+    if "metrics" in results:
+        lines += _metrics_section(results["metrics"])
     analysis = HERE / "analysis.md"
     if analysis.exists():
         lines += [analysis.read_text().rstrip(), ""]
@@ -186,6 +188,26 @@ def _peak(entry: dict) -> str:
     """Main process first, then the others (decode processes, the resource tracker), MB."""
     values = list(entry["peak_mb"].values())
     return f"{values[0]:.0f} (others: {', '.join(f'{v:.0f}' for v in values[1:]) or '-'})"
+
+
+def _metrics_section(entries: list[dict]) -> list[str]:
+    lines = [
+        "## 7. What the Prometheus metrics cost",
+        "",
+        "`python -m bench.metrics_bench`, in-process: the metric updates one accepted export makes (its request; "
+        "spans, rejections, records and LLM usage by model; one timed PUT per record) against preparing the same "
+        "export (parse, decode, key, encode), for one process and for prometheus-client's multiprocess mode "
+        "(`--workers N`: every update goes to a memory-mapped file). Both are in the end-to-end figures above.",
+        "",
+        "| mode | payload | prepare µs/export | metrics µs/export | metrics µs/record | share of prepare |",
+        "|---|---|---|---|---|---|",
+    ]
+    for entry in entries:
+        lines.append(f"| {entry['mode']} | {entry['payload']} | {_f(entry['prepare_us'], 0)} "
+                     f"| {_f(entry['metrics_us'])} ({_runs(entry, 'metrics_us')}) "
+                     f"| {_f(entry['metrics_us'] / entry['records'], 2)} "
+                     f"| {_f(100 * entry['metrics_us'] / entry['prepare_us'])} % |")
+    return lines + [""]
 
 
 def _hardening_section(h: dict) -> list[str]:

@@ -106,11 +106,12 @@ class Stack:
             import boto3
             boto3.client("s3", endpoint_url=f"http://127.0.0.1:{self.s3_port}", region_name="us-east-1",
                          aws_access_key_id="bench", aws_secret_access_key="bench").create_bucket(Bucket="bench")
-        self.http_port, self.grpc_port = free_port(), free_port()
+        self.http_port, self.grpc_port, self.metrics_port = free_port(), free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.http_port}/v1/traces"
         self.bridge = Process(
             [sys.executable, "-m", "otel_s3_bridge", "serve", "--http-port", str(self.http_port),
-             "--grpc-port", str(self.grpc_port), "--bucket", "bench", "--endpoint-url",
+             "--grpc-port", str(self.grpc_port), "--metrics-port", str(self.metrics_port),
+             "--bucket", "bench", "--endpoint-url",
              f"http://127.0.0.1:{self.s3_port}", "--region", "us-east-1", "--token", f"bench={TOKEN}",
              "--spool-dir", str(self.dir / "spool"), "--spool-max-bytes", str(16 * 1024 ** 3),
              "--drain-seconds", "0", "--log-level", "warning", "--workers", str(workers)],
@@ -290,6 +291,16 @@ def measure_decode(runs: int) -> list[dict]:
             for index in range(len(results[0]))]
 
 
+def measure_metrics(runs: int) -> list[dict]:
+    """bench.metrics_bench, medians of `runs` runs: what the Prometheus series cost per export."""
+    results = [json.loads(subprocess.run([sys.executable, "-m", "bench.metrics_bench"], check=True, cwd=ROOT,
+                                         capture_output=True, text=True).stdout) for _ in range(runs)]
+    numeric = ("prepare_us", "metrics_us")
+    return [_median([{key: run[index][key] for key in numeric} for run in results],
+                    **{key: value for key, value in results[0][index].items() if key not in numeric})
+            for index in range(len(results[0]))]
+
+
 def machine() -> dict:
     model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                   if line.startswith("model name")), platform.processor())
@@ -312,6 +323,8 @@ def main() -> None:
     try:
         step("decode alone")
         results["decode"] = measure_decode(args.runs)
+        step("metrics cost")
+        results["metrics"] = measure_metrics(args.runs)
         step("machine ceiling: bare aiobotocore PUT loop")
         results["bare_put"] = measure_bare_put(scratch, runs=args.runs)
         results["bare_put_moto"] = measure_bare_put(scratch, runs=1, moto=True)

@@ -185,3 +185,21 @@ def test_tls_flags_are_checked_and_tls_does_not_replace_tokens(tmp_path):
                          "--spool-dir", str(tmp_path / "spool"), "--output-dir", str(tmp_path / "out"),
                          *certificates.args)
     assert mismatched.returncode == 1 and "refusing to start" in mismatched.stderr
+
+
+def test_a_connection_that_never_starts_its_tls_handshake_is_closed_at_the_header_timeout(moto, s3, tmp_path):
+    """Without a bound, asyncio waits 60 s for a TLS handshake, and connections that never send a
+    ClientHello are held that long (each a descriptor, outside the connection cap)."""
+    certificates = Certificates(tmp_path)
+    bridge = S3Bridge(moto, new_bucket(s3), tmp_path / "bridge.log",
+                      ["--ack", "upload", "--header-timeout-seconds", "1", *certificates.args])
+    try:
+        silent = [socket.create_connection(("127.0.0.1", bridge.http_port)) for _ in range(5)]
+        for connection in silent:
+            connection.settimeout(30)  # far beyond the configured 1 s, far below asyncio's 60 s
+            assert connection.recv(1) == b"", "the server closes the silent connection"
+            connection.close()
+        assert requests.post(https_url(bridge), json=_export(), headers=bridge.headers(),
+                             verify=str(certificates.ca_file), timeout=30).status_code == 200
+    finally:
+        assert bridge.stop() == 0
