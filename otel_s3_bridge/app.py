@@ -96,7 +96,8 @@ class Bridge:
                                   body_timeout_seconds=config.body_timeout_seconds,
                                   keepalive_timeout_seconds=config.keepalive_timeout_seconds)
                      if config.grpc_port else None)
-        self.metrics = MetricsServer(self.publish_state, limits) if config.metrics_port else None
+        self.metrics = (MetricsServer(self.publish_state, self.http.handle_ready, limits)
+                        if config.metrics_port else None)
         self.tls: TlsFiles | None = None
         self._sink_verified = False
         self._maintenance: asyncio.Task | None = None

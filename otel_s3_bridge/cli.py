@@ -51,7 +51,7 @@ def _parser() -> argparse.ArgumentParser:
         "health", help="ask the bridge running here with this configuration whether it is alive (exit 0 or 1; "
         "for a container HEALTHCHECK)")
     health.add_argument("--ready", action="store_true",
-                        help="ask /readyz on the OTLP/HTTP port instead (not ready: spool full, or stopping)")
+                        help="ask /readyz instead (not ready: the spool is full, or the bridge is stopping)")
     add_config_arguments(health)
 
     send = commands.add_parser("send-test-trace", help="send an OpenRouter-shaped sample delivery")
@@ -282,16 +282,16 @@ def _print_spool_status(root: Path, max_bytes: int) -> None:
 
 
 def _health(config: BridgeConfig, ready: bool) -> int:
-    """GET /healthz on the metrics port (plain HTTP), else on the OTLP/HTTP port; `ready`: /readyz
-    on the OTLP/HTTP port. HTTPS under TLS is not verified: this is the bridge's own loopback
-    answer, and its certificate names the public host."""
-    on_metrics_port = bool(config.metrics_port) and not ready
+    """GET /healthz (`ready`: /readyz) on the metrics port (plain HTTP), else on the OTLP/HTTP port.
+    HTTPS under TLS is not verified: this is the bridge's own loopback answer, and its certificate
+    names the public host."""
+    on_metrics_port = bool(config.metrics_port)
     host = config.metrics_address if on_metrics_port else config.host
     host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     host = f"[{host}]" if ":" in host else host
     context = None
     if on_metrics_port:
-        url = f"http://{host}:{config.metrics_port}/healthz"
+        url = f"http://{host}:{config.metrics_port}/{'readyz' if ready else 'healthz'}"
     else:
         url = f"{'https' if config.tls else 'http'}://{host}:{config.http_port}/{'readyz' if ready else 'healthz'}"
         if config.tls:

@@ -1,5 +1,6 @@
-"""The Prometheus endpoint: `GET /metrics` on `--metrics-host`:`--metrics-port`, and `/healthz`
-there too (plain HTTP, so a container health check needs no client certificate under mutual TLS).
+"""The Prometheus endpoint: `GET /metrics` on `--metrics-host`:`--metrics-port`, and the probes
+`/healthz` and `/readyz` there too (plain HTTP: probes need no certificate when the receivers
+serve TLS or mutual TLS).
 
 Its own small aiohttp server with the receivers' connection limits (a cap, header and idle
 timeouts), since it may listen where the internet reaches. Before each scrape the bridge's state
@@ -23,8 +24,10 @@ STOP_GRACE_SECONDS = 2.0
 
 
 class MetricsServer:
-    def __init__(self, refresh: Callable[[], None], limits: ConnectionLimits) -> None:
+    def __init__(self, refresh: Callable[[], None], readiness: Callable[[], web.Response],
+                 limits: ConnectionLimits) -> None:
         self._refresh = refresh
+        self._readiness = readiness
         self._limits = ConnectionLimits(limits.header_timeout_seconds, limits.keepalive_timeout_seconds,
                                         min(limits.max_connections, MAX_CONNECTIONS))
         self._runner: web.ServerRunner | None = None
@@ -44,6 +47,8 @@ class MetricsServer:
         try:
             if request.path == "/healthz":
                 return web.json_response({"status": "ok"})
+            if request.path == "/readyz":
+                return self._readiness()
             if request.path != METRICS_PATH:
                 return web.Response(status=404, text=f"metrics are at {METRICS_PATH}\n")
             if request.method not in ("GET", "HEAD"):

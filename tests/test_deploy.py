@@ -76,9 +76,9 @@ def test_pods_are_locked_down_probed_and_outlive_the_drain(directory, tmp_path):
         assert container["resources"]["requests"]
     bridge = bridge_container(pod)
     assert bridge["livenessProbe"]["httpGet"]["path"] == "/healthz"
-    readiness = bridge["readinessProbe"]
-    assert readiness.get("httpGet", {}).get("path") == "/readyz" or \
-        readiness["exec"]["command"] == ["otel-s3-bridge", "health", "--ready"]
+    assert bridge["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    probe_ports = {bridge["livenessProbe"]["httpGet"]["port"], bridge["readinessProbe"]["httpGet"]["port"]}
+    assert probe_ports == {"metrics"}  # plain HTTP whatever TLS the receivers serve
     assert bridge["resources"]["limits"]["memory"]
     # Everything the bridge writes is on a volume (the root filesystem is read-only).
     mounts = {mount["mountPath"] for mount in bridge["volumeMounts"]}
@@ -180,7 +180,8 @@ def sidecar_pod(bucket: str, endpoint: str, ports: dict[str, int]) -> dict:
         if container["name"] == "otel-s3-bridge":
             container.pop("envFrom")
             container["env"] = [{"name": name, "value": value} for name, value in settings.items()]
-            container["livenessProbe"]["httpGet"]["port"] = ports["metrics"]
+            for probe in ("livenessProbe", "readinessProbe"):
+                container[probe]["httpGet"]["port"] = ports["metrics"]
             container["ports"] = []
         else:  # the app: the bridge image's Python sends one export, with the manifest's endpoint variable
             for item in container["env"]:

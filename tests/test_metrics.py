@@ -130,6 +130,13 @@ def test_metrics_count_what_was_sent(moto, s3, tmp_path):
         assert _value(scrape, "otel_s3_bridge_spool_max_bytes") == 1024 ** 3
         exposition = requests.get(f"http://127.0.0.1:{bridge.metrics_port}/metrics", timeout=10).text
         assert dashboard_problems(exposition) == []
+        # The probes are on the metrics port too, and `health` asks them there.
+        ready = requests.get(f"http://127.0.0.1:{bridge.metrics_port}/readyz", timeout=10)
+        assert ready.status_code == 200 and ready.json()["status"] == "ready"
+        for probe in ([], ["--ready"]):
+            health = subprocess.run([sys.executable, "-m", "otel_s3_bridge", "health", *probe, "--metrics-port",
+                                     str(bridge.metrics_port)], capture_output=True, text=True, timeout=30)
+            assert health.returncode == 0 and f":{bridge.metrics_port}/" in health.stdout
     finally:
         assert bridge.stop() == 0
 
