@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Mapping
+from typing import Any
 
 from prometheus_client import (CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Gauge, Histogram,
                                disable_created_metrics, generate_latest)
@@ -75,6 +76,16 @@ LLM_CALLS = Counter("otel_s3_bridge_llm_calls", "Stored LLM calls, by status (ok
 
 TOKEN_KINDS = ("input", "output", "cached", "reasoning")
 _model_series: set[tuple[str, str]] = set()
+# Each labelled series once looked up: `labels()` validates and locks on every call, which cost more
+# than the increments themselves on the export path. Bounded as the label values are.
+_children: dict[tuple, Any] = {}
+
+
+def _series(metric: Any, *labels: str) -> Any:
+    child = _children.get((metric, *labels))
+    if child is None:
+        child = _children[(metric, *labels)] = metric.labels(*labels)
+    return child
 
 
 def _label(value: str | None) -> str:
@@ -92,40 +103,40 @@ def _model_labels(model: str | None, provider: str | None) -> tuple[str, str]:
 
 
 def count_request(transport: str, signal: str, code: str | int) -> None:
-    REQUESTS.labels(transport, signal, str(code)).inc()
+    _series(REQUESTS, transport, signal, str(code)).inc()
 
 
 def count_trace_export(transport: str, received: int, rejections: Mapping[str, int],
                        usage: Mapping[tuple, list]) -> None:
     """An accepted trace export: its spans, what was not stored and why, and its records' usage
     (`prepare.Usage`: (source, model, provider, status) -> [calls, input, output, cached, reasoning, cost])."""
-    SPANS_RECEIVED.labels(transport).inc(received)
+    _series(SPANS_RECEIVED, transport).inc(received)
     for reason, count in rejections.items():
         if count:
-            SPANS_REJECTED.labels(reason).inc(count)
+            _series(SPANS_REJECTED, reason).inc(count)
     for (source, model, provider, status), (calls, *tokens, cost) in usage.items():
-        RECORDS.labels(source).inc(calls)
+        _series(RECORDS, source).inc(calls)
         if source == "otlp":  # traces without an LLM call (--non-llm-spans keep): no usage
             continue
         model_label, provider_label = _model_labels(model, provider)
-        LLM_CALLS.labels(model_label, provider_label, status or UNKNOWN).inc(calls)
+        _series(LLM_CALLS, model_label, provider_label, status or UNKNOWN).inc(calls)
         for kind, count in zip(TOKEN_KINDS, tokens):
             if count:
-                LLM_TOKENS.labels(model_label, provider_label, kind).inc(count)
+                _series(LLM_TOKENS, model_label, provider_label, kind).inc(count)
         if cost:
-            LLM_COST.labels(model_label, provider_label).inc(cost)
+            _series(LLM_COST, model_label, provider_label).inc(cost)
 
 
 def count_refused_spans(count: int) -> None:
     if count:
-        SPANS_REJECTED.labels("refused").inc(count)
+        _series(SPANS_REJECTED, "refused").inc(count)
 
 
 def count_logs_export(transport: str, received: int, rejections: Mapping[str, int]) -> None:
-    LOG_RECORDS_RECEIVED.labels(transport).inc(received)
+    _series(LOG_RECORDS_RECEIVED, transport).inc(received)
     for reason, count in rejections.items():
         if count:
-            LOG_RECORDS_REJECTED.labels(reason).inc(count)
+            _series(LOG_RECORDS_REJECTED, reason).inc(count)
 
 
 def observe_put(seconds: float, failure_retryable: bool | None) -> None:
@@ -135,7 +146,7 @@ def observe_put(seconds: float, failure_retryable: bool | None) -> None:
         OBJECTS_UPLOADED.inc()
         LAST_UPLOAD_SUCCESS.set(time.time())
     else:
-        UPLOAD_FAILURES.labels("true" if failure_retryable else "false").inc()
+        _series(UPLOAD_FAILURES, "true" if failure_retryable else "false").inc()
 
 
 def set_state(*, inflight_bytes: int, join_bytes: int | None, spool_entries: int | None = None,
