@@ -1,0 +1,120 @@
+"""The `batch` layout's files (`otel_s3_bridge.lake`): the columnar schema is the record schema of
+`proto/otel_s3_bridge/v1/trace_record.proto` with fixed types, Parquet files read back in DuckDB
+with those types and the records' values, gzip NDJSON holds the records as stored, and file keys
+are Hive partitions named from what they hold."""
+
+from __future__ import annotations
+
+import datetime
+import gzip
+
+import duckdb
+import orjson
+import pyarrow as pa
+import pytest
+from google.protobuf.descriptor import FieldDescriptor
+
+from conftest import ROOT, capture_lines
+from otel_s3_bridge import lake
+from otel_s3_bridge.decode import decode
+from otel_s3_bridge.otlp import parse_json
+from test_schema import schema  # noqa: F401  (the compiled .proto, a fixture)
+
+FLATTENED = {"ingest", "scope"}  # small nested messages become `<name>_<field>` columns
+TIMESTAMPS = {"timestamp", "ingest_received_at"}  # RFC 3339 strings in the record
+
+
+def _records() -> list[dict]:
+    lines = capture_lines("claude-code.ndjson") + capture_lines("codex.ndjson")
+    lines.append((ROOT / "tests/data/openrouter-captures/codex-error-span.json").read_bytes())
+    records = []
+    for line in lines:
+        records += decode(parse_json(line).spans, key_name="openrouter", transport="http/json",
+                          received_at_unix_nano=1_790_606_100_000_000_000).records
+    return records
+
+
+def _expected_columns(message) -> dict[str, str]:
+    """Column -> kind ('string', 'int64', 'double', 'timestamp', 'json') from the .proto alone."""
+    kinds = {FieldDescriptor.TYPE_STRING: "string", FieldDescriptor.TYPE_INT64: "int64",
+             FieldDescriptor.TYPE_DOUBLE: "double"}
+    columns = {}
+    for field in message.DESCRIPTOR.fields:
+        if field.name in FLATTENED:
+            for inner in field.message_type.fields:
+                columns[f"{field.name}_{inner.name}"] = kinds[inner.type]
+        elif field.type == FieldDescriptor.TYPE_MESSAGE or field.is_repeated:
+            columns[field.name] = "json"
+        else:
+            columns[field.name] = kinds[field.type]
+    for name in TIMESTAMPS:
+        columns[name] = "timestamp"
+    return columns
+
+
+def test_the_columnar_schema_is_the_record_schema_with_fixed_types(schema):  # noqa: F811
+    arrow_kinds = {pa.string(): "string", pa.int64(): "int64", pa.float64(): "double", lake.UTC_MS: "timestamp"}
+    actual = {field.name: arrow_kinds[field.type] for field in lake.SCHEMA}
+    expected = _expected_columns(schema.TraceRecord)
+    for name in lake.JSON_COLUMNS:
+        assert expected[name] == "json"
+        expected[name] = "string"  # JSON text
+    assert actual == expected
+
+
+def test_parquet_reads_back_in_duckdb_with_types_and_values(tmp_path):
+    records = _records()
+    path = tmp_path / "records.parquet"
+    path.write_bytes(lake.encode(records, lake.PARQUET))
+    connection = duckdb.connect()
+    types = dict(connection.execute(f"SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM '{path}')")
+                 .fetchall())
+    assert types["timestamp"] == "TIMESTAMP WITH TIME ZONE" and types["ingest_received_at"] == types["timestamp"]
+    assert types["input_tokens"] == "BIGINT" and types["cost"] == "DOUBLE" and types["prompt"] == "VARCHAR"
+    count, tokens, cost, sessions = connection.execute(
+        f"SELECT count(*), sum(input_tokens), sum(cost), count(DISTINCT session_id) FROM '{path}'").fetchone()
+    assert count == len(records)
+    assert tokens == sum(record["input_tokens"] or 0 for record in records)
+    assert cost == pytest.approx(sum(record["cost"] or 0 for record in records))
+    assert sessions == len({record["session_id"] for record in records if record["session_id"]})
+    first = records[0]
+    timestamp, role, transport = connection.execute(
+        f"SELECT epoch_ms(timestamp), json_extract_string(prompt, '$[0].role'), ingest_transport FROM '{path}' "
+        f"WHERE span_id = '{first['span_id']}'").fetchone()
+    assert timestamp == first["start_time_unix_nano"] // 1_000_000
+    assert role == first["prompt"][0]["role"] and transport == "http/json"
+
+
+def test_ndjson_holds_the_records_as_stored_and_the_same_records_give_the_same_bytes():
+    records = _records()
+    data = lake.encode(records, lake.NDJSON)
+    assert [orjson.loads(line) for line in gzip.decompress(data).splitlines()] == records
+    assert lake.encode(records, lake.NDJSON) == data
+
+
+def test_file_keys_are_hive_partitions_named_from_what_they_hold(tmp_path):
+    records = _records()
+    groups = lake.by_partition(records)
+    assert sum(len(group) for group in groups.values()) == len(records)
+    for (dt, hour), group in groups.items():
+        key = lake.file_key("openrouter-traces", group, lake.PARQUET)
+        assert key.startswith(f"openrouter-traces/lake/dt={dt}/hour={hour}/") and key.endswith(".parquet")
+        assert lake.file_key("openrouter-traces", list(group), lake.PARQUET) == key  # same records, same key
+        if len(group) > 1:
+            assert lake.file_key("openrouter-traces", group[1:], lake.PARQUET) != key
+            # Different records, as many: a different file.
+            assert lake.file_key("openrouter-traces", group[:1], lake.PARQUET) != \
+                lake.file_key("openrouter-traces", group[1:2], lake.PARQUET)
+        target = tmp_path / key
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(lake.encode(group, lake.PARQUET))
+    # Partition values come from the path: DuckDB's Hive partitioning reads them back.
+    rows = duckdb.connect().execute(
+        f"SELECT dt, hour, count(*) FROM read_parquet('{tmp_path}/openrouter-traces/lake/*/*/*.parquet', "
+        "hive_partitioning = true) GROUP BY ALL ORDER BY ALL").fetchall()
+    assert [(str(dt), str(hour).zfill(2), count) for dt, hour, count in rows] == \
+        sorted((dt, hour, len(group)) for (dt, hour), group in groups.items())
+    # The partition is the span start in UTC, to the hour.
+    start = records[0]["start_time_unix_nano"]
+    moment = datetime.datetime.fromtimestamp(start / 1e9, datetime.UTC)
+    assert lake.partition(records[0]) == (moment.strftime("%Y-%m-%d"), moment.strftime("%H"))
