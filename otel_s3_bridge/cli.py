@@ -1,11 +1,13 @@
-"""Command line: `serve`, `check`, `health`, `spool`, `decode` and `send-test-trace`. Turns config
-errors and sink diagnoses into one plain message and an exit code; never prints a traceback for a user error or a token.
+"""Command line: `serve`, `check`, `health`, `report`, `query`, `spool`, `decode` and `send-test-trace`.
+Turns config errors and sink diagnoses into one plain message and an exit code; never prints a
+traceback for a user error or a token.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime
 import gc
 import logging
 import os
@@ -53,6 +55,22 @@ def _parser() -> argparse.ArgumentParser:
     health.add_argument("--ready", action="store_true",
                         help="ask /readyz instead (not ready: the spool is full, or the bridge is stopping)")
     add_config_arguments(health)
+
+    for name, text in (("report", "spend, tokens, errors and latency of the stored records, grouped (--by)"),
+                       ("query", "run SQL over the stored records (a view named `records`)")):
+        reader = commands.add_parser(name, help=text)
+        if name == "query":
+            reader.add_argument("sql", metavar="SQL", help='e.g. "SELECT model, sum(cost) FROM records GROUP BY 1"')
+        else:
+            reader.add_argument("--by", default="model", help="group by some of model, provider, customer, session, "
+                                "key, day, hour, comma-separated (default: model)")
+        reader.add_argument("--since", default="7d", help="the last N days or hours, e.g. 7d, 12h (default 7d)")
+        reader.add_argument("--from", dest="from_date", metavar="YYYY-MM-DD",
+                            help="first day (UTC), instead of --since")
+        reader.add_argument("--to", dest="to_date", metavar="YYYY-MM-DD",
+                            help="last day (UTC), included (default: today)")
+        reader.add_argument("--format", dest="output_format", choices=("table", "csv", "json"), default="table")
+        add_config_arguments(reader)
 
     send = commands.add_parser("send-test-trace", help="send an OpenRouter-shaped sample delivery")
     send.add_argument("--endpoint", required=True, metavar="URL", help="e.g. http://127.0.0.1:4318/v1/traces")
@@ -312,6 +330,47 @@ def _health(config: BridgeConfig, ready: bool) -> int:
     return EXIT_OK if healthy else EXIT_FAILED
 
 
+def _read(args: argparse.Namespace, config: BridgeConfig) -> int:
+    """`report` and `query`: read the records of the days asked for, run the SQL, print the answer.
+    (pyarrow and DuckDB are imported here only: `serve` never loads them.)"""
+    import duckdb
+
+    from .lake_read import Window, read_records
+    from .report import as_csv, as_json, as_table, parse_by, parse_since, report_sql, run
+
+    now = datetime.datetime.now(datetime.UTC)
+    try:
+        by = parse_by(args.by) if args.command == "report" else None
+        last = datetime.date.fromisoformat(args.to_date) if args.to_date else now.date()
+        first = datetime.date.fromisoformat(args.from_date) if args.from_date else parse_since(args.since, now)
+    except ValueError as error:
+        print(f"otel-s3-bridge {args.command}: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    if first > last:
+        print(f"otel-s3-bridge {args.command}: --from {first} is after --to {last}", file=sys.stderr)
+        return EXIT_CONFIG
+    progress = (lambda line: print(f"  {line}", file=sys.stderr)) if sys.stderr.isatty() else (lambda line: None)
+    try:
+        table, layout = read_records(config, Window(first, last), progress)
+    except OSError as error:
+        print(f"cannot read {config.destination}: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"{table.num_rows} record(s) from {first} to {last} ({layout} layout, {config.destination})",
+          file=sys.stderr)
+    try:
+        columns, rows = run(table, report_sql(by) if by is not None else args.sql)
+    except duckdb.Error as error:
+        print(f"otel-s3-bridge {args.command}: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    if args.output_format == "json":
+        print(as_json(columns, rows, by))
+    elif args.output_format == "csv":
+        sys.stdout.write(as_csv(columns, rows))
+    else:
+        sys.stdout.write(as_table(columns, rows))
+    return EXIT_OK
+
+
 def _send_test_trace(args: argparse.Namespace) -> int:
     config = _load(args)
     if config is None:
@@ -359,6 +418,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     if args.command == "health":
         return _health(config, args.ready)
+    if args.command in ("report", "query"):
+        return _read(args, config)
     _setup_logging(config)
     if args.command == "check":
         return asyncio.run(_check(config))

@@ -1,0 +1,125 @@
+"""Reading the records back, for `query` and `report`: from the configured bucket (pyarrow's S3
+filesystem, with the standard AWS credential chain, `--endpoint-url` and `--region`) or the local
+directory sink, in either layout, as one Arrow table of `lake.SCHEMA` that DuckDB queries in place.
+
+`batch` files (`{prefix}/lake/dt=…/hour=…/`) are read only for the days asked for; `trace` objects
+(one JSON record each) are listed by day when the path template is `{prefix}/{date}` (the default)
+and under the whole prefix otherwise. When the days asked for have `batch` files, those are read
+and `trace` objects are not (a bridge writing both layouts stores every record in each). Progress
+goes to `progress`. Must not write anything.
+"""
+
+from __future__ import annotations
+
+import datetime
+import gzip
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from . import lake
+from .config import BridgeConfig
+
+DEFAULT_TEMPLATE = "{prefix}/{date}"
+
+
+@dataclass(frozen=True)
+class Window:
+    """Days `first` to `last`, both included (UTC)."""
+
+    first: datetime.date
+    last: datetime.date
+
+    def days(self) -> list[datetime.date]:
+        return [self.first + datetime.timedelta(days=n) for n in range((self.last - self.first).days + 1)]
+
+    def mask(self, timestamps: pa.ChunkedArray) -> pa.ChunkedArray:
+        """True for timestamps within the days (null: false)."""
+        start = datetime.datetime.combine(self.first, datetime.time(), datetime.UTC)
+        end = datetime.datetime.combine(self.last + datetime.timedelta(days=1), datetime.time(), datetime.UTC)
+        inside = pc.and_(pc.greater_equal(timestamps, pa.scalar(start, lake.UTC_MS)),
+                         pc.less(timestamps, pa.scalar(end, lake.UTC_MS)))
+        return pc.fill_null(inside, False)
+
+
+def filesystem(config: BridgeConfig) -> tuple[pafs.FileSystem, str]:
+    """The store and the root path in it that keys are relative to."""
+    if not config.uses_s3:
+        return pafs.LocalFileSystem(), os.path.abspath(config.output_dir)
+    options = {"region": config.region or "us-east-1", "force_virtual_addressing": config.addressing_style == "virtual",
+               "connect_timeout": config.s3_timeout_seconds, "request_timeout": config.s3_timeout_seconds}
+    if config.endpoint_url:
+        parts = urlsplit(config.endpoint_url)
+        options.update(endpoint_override=parts.netloc + parts.path, scheme=parts.scheme)
+    return pafs.S3FileSystem(**options), config.bucket
+
+
+def _files(fs: pafs.FileSystem, directory: str) -> list[pafs.FileInfo]:
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(directory, recursive=True, allow_not_found=True))
+    except FileNotFoundError:
+        return []
+    return [info for info in infos if info.type == pafs.FileType.File]
+
+
+def _batch_files(fs: pafs.FileSystem, lake_dir: str, window: Window) -> list[str]:
+    paths = []
+    for day in window.days():
+        paths += [info.path for info in _files(fs, f"{lake_dir}/dt={day.isoformat()}")
+                  if info.path.endswith(tuple(lake.SUFFIXES.values()))]
+    return sorted(paths)
+
+
+def _trace_objects(fs: pafs.FileSystem, prefix_dir: str, template: str, window: Window) -> list[str]:
+    if template == DEFAULT_TEMPLATE:
+        listed = [info for day in window.days() for info in _files(fs, f"{prefix_dir}/{day.isoformat()}")]
+    else:
+        listed = [info for info in _files(fs, prefix_dir) if "/lake/dt=" not in info.path]
+    # The bridge's own probe objects (`check`) start with a dot.
+    return sorted(info.path for info in listed
+                  if info.path.endswith(".json") and not info.base_name.startswith("."))
+
+
+def _read(fs: pafs.FileSystem, path: str) -> bytes:
+    with fs.open_input_stream(path, compression=None) as stream:  # .gz: the caller inflates
+        return stream.read()
+
+
+def read_records(config: BridgeConfig, window: Window,
+                 progress: Callable[[str], None] = lambda line: None) -> tuple[pa.Table, str]:
+    """The records whose span started in `window`, and which layout they were read from."""
+    fs, root = filesystem(config)
+    prefix_dir = f"{root}/{config.prefix}"
+    batch_files = _batch_files(fs, f"{prefix_dir}/lake", window)
+    if batch_files:
+        tables = []
+        for number, path in enumerate(batch_files, start=1):
+            if path.endswith(lake.SUFFIXES[lake.PARQUET]):
+                tables.append(pq.read_table(path, filesystem=fs, schema=lake.SCHEMA))
+            else:
+                records = [orjson.loads(line) for line in gzip.decompress(_read(fs, path)).splitlines() if line]
+                tables.append(lake.table(records))
+            if number % 100 == 0 or number == len(batch_files):
+                progress(f"read {number} of {len(batch_files)} batch files")
+        table = pa.concat_tables(tables) if tables else lake.SCHEMA.empty_table()
+        layout = "batch"
+    else:
+        paths = _trace_objects(fs, prefix_dir, str(config.path_template), window)
+        records = []
+        for number, path in enumerate(paths, start=1):
+            try:
+                records.append(orjson.loads(_read(fs, path)))
+            except orjson.JSONDecodeError:
+                progress(f"skipped {path}: not a JSON record")
+            if number % 1000 == 0 or number == len(paths):
+                progress(f"read {number} of {len(paths)} objects")
+        table = lake.table(records)
+        layout = "trace"
+    return table.filter(window.mask(table.column("timestamp"))), layout

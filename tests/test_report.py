@@ -1,0 +1,160 @@
+"""`otel-s3-bridge report` and `query` over what a real bridge stored, in the local directory and in
+S3 (moto), from the `trace` layout and from `batch` files: the figures are the ones computed here
+from the spans the test sent, not from the bridge's own records."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+import requests
+
+from conftest import BridgeProcess, S3Bridge, eventually, list_keys, new_bucket
+from otel_s3_bridge import lake
+from otlp_builders import request, span
+
+DAY_NS = 86_400 * 10 ** 9
+MODELS = ("claude-sonnet-4", "gpt-4o", "a-model-with-a-rather-long-name-that-must-be-cut-to-fit")
+
+
+def _calls(count: int = 30, seed: int = 3) -> list[dict]:
+    """What the test sends, and so what it expects: one OpenInference LLM span per call."""
+    chance = random.Random(seed)
+    now = time.time_ns()
+    calls = []
+    for number in range(count):
+        calls.append({
+            "model": MODELS[number % len(MODELS)], "input": chance.randint(1, 5000), "output": chance.randint(0, 900),
+            "cost": round(chance.uniform(0, 0.05), 6), "error": number % 7 == 0,
+            "duration_ms": chance.randint(100, 9000), "customer": f"customer-{number % 4}",
+            # Spread over the last four days (UTC), at least an hour from now so none is in the future.
+            "start": now - DAY_NS * (number % 4) - 3_600 * 10 ** 9 - chance.randint(0, 10 ** 12)})
+    return calls
+
+
+def _export(calls: list[dict]) -> dict:
+    spans = []
+    for call in calls:
+        trace = uuid.uuid4().hex
+        body = span(trace, trace[:16], "ChatCompletion", {
+            "openinference.span.kind": "LLM", "llm.model_name": call["model"], "llm.provider": "acme",
+            "llm.token_count.prompt": call["input"], "llm.token_count.completion": call["output"],
+            "llm.token_count.total": call["input"] + call["output"], "llm.cost.total": call["cost"],
+            "user.id": call["customer"]}, start=call["start"], duration_ns=call["duration_ms"] * 10 ** 6)
+        body["status"] = {"code": 2 if call["error"] else 1}
+        spans.append(body)
+    return request(*spans)
+
+
+def _quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    position = q * (len(ordered) - 1)
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def _expected_by_model(calls: list[dict]) -> dict[str, dict]:
+    expected = {}
+    for model in MODELS:
+        mine = [call for call in calls if call["model"] == model]
+        expected[model] = {
+            "calls": len(mine), "errors": sum(call["error"] for call in mine),
+            "input_tokens": sum(call["input"] for call in mine), "output_tokens": sum(call["output"] for call in mine),
+            "total_tokens": sum(call["input"] + call["output"] for call in mine),
+            "cost": sum(call["cost"] for call in mine),
+            "latency_p50_ms": _quantile([call["duration_ms"] for call in mine], 0.5),
+            "latency_p95_ms": _quantile([call["duration_ms"] for call in mine], 0.95)}
+    return expected
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "otel_s3_bridge", *args], capture_output=True, text=True, timeout=120)
+
+
+def _check_report(result: subprocess.CompletedProcess, calls: list[dict]) -> None:
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert document["by"] == ["model"]
+    rows = {row["model"]: row for row in document["rows"]}
+    for model, expected in _expected_by_model(calls).items():
+        for name, value in expected.items():
+            assert rows[model][name] == pytest.approx(value), (model, name)
+    assert [row["model"] for row in document["rows"]] == \
+        sorted(rows, key=lambda model: -_expected_by_model(calls)[model]["cost"])  # most expensive first
+
+
+def test_report_and_query_over_the_local_directory_in_both_layouts(tmp_path):
+    calls = _calls()
+    out = tmp_path / "out"
+    bridge = BridgeProcess(["--output-dir", str(out), "--spool-dir", str(tmp_path / "spool")], tmp_path / "b.log",
+                           cwd=tmp_path)
+    try:
+        assert requests.post(bridge.url, json=_export(calls), timeout=30).status_code == 200
+        bridge.wait_until_uploaded()
+    finally:
+        assert bridge.stop() == 0
+    where = ["--output-dir", str(out)]
+    report = _cli("report", "--by", "model", "--format", "json", *where)
+    _check_report(report, calls)
+    assert "30 record(s)" in report.stderr and "trace layout" in report.stderr
+
+    # By day: one row per (model, day) and the calls add up.
+    by_day = json.loads(_cli("report", "--by", "model,day", "--format", "json", *where).stdout)
+    assert sum(row["calls"] for row in by_day["rows"]) == len(calls)
+    assert {row["day"] for row in by_day["rows"]} == {time.strftime("%Y-%m-%d", time.gmtime(call["start"] / 1e9))
+                                                      for call in calls}
+    # The terminal table fits 80 columns, the long model name cut with an ellipsis.
+    table = _cli("report", "--by", "model,customer", *where)
+    assert table.returncode == 0 and all(len(line) <= 80 for line in table.stdout.splitlines())
+    assert "…" in table.stdout and len(table.stdout.splitlines()) == 2 + len({(c["model"], c["customer"])
+                                                                             for c in calls})
+    # query: SQL over the `records` view.
+    query = _cli("query", "SELECT customer_id, count(*) AS n FROM records GROUP BY 1 ORDER BY 1", "--format", "csv",
+                 *where)
+    assert query.returncode == 0, query.stderr
+    assert query.stdout.splitlines() == ["customer_id,n"] + [
+        f"customer-{n},{sum(1 for call in calls if call['customer'] == f'customer-{n}')}" for n in range(4)]
+    # A window that ends before the calls: nothing.
+    empty = json.loads(_cli("report", "--from", "2020-01-01", "--to", "2020-01-31", "--format", "json",
+                            *where).stdout)
+    assert empty["rows"] == [] or empty["rows"][0]["calls"] == 0
+
+    # The same records as batch files (what the batch layout and `compact` write): the same report.
+    records = [json.loads(path.read_bytes()) for path in (out / "openrouter-traces").rglob("*.json")]
+    for (dt, hour), group in lake.by_partition(records).items():
+        for file_format in (lake.PARQUET, lake.NDJSON):  # half the partitions each way
+            if (int(hour) % 2 == 0) == (file_format == lake.PARQUET):
+                target = out / lake.file_key("openrouter-traces", group, file_format)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(lake.encode(group, file_format))
+    batch = _cli("report", "--by", "model", "--format", "json", *where)
+    _check_report(batch, calls)
+    assert "batch layout" in batch.stderr
+
+
+def test_report_reads_the_bucket_with_the_bridge_settings(moto, s3, tmp_path):
+    calls = _calls(seed=11)
+    bucket = new_bucket(s3)
+    bridge = S3Bridge(moto, bucket, tmp_path / "bridge.log", ["--ack", "upload"])
+    try:
+        assert requests.post(bridge.url, json=_export(calls), headers=bridge.headers(), timeout=30).status_code == 200
+    finally:
+        assert bridge.stop() == 0
+    eventually(lambda: len(list_keys(s3, bucket)) == len(calls))
+    report = _cli("report", "--by", "model", "--format", "json", "--bucket", bucket, "--endpoint-url", moto.url)
+    _check_report(report, calls)
+
+
+def test_report_refuses_what_it_cannot_answer(tmp_path):
+    bad_by = _cli("report", "--by", "model,colour", "--output-dir", str(tmp_path))
+    assert bad_by.returncode == 2 and "--by takes" in bad_by.stderr
+    bad_since = _cli("report", "--since", "a week", "--output-dir", str(tmp_path))
+    assert bad_since.returncode == 2 and "--since takes" in bad_since.stderr
+    bad_sql = _cli("query", "SELECT nope FROM records", "--output-dir", str(tmp_path))
+    assert bad_sql.returncode == 1 and "nope" in bad_sql.stderr and "Traceback" not in bad_sql.stderr
