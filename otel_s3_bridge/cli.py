@@ -1,4 +1,5 @@
-"""Command line: `serve`, `check`, `health`, `report`, `query`, `spool`, `decode` and `send-test-trace`.
+"""Command line: `serve`, `check`, `health`, `report`, `query`, `compact`, `spool`, `decode` and
+`send-test-trace`.
 Turns config errors and sink diagnoses into one plain message and an exit code; never prints a
 traceback for a user error or a token.
 """
@@ -71,6 +72,13 @@ def _parser() -> argparse.ArgumentParser:
                             help="last day (UTC), included (default: today)")
         reader.add_argument("--format", dest="output_format", choices=("table", "csv", "json"), default="table")
         add_config_arguments(reader)
+
+    compact = commands.add_parser(
+        "compact", help="rewrite a day of trace-layout objects as the batch layout's Parquet files (idempotent)")
+    compact.add_argument("--date", required=True, metavar="YYYY-MM-DD", help="the day (UTC) to compact")
+    compact.add_argument("--delete-source", action="store_true",
+                         help="delete the day's objects once every Parquet file written has been read back and checked")
+    add_config_arguments(compact)
 
     send = commands.add_parser("send-test-trace", help="send an OpenRouter-shaped sample delivery")
     send.add_argument("--endpoint", required=True, metavar="URL", help="e.g. http://127.0.0.1:4318/v1/traces")
@@ -371,6 +379,27 @@ def _read(args: argparse.Namespace, config: BridgeConfig) -> int:
     return EXIT_OK
 
 
+def _compact(args: argparse.Namespace, config: BridgeConfig) -> int:
+    from .compact import CompactionFailed, compact_day
+
+    try:
+        day = datetime.date.fromisoformat(args.date)
+    except ValueError:
+        print(f"otel-s3-bridge compact: --date takes YYYY-MM-DD; got {args.date!r}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        done = compact_day(config, day, delete_source=args.delete_source,
+                           progress=lambda line: print(f"  {line}", file=sys.stderr))
+    except (OSError, CompactionFailed) as error:
+        print(f"compact failed for {config.destination}, {day} (nothing was deleted): {error}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"{day}: {done.objects} object(s), {done.records} record(s) -> {len(done.files)} Parquet file(s)"
+          + (f"; {done.deleted} object(s) deleted" if args.delete_source else ""))
+    for key in done.files:
+        print(f"  {key}")
+    return EXIT_OK
+
+
 def _send_test_trace(args: argparse.Namespace) -> int:
     config = _load(args)
     if config is None:
@@ -420,6 +449,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _health(config, args.ready)
     if args.command in ("report", "query"):
         return _read(args, config)
+    if args.command == "compact":
+        return _compact(args, config)
     _setup_logging(config)
     if args.command == "check":
         return asyncio.run(_check(config))

@@ -4,9 +4,9 @@ directory sink, in either layout, as one Arrow table of `lake.SCHEMA` that DuckD
 
 `batch` files (`{prefix}/lake/dt=…/hour=…/`) are read only for the days asked for; `trace` objects
 (one JSON record each) are listed by day when the path template is `{prefix}/{date}` (the default)
-and under the whole prefix otherwise. When the days asked for have `batch` files, those are read
-and `trace` objects are not (a bridge writing both layouts stores every record in each). Progress
-goes to `progress`. Must not write anything.
+and under the whole prefix otherwise. A day that has `batch` files is read from them alone, its
+`trace` objects are not (a bridge writing both layouts, or `compact` without `--delete-source`,
+stores every record in each). Progress goes to `progress`. Must not write anything.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime
 import gzip
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -77,7 +77,7 @@ def _batch_files(fs: pafs.FileSystem, lake_dir: str, window: Window) -> list[str
     return sorted(paths)
 
 
-def _trace_objects(fs: pafs.FileSystem, prefix_dir: str, template: str, window: Window) -> list[str]:
+def trace_objects(fs: pafs.FileSystem, prefix_dir: str, template: str, window: Window) -> list[str]:
     if template == DEFAULT_TEMPLATE:
         listed = [info for day in window.days() for info in _files(fs, f"{prefix_dir}/{day.isoformat()}")]
     else:
@@ -87,39 +87,48 @@ def _trace_objects(fs: pafs.FileSystem, prefix_dir: str, template: str, window: 
                   if info.path.endswith(".json") and not info.base_name.startswith("."))
 
 
-def _read(fs: pafs.FileSystem, path: str) -> bytes:
+def read_bytes(fs: pafs.FileSystem, path: str) -> bytes:
     with fs.open_input_stream(path, compression=None) as stream:  # .gz: the caller inflates
         return stream.read()
 
 
+def trace_records(fs: pafs.FileSystem, paths: list[str],
+                  progress: Callable[[str], None]) -> Iterator[tuple[str, dict]]:
+    """(path, record) of each trace-layout object that holds a JSON record; others are told and left."""
+    for number, path in enumerate(paths, start=1):
+        try:
+            yield path, orjson.loads(read_bytes(fs, path))
+        except orjson.JSONDecodeError:
+            progress(f"left alone {path}: not a JSON record")
+        if number % 1000 == 0 or number == len(paths):
+            progress(f"read {number} of {len(paths)} objects")
+
+
 def read_records(config: BridgeConfig, window: Window,
                  progress: Callable[[str], None] = lambda line: None) -> tuple[pa.Table, str]:
-    """The records whose span started in `window`, and which layout they were read from."""
+    """The records whose span started in `window`, and which layouts they were read from. Each day
+    is read from its `batch` files when it has any, else from its `trace` objects."""
     fs, root = filesystem(config)
     prefix_dir = f"{root}/{config.prefix}"
     batch_files = _batch_files(fs, f"{prefix_dir}/lake", window)
-    if batch_files:
-        tables = []
-        for number, path in enumerate(batch_files, start=1):
-            if path.endswith(lake.SUFFIXES[lake.PARQUET]):
-                tables.append(pq.read_table(path, filesystem=fs, schema=lake.SCHEMA))
-            else:
-                records = [orjson.loads(line) for line in gzip.decompress(_read(fs, path)).splitlines() if line]
-                tables.append(lake.table(records))
-            if number % 100 == 0 or number == len(batch_files):
-                progress(f"read {number} of {len(batch_files)} batch files")
-        table = pa.concat_tables(tables) if tables else lake.SCHEMA.empty_table()
-        layout = "batch"
-    else:
-        paths = _trace_objects(fs, prefix_dir, str(config.path_template), window)
-        records = []
-        for number, path in enumerate(paths, start=1):
-            try:
-                records.append(orjson.loads(_read(fs, path)))
-            except orjson.JSONDecodeError:
-                progress(f"skipped {path}: not a JSON record")
-            if number % 1000 == 0 or number == len(paths):
-                progress(f"read {number} of {len(paths)} objects")
-        table = lake.table(records)
-        layout = "trace"
-    return table.filter(window.mask(table.column("timestamp"))), layout
+    batch_days = {datetime.date.fromisoformat(path.split("/dt=", 1)[1][:10]) for path in batch_files}
+    tables = []
+    for number, path in enumerate(batch_files, start=1):
+        if path.endswith(lake.SUFFIXES[lake.PARQUET]):
+            tables.append(pq.read_table(path, filesystem=fs, schema=lake.SCHEMA))
+        else:
+            tables.append(lake.table([orjson.loads(line) for line in gzip.decompress(read_bytes(fs, path)).splitlines()
+                                      if line]))
+        if number % 100 == 0 or number == len(batch_files):
+            progress(f"read {number} of {len(batch_files)} batch files")
+    trace_days = [day for day in window.days() if day not in batch_days]
+    records = []
+    if trace_days:
+        paths = trace_objects(fs, prefix_dir, str(config.path_template), Window(trace_days[0], trace_days[-1]))
+        records = [record for _, record in trace_records(fs, paths, progress)
+                   if datetime.date.fromisoformat(lake.partition(record)[0]) not in batch_days]
+    if records or not tables:
+        tables.append(lake.table(records))
+    layouts = " and ".join(name for name, used in (("batch", batch_files), ("trace", records)) if used) or "no"
+    table = pa.concat_tables(tables)
+    return table.filter(window.mask(table.column("timestamp"))), layouts

@@ -89,8 +89,8 @@ def _check_report(result: subprocess.CompletedProcess, calls: list[dict]) -> Non
         sorted(rows, key=lambda model: -_expected_by_model(calls)[model]["cost"])  # most expensive first
 
 
-def test_report_and_query_over_the_local_directory_in_both_layouts(tmp_path):
-    calls = _calls()
+def stored_locally(tmp_path, calls: list[dict]):
+    """A real bridge with the local directory sink stores the calls; returns the directory."""
     out = tmp_path / "out"
     bridge = BridgeProcess(["--output-dir", str(out), "--spool-dir", str(tmp_path / "spool")], tmp_path / "b.log",
                            cwd=tmp_path)
@@ -99,6 +99,12 @@ def test_report_and_query_over_the_local_directory_in_both_layouts(tmp_path):
         bridge.wait_until_uploaded()
     finally:
         assert bridge.stop() == 0
+    return out
+
+
+def test_report_and_query_over_the_local_directory_in_both_layouts(tmp_path):
+    calls = _calls()
+    out = stored_locally(tmp_path, calls)
     where = ["--output-dir", str(out)]
     report = _cli("report", "--by", "model", "--format", "json", *where)
     _check_report(report, calls)
@@ -138,8 +144,8 @@ def test_report_and_query_over_the_local_directory_in_both_layouts(tmp_path):
     assert "batch layout" in batch.stderr
 
 
-def test_report_reads_the_bucket_with_the_bridge_settings(moto, s3, tmp_path):
-    calls = _calls(seed=11)
+def stored_in_a_bucket(moto, s3, tmp_path, calls: list[dict]) -> str:
+    """A real bridge stores the calls in a new bucket of the S3 server; returns the bucket."""
     bucket = new_bucket(s3)
     bridge = S3Bridge(moto, bucket, tmp_path / "bridge.log", ["--ack", "upload"])
     try:
@@ -147,6 +153,12 @@ def test_report_reads_the_bucket_with_the_bridge_settings(moto, s3, tmp_path):
     finally:
         assert bridge.stop() == 0
     eventually(lambda: len(list_keys(s3, bucket)) == len(calls))
+    return bucket
+
+
+def test_report_reads_the_bucket_with_the_bridge_settings(moto, s3, tmp_path):
+    calls = _calls(seed=11)
+    bucket = stored_in_a_bucket(moto, s3, tmp_path, calls)
     report = _cli("report", "--by", "model", "--format", "json", "--bucket", bucket, "--endpoint-url", moto.url)
     _check_report(report, calls)
 
