@@ -1,0 +1,76 @@
+-- Athena (or Glue) table over the batch layout's Parquet files: {prefix}/lake/dt=YYYY-MM-DD/hour=HH/*.parquet
+-- Replace my-llm-traces (bucket) and openrouter-traces (--prefix). Partition projection: no crawler and
+-- no MSCK REPAIR; a query that filters on dt (and hour) reads only those folders.
+-- The columns are otel_s3_bridge/lake.py's SCHEMA (tests/test_athena_ddl.py keeps the two equal);
+-- prompt, completion, metadata, observations, events, links, attributes and resource are JSON text:
+--   SELECT json_extract_scalar(prompt, '$[0].role') FROM llm_traces WHERE dt = '2026-12-01'
+-- Only Parquet is described here; gzip NDJSON batch files are read by DuckDB and
+-- `otel-s3-bridge report`, or by a JSON SerDe table like trace-layout.sql.
+CREATE EXTERNAL TABLE IF NOT EXISTS llm_traces (
+  `schema` string,
+  `trace_id` string,
+  `otel_trace_id` string,
+  `span_id` string,
+  `parent_span_id` string,
+  `generation_id` string,
+  `name` string,
+  `span_name` string,
+  `timestamp` timestamp,
+  `start_time_unix_nano` bigint,
+  `end_time_unix_nano` bigint,
+  `duration_ms` double,
+  `model` string,
+  `requested_model` string,
+  `provider` string,
+  `model_author` string,
+  `input_tokens` bigint,
+  `output_tokens` bigint,
+  `total_tokens` bigint,
+  `cached_tokens` bigint,
+  `cache_write_tokens` bigint,
+  `reasoning_tokens` bigint,
+  `input_cost` double,
+  `output_cost` double,
+  `cost` double,
+  `session_id` string,
+  `customer_id` string,
+  `api_key_name` string,
+  `finish_reason` string,
+  `native_finish_reason` string,
+  `time_to_first_token_ms` double,
+  `status` string,
+  `status_message` string,
+  `prompt` string,
+  `completion` string,
+  `metadata` string,
+  `observations` string,
+  `events` string,
+  `links` string,
+  `attributes` string,
+  `resource` string,
+  `scope_name` string,
+  `scope_version` string,
+  `source` string,
+  `ingest_received_at` timestamp,
+  `ingest_key_name` string,
+  `ingest_transport` string
+)
+PARTITIONED BY (`dt` string, `hour` string)
+STORED AS PARQUET
+LOCATION 's3://my-llm-traces/openrouter-traces/lake/'
+TBLPROPERTIES (
+  'projection.enabled' = 'true',
+  'projection.dt.type' = 'date',
+  'projection.dt.format' = 'yyyy-MM-dd',
+  'projection.dt.range' = '2025-01-01,NOW',
+  'projection.dt.interval' = '1',
+  'projection.dt.interval.unit' = 'DAYS',
+  'projection.hour.type' = 'integer',
+  'projection.hour.range' = '0,23',
+  'projection.hour.digits' = '2',
+  'storage.location.template' = 's3://my-llm-traces/openrouter-traces/lake/dt=${dt}/hour=${hour}/'
+);
+
+-- Spend per model and day:
+-- SELECT dt, model, count(*) AS calls, sum(cost) AS cost FROM llm_traces
+-- WHERE dt >= '2026-11-01' GROUP BY 1, 2 ORDER BY 1, 4 DESC;

@@ -1,0 +1,42 @@
+"""deploy/athena/*.sql describe what the bridge writes: the batch-layout table's columns and types
+are `lake.SCHEMA`'s, the trace-layout table's columns are the record's top-level fields in the
+.proto, and both project the partitions the bridge's keys use. (Athena itself is not here.)"""
+
+from __future__ import annotations
+
+import re
+
+import pyarrow as pa
+
+from conftest import ROOT
+from otel_s3_bridge import lake
+from test_schema import schema  # noqa: F401  (the compiled .proto, a fixture)
+
+ATHENA = ROOT / "deploy" / "athena"
+ATHENA_TYPES = {pa.string(): "string", pa.int64(): "bigint", pa.float64(): "double", lake.UTC_MS: "timestamp"}
+
+
+def _columns(sql: str) -> list[tuple[str, str]]:
+    body = sql.split("CREATE EXTERNAL TABLE", 1)[1].split("(", 1)[1].split("\n)", 1)[0]
+    return re.findall(r"^\s*`([a-z_]+)` (.+?),?$", body, re.MULTILINE)
+
+
+def test_the_batch_table_is_the_lake_schema_with_projected_hive_partitions():
+    sql = (ATHENA / "batch-layout.sql").read_text()
+    assert _columns(sql) == [(field.name, ATHENA_TYPES[field.type]) for field in lake.SCHEMA]
+    assert "PARTITIONED BY (`dt` string, `hour` string)" in sql and "STORED AS PARQUET" in sql
+    location = re.search(r"'storage.location.template' = '([^']+)'", sql).group(1)
+    record = {"start_time_unix_nano": 1_790_000_000_000_000_000}
+    dt, hour = lake.partition(record)
+    folder = lake.file_key("openrouter-traces", [record], lake.PARQUET).rsplit("/", 1)[0] + "/"
+    assert location.replace("s3://my-llm-traces/", "").replace("${dt}", dt).replace("${hour}", hour) == folder
+
+
+def test_the_trace_table_has_the_record_fields(schema):  # noqa: F811
+    sql = (ATHENA / "trace-layout.sql").read_text()
+    columns = _columns(sql)
+    assert [name for name, _ in columns] == [field.name for field in schema.TraceRecord.DESCRIPTOR.fields]
+    kinds = dict(columns)
+    assert kinds["input_tokens"] == "bigint" and kinds["cost"] == "double"
+    assert kinds["ingest"] == "struct<received_at:string,key_name:string,transport:string>"
+    assert "'storage.location.template' = 's3://my-llm-traces/openrouter-traces/${dt}/'" in sql
