@@ -65,6 +65,7 @@ def _parser() -> argparse.ArgumentParser:
         else:
             reader.add_argument("--by", default="model", help="group by some of model, provider, customer, session, "
                                 "key, day, hour, comma-separated (default: model)")
+            reader.add_argument("--html", metavar="FILE", help="also write a self-contained page of charts to FILE")
         reader.add_argument("--since", default="7d", help="the last N days or hours, e.g. 7d, 12h (default 7d)")
         reader.add_argument("--from", dest="from_date", metavar="YYYY-MM-DD",
                             help="first day (UTC), instead of --since")
@@ -370,6 +371,19 @@ def _read(args: argparse.Namespace, config: BridgeConfig) -> int:
     except duckdb.Error as error:
         print(f"otel-s3-bridge {args.command}: {error}", file=sys.stderr)
         return EXIT_FAILED
+    if getattr(args, "html", None):
+        from .report_html import PAGE_QUERIES, render
+
+        answers = {name: run(table, sql)[1] for name, sql in PAGE_QUERIES.items()}
+        page = render(answers, title="LLM calls: spend, tokens, latency, errors",
+                      subtitle=f"{first} to {last} (UTC) · {config.destination}")
+        try:
+            with open(args.html, "w", encoding="utf-8") as file:
+                file.write(page)
+        except OSError as error:
+            print(f"cannot write {args.html}: {error.strerror}", file=sys.stderr)
+            return EXIT_FAILED
+        print(f"wrote {args.html}", file=sys.stderr)
     if args.output_format == "json":
         print(as_json(columns, rows, by))
     elif args.output_format == "csv":

@@ -4,18 +4,24 @@ from the spans the test sent, not from the bridge's own records."""
 
 from __future__ import annotations
 
+import html
 import json
 import random
+import re
+import shutil
 import subprocess
 import sys
 import time
 import uuid
+from collections import Counter
 
 import pytest
 import requests
+from PIL import Image
 
 from conftest import BridgeProcess, S3Bridge, eventually, list_keys, new_bucket
 from otel_s3_bridge import lake
+from otel_s3_bridge.report_html import PALETTE
 from otlp_builders import request, span
 
 DAY_NS = 86_400 * 10 ** 9
@@ -32,6 +38,7 @@ def _calls(count: int = 30, seed: int = 3) -> list[dict]:
             "model": MODELS[number % len(MODELS)], "input": chance.randint(1, 5000), "output": chance.randint(0, 900),
             "cost": round(chance.uniform(0, 0.05), 6), "error": number % 7 == 0,
             "duration_ms": chance.randint(100, 9000), "customer": f"customer-{number % 4}",
+            "session": f"session-{number % 9}",
             # Spread over the last four days (UTC), at least an hour from now so none is in the future.
             "start": now - DAY_NS * (number % 4) - 3_600 * 10 ** 9 - chance.randint(0, 10 ** 12)})
     return calls
@@ -45,7 +52,8 @@ def _export(calls: list[dict]) -> dict:
             "openinference.span.kind": "LLM", "llm.model_name": call["model"], "llm.provider": "acme",
             "llm.token_count.prompt": call["input"], "llm.token_count.completion": call["output"],
             "llm.token_count.total": call["input"] + call["output"], "llm.cost.total": call["cost"],
-            "user.id": call["customer"]}, start=call["start"], duration_ns=call["duration_ms"] * 10 ** 6)
+            "user.id": call["customer"], "session.id": call["session"]},
+            start=call["start"], duration_ns=call["duration_ms"] * 10 ** 6)
         body["status"] = {"code": 2 if call["error"] else 1}
         spans.append(body)
     return request(*spans)
@@ -170,3 +178,38 @@ def test_report_refuses_what_it_cannot_answer(tmp_path):
     assert bad_since.returncode == 2 and "--since takes" in bad_since.stderr
     bad_sql = _cli("query", "SELECT nope FROM records", "--output-dir", str(tmp_path))
     assert bad_sql.returncode == 1 and "nope" in bad_sql.stderr and "Traceback" not in bad_sql.stderr
+
+
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--hide-scrollbars")
+
+
+def test_the_html_report_is_self_contained_and_renders_in_chromium(tmp_path):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("chromium is not installed (.ci/run installs Debian's chromium package)")
+    calls = _calls(count=60, seed=21)
+    out = stored_locally(tmp_path, calls)
+    page = tmp_path / "report.html"
+    result = _cli("report", "--by", "model", "--html", str(page), "--output-dir", str(out))
+    assert result.returncode == 0, result.stderr
+    text = page.read_text()
+    # Self-contained: no script, and nothing that could be fetched (no src or href, no url(), no @import).
+    assert "<script" not in text and not re.search(r"\b(src|href)\s*=|url\(|@import", text)
+    assert text.count("<svg") == 6 and "no data" not in text  # every chart has data
+    for model in MODELS:
+        assert html.escape(model) in text or html.escape(model[:29]) in text
+    assert f"{len(calls):,} calls" in text
+
+    shot = tmp_path / "report.png"
+    subprocess.run([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--window-size=800,1600",
+                    f"--screenshot={shot}", page.as_uri()], capture_output=True, timeout=120, check=True)
+    image = Image.open(shot).convert("RGB")
+    assert image.size == (800, 1600)
+    colours = Counter(image.get_flattened_data() if hasattr(image, "get_flattened_data") else image.getdata())
+    background, share = colours.most_common(1)[0]
+    assert share < 0.97 * image.size[0] * image.size[1], "the page is blank"
+    # The charts' own colours are on screen: bars were drawn, not only text.
+    palette = {tuple(int(colour[i:i + 2], 16) for i in (1, 3, 5)) for colour in PALETTE[:3]}
+    assert sum(colours[colour] for colour in palette) > 5_000
