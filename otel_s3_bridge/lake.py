@@ -26,7 +26,6 @@ import pyarrow.parquet as pq
 
 PARQUET, NDJSON = "parquet", "ndjson"
 SUFFIXES = {PARQUET: ".parquet", NDJSON: ".ndjson.gz"}
-CONTENT_TYPES = {PARQUET: "application/vnd.apache.parquet", NDJSON: "application/x-ndjson"}
 UTC_MS = pa.timestamp("ms", tz="UTC")
 JSON_COLUMNS = ("prompt", "completion", "metadata", "observations", "events", "links", "attributes", "resource")
 _STRINGS = ("schema", "trace_id", "otel_trace_id", "span_id", "parent_span_id", "generation_id", "name", "span_name")

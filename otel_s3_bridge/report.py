@@ -105,9 +105,10 @@ def _short(value: Any) -> str:
             return f"{value:,.0f}"
         return f"{value:.4f}".rstrip("0").rstrip(".") if abs(value) < 1 else f"{value:.2f}"
     if isinstance(value, int):
-        for limit, unit in ((10 ** 9, "G"), (10 ** 6, "M"), (10 ** 4, "k")):
-            if abs(value) >= limit:
-                return f"{value / (limit if unit != 'k' else 1000):.1f}{unit}"
+        # Thousands only from 10,000 up: a four-digit count fits its column as it is.
+        for threshold, divisor, unit in ((10 ** 9, 10 ** 9, "G"), (10 ** 6, 10 ** 6, "M"), (10 ** 4, 10 ** 3, "k")):
+            if abs(value) >= threshold:
+                return f"{value / divisor:.1f}{unit}"
         return str(value)
     return str(value)
 
