@@ -1,7 +1,8 @@
 """The composition root: builds every part from the config and owns start and stop order.
 
-Start: sink check -> spool open and replay -> uploaders -> decode processes -> gRPC -> HTTP ->
-metrics (TLS files are read before the receivers, and re-read when they change).
+Start: sink check -> spool open and replay -> batch files a crash left -> batch writer and
+uploaders -> decode processes -> gRPC -> HTTP -> metrics (TLS files are read before the
+receivers, and re-read when they change).
 With the spool, a sink that cannot be reached yet (retryable) does not stop start-up: exports go
 to the spool and a background check reports when the sink answers. A permanent failure (bucket
 missing, access denied) does. Stop: refuse new exports -> HTTP and gRPC finish in-flight exports
@@ -20,6 +21,7 @@ import time
 
 from . import logs, metrics
 from .auth import Authenticator, Route
+from .batch_writer import BatchSettings, BatchWriter
 from .config import BridgeConfig
 from .decode_pool import DecodePool
 from .errors import SinkError
@@ -80,9 +82,14 @@ class Bridge:
         self.join = JoinStore(config.join_directory, window_seconds=config.join_window_seconds,
                               max_bytes=config.join_max_bytes)
         self.ingestor = Ingestor(config, self.sink, self.spool, self.pool, self.join)
+        self.batches = (BatchWriter(self.spool, self.sink, BatchSettings(
+            file_format=config.batch_format, max_records=config.batch_max_records, max_bytes=config.batch_max_bytes,
+            max_age_seconds=config.batch_max_age_seconds, join_window_seconds=config.join_window_seconds,
+            retry_max_seconds=config.upload_retry_max_seconds), latest_body=self.ingestor.latest_body)
+            if self.spool is not None else None)
         self.uploader = (Uploader(self.spool, self.sink, concurrency=config.upload_concurrency,
                                   retry_max_seconds=config.upload_retry_max_seconds,
-                                  latest_body=self.ingestor.latest_body)
+                                  latest_body=self.ingestor.latest_body, batches=self.batches)
                          if self.spool is not None else None)
         max_connections = connection_cap(config.max_connections, 2 if config.grpc_port else 1)
         limits = ConnectionLimits(header_timeout_seconds=config.header_timeout_seconds,
@@ -121,6 +128,10 @@ class Bridge:
                 replayed = self.spool.open()
                 if replayed:
                     log.info("spool: %d entries left by an earlier run are queued for upload", replayed)
+                rewritten = await self.batches.recover()
+                if rewritten:
+                    log.info("batch layout: %d file(s) a crash left half written are written again", rewritten)
+                self.batches.start()
                 self.uploader.start()
             self._maintenance = asyncio.create_task(self._maintain())
             await self.pool.start()
@@ -195,7 +206,11 @@ class Bridge:
             if not await self.uploader.drain(drain_seconds):
                 log.warning("drain deadline reached: %d entries stay in the spool at %s and are uploaded at the "
                             "next start", self.spool.pending, self.spool.directory)
+            if self.batches.held:
+                log.info("%d records wait in the spool for their GenAI events (--join-window-seconds); the next "
+                         "start writes them to batch files", self.batches.held)
             await self.uploader.stop()
+            await self.batches.stop()
             await self.spool.close()
         await self.sink.aclose()
         if self.metrics is not None:

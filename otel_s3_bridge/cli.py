@@ -147,8 +147,15 @@ def _ready_message(config: BridgeConfig) -> str:
     where = config.destination
     if not config.uses_s3:
         where += " (no --bucket set; objects get exactly the keys they would get in S3)"
+    layouts = []
+    if config.writes_objects:
+        layouts.append(f"keys {str(config.path_template).replace('{prefix}', config.prefix)}/{{traceId}}-{{timestamp}}"
+                       ".json")
+    if config.writes_batches:
+        layouts.append(f"{config.batch_format} files {config.prefix}/lake/dt=YYYY-MM-DD/hour=HH/ (at most "
+                       f"{config.batch_max_records:,} records or {config.batch_max_age_seconds}s each)")
     return f"otel-s3-bridge {__version__} ready: {listening}; {auth}; {delivery}; writing to {where}, " \
-           f"keys {str(config.path_template).replace('{prefix}', config.prefix)}/{{traceId}}-{{timestamp}}.json"
+           + " and ".join(layouts)
 
 
 async def _serve(config: BridgeConfig, *, share_ports: bool = False) -> int:

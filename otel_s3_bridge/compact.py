@@ -3,7 +3,7 @@
 per hour of the day, so that a bucket kept in OpenRouter's layout still reads fast.
 
 Idempotent: records are sorted by identity before they are written, so the same objects always make
-the same files under the same keys (`lake.file_key`), and a second run overwrites them. Every file
+the same files under the same keys (`lake_keys.file_key`), and a second run overwrites them. Every file
 is read back and checked (row count and the identities of its records) before anything else
 happens; `--delete-source` deletes a day's objects only once every file of that day checked out.
 A local file is written beside its key and renamed into place. Must not touch other days.
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from . import lake
+from . import lake, lake_keys
 from .config import BridgeConfig
 from .lake_read import Window, filesystem, trace_objects, trace_records
 
@@ -49,8 +49,8 @@ def _write(fs: pafs.FileSystem, path: str, data: bytes) -> None:
 
 def _verify(fs: pafs.FileSystem, path: str, records: list[dict]) -> None:
     table = pq.read_table(path, filesystem=fs, schema=lake.SCHEMA, columns=["trace_id", "otel_trace_id", "span_id"])
-    written = [lake.identity(row) for row in table.to_pylist()]
-    if written != [lake.identity(record) for record in records]:
+    written = [lake_keys.identity(row) for row in table.to_pylist()]
+    if written != [lake_keys.identity(record) for record in records]:
         raise CompactionFailed(f"{path} holds {len(written)} rows, not the {len(records)} records written to it")
 
 
@@ -61,16 +61,17 @@ def compact_day(config: BridgeConfig, day: datetime.date, *, delete_source: bool
     records: dict[str, dict] = {}
     sources = []
     for path, record in trace_records(fs, paths, progress):
-        if lake.partition(record)[0] != day.isoformat():
+        if lake_keys.partition(record)[0] != day.isoformat():
             continue  # another day's record (a path template without {date})
-        records[lake.identity(record)] = record  # the same call stored twice is one row
+        records[lake_keys.identity(record)] = record  # the same call stored twice is one row
         sources.append(path)
     ordered = [records[identity] for identity in sorted(records)]
     files = []
-    for (_, _), group in sorted(lake.by_partition(ordered).items()):
-        key = lake.file_key(config.prefix, group, lake.PARQUET)
+    for (_, _), group in sorted(lake_keys.by_partition(ordered).items()):
+        key = lake_keys.file_key(lake_keys.partition_dir(config.prefix, group[0]), map(lake_keys.identity, group),
+                                 lake_keys.PARQUET)
         path = f"{root}/{key}"
-        _write(fs, path, lake.encode(group, lake.PARQUET))
+        _write(fs, path, lake.encode(group, lake_keys.PARQUET))
         _verify(fs, path, group)
         files.append(key)
         progress(f"wrote and checked {key} ({len(group)} records)")

@@ -173,6 +173,18 @@ class BridgeConfig:
         compile_template("{prefix}/{date}"),
         "object folder template; variables {prefix} {date} {year} {month} {day} {hour} {apiKeyName} {keyName}",
         _path_template, metavar="TEMPLATE")
+    layout: str = _option(
+        "trace", "trace: one JSON object per LLM call (OpenRouter's layout); batch: Parquet or gzip NDJSON files "
+        "under {prefix}/lake/dt=YYYY-MM-DD/hour=HH/; both", _choice("trace", "batch", "both"))
+    batch_format: str = _option("parquet", "the batch layout's files: parquet (zstd) or ndjson (gzip)",
+                                _choice("parquet", "ndjson"))
+    batch_max_records: int = _option(100_000, "records in one batch file at most", _integer(1, 10_000_000),
+                                     metavar="N")
+    batch_max_bytes: int = _option(
+        64 * 1024 * 1024, "records (as JSON) in one batch file at most, in bytes; the file itself is smaller",
+        _integer(64 * 1024, 5 * 1024 ** 3), metavar="BYTES")
+    batch_max_age_seconds: int = _option(60, "a batch file is written at the latest this long after its first "
+                                             "record was spooled", _integer(1, 86_400), metavar="SECONDS")
     output_dir: str = _option("./otel-s3-data", "local directory sink root (used when no bucket is set)",
                               metavar="DIR")
     s3_addressing_style: str = _option(
@@ -199,6 +211,9 @@ class BridgeConfig:
     upload_concurrency: int = _option(16, "parallel uploads to the sink", _integer(1, 1024), metavar="N")
     upload_retry_max_seconds: int = _option(30, "longest wait between two retries of one upload",
                                             _integer(1, 3600), metavar="SECONDS")
+    s3_multipart_bytes: int = _option(
+        16 * 1024 * 1024, "objects larger than this go up as multipart uploads, in parts of this size",
+        _integer(5 * 1024 * 1024, 5 * 1024 ** 3), metavar="BYTES")
     s3_timeout_seconds: int = _option(30, "S3 connect and read timeout of one request", _integer(1, 600),
                                       metavar="SECONDS")
     max_inflight_bytes: int = _option(
@@ -269,6 +284,14 @@ class BridgeConfig:
     @property
     def uses_s3(self) -> bool:
         return self.bucket is not None
+
+    @property
+    def writes_objects(self) -> bool:
+        return self.layout in ("trace", "both")
+
+    @property
+    def writes_batches(self) -> bool:
+        return self.layout in ("batch", "both")
 
     @property
     def addressing_style(self) -> str:
@@ -366,6 +389,8 @@ def load_config(flags: Mapping[str, Any], env: Mapping[str, str] = os.environ) -
     if config.metrics_port and config.metrics_port in (config.http_port, config.grpc_port) \
             and config.metrics_address == config.host:
         problems.append(f"--metrics-port: {config.metrics_port} is also a receiver's port; choose another, or 0")
+    if config.layout != "trace" and config.ack == "upload":
+        problems.append(f"--layout: {config.layout!r} builds files from the spool; it needs --ack spool")
     if config.endpoint_url and not config.uses_s3:
         problems.append("--endpoint-url: set --bucket too (without a bucket the bridge writes to a local directory)")
     if problems:

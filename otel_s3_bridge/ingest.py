@@ -35,6 +35,7 @@ from .decode_pool import DecodePool
 from .encode import JSON_CONTENT_TYPE
 from .errors import InvalidRequest, PayloadTooLarge, SinkError, Unavailable
 from .join import JoinFull, JoinStore
+from .lake_keys import partition_dir
 from .prepare import LOGS, TRACES, ExportContext, PreparedExport, completed_object, prepare_export
 from .sink import ObjectSink
 from .spool import Spool, SpoolFull, SpoolTooSmall
@@ -59,6 +60,7 @@ class Item(NamedTuple):
     bucket: str | None
     spans: int  # how many spans (or GenAI events) it holds, for partial_success when refused
     join: str | None = None  # the join store's name of its call, when a half is kept for it
+    partition: str | None = None  # its lake partition, when it goes into a `batch` layout file
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,7 +160,8 @@ class Ingestor:
             encoding=encoding, coding=coding, key_name=principal.name, transport=transport,
             received_at_unix_nano=self._clock(), non_llm_spans=config.non_llm_spans, template=config.path_template,
             prefix=principal.prefix, max_request_bytes=max_request_bytes,
-            max_resource_bytes=config.max_resource_bytes, max_output_bytes=config.decoded_bytes_limit, signal=signal)
+            max_resource_bytes=config.max_resource_bytes, max_output_bytes=config.decoded_bytes_limit, signal=signal,
+            lake=config.writes_batches)
         prepared = await self._prepare(body, context, reservation)
         rejected, problems = prepared.rejected_spans, list(prepared.problems)
         joins = signal == LOGS or bool(prepared.halves and self._join is not None)
@@ -168,6 +171,8 @@ class Ingestor:
                 items = await self._completed_by_events(prepared, principal, reservation)
             else:
                 items = [Item(key, body, principal.bucket, spans) for key, body, spans in prepared.objects]
+                if prepared.partitions:
+                    items = [item._replace(partition=partition) for item, partition in zip(items, prepared.partitions)]
                 await self._complete_with_known_events(prepared, principal, items)
             if items and self._spool is not None:
                 await self._append_to_spool(items, on_written=in_order.release)
@@ -225,7 +230,8 @@ class Ingestor:
                             type(error).__name__, error)
                 continue
             reservation.add(len(body))
-            items.append(Item(key, body, envelope["bucket"], len(events), name))
+            partition = partition_dir(principal.prefix, envelope["record"]) if self._config.writes_batches else None
+            items.append(Item(key, body, envelope["bucket"], len(events), name, partition))
         return items
 
     async def latest_body(self, join_name: str, body: bytes) -> bytes:
@@ -285,8 +291,10 @@ class Ingestor:
 
     async def _append_to_spool(self, items: list[Item], on_written: Callable[[], None] | None = None) -> None:
         try:
+            partitions = [item.partition for item in items] if self._config.writes_batches else None
             await self._spool.append([(item.key, item.body, item.bucket) for item in items],
-                                     [item.join for item in items], on_written)
+                                     [item.join for item in items], on_written, partitions,
+                                     trace_objects=self._config.writes_objects)
         except SpoolTooSmall as too_large:
             raise PayloadTooLarge(f"{too_large} (--spool-max-bytes); send smaller batches") from None
         except SpoolFull as full:

@@ -8,24 +8,23 @@ int64, costs double), `timestamp` and `ingest.received_at` are UTC timestamps, t
 `ingest` and `scope` become `ingest_*` / `scope_*` columns, and the open-ended parts (prompt,
 completion, metadata, observations, events, links, attributes, resource) are JSON strings, which
 every engine reads (`json_extract`) whatever shape a convention gave them. Partition values are in
-the path only. A file's name is a digest of the identities of the records it holds, so writing the
-same records again (a replay, a retried upload) overwrites the same object.
-Must not do I/O or read clocks.
+the path only (`lake_keys` places files). Must not do I/O or read clocks.
 """
 
 from __future__ import annotations
 
 import datetime
 import gzip
-import hashlib
+import io
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-PARQUET, NDJSON = "parquet", "ndjson"
-SUFFIXES = {PARQUET: ".parquet", NDJSON: ".ndjson.gz"}
+from .lake_keys import NDJSON
+
 UTC_MS = pa.timestamp("ms", tz="UTC")
 JSON_COLUMNS = ("prompt", "completion", "metadata", "observations", "events", "links", "attributes", "resource")
 _STRINGS = ("schema", "trace_id", "otel_trace_id", "span_id", "parent_span_id", "generation_id", "name", "span_name")
@@ -84,39 +83,24 @@ def table(records: list[dict[str, Any]]) -> pa.Table:
 def encode(records: list[dict[str, Any]], file_format: str) -> bytes:
     """The file's bytes: Parquet with zstd, or NDJSON of the records as stored, gzip-compressed."""
     if file_format == NDJSON:
-        return gzip.compress(b"".join(orjson.dumps(record) + b"\n" for record in records), compresslevel=6,
-                             mtime=0)  # mtime 0: the same records give the same bytes
+        return encode_lines([b"".join(orjson.dumps(record) + b"\n" for record in records)])
+    return encode_parts([records])
+
+
+def encode_lines(chunks: Iterable[bytes]) -> bytes:
+    """A gzip NDJSON file of lines given a chunk at a time (no Content-Encoding: it is an archive)."""
+    out = io.BytesIO()
+    with gzip.GzipFile(fileobj=out, mode="wb", compresslevel=6, mtime=0) as stream:  # mtime 0: the same bytes
+        for chunk in chunks:
+            stream.write(chunk)
+    return out.getvalue()
+
+
+def encode_parts(parts: Iterable[list[dict[str, Any]]]) -> bytes:
+    """A Parquet (zstd) file of records given a part at a time (a row group each), so that only one
+    part is ever held as Python objects."""
     sink = pa.BufferOutputStream()
-    pq.write_table(table(records), sink, compression="zstd")
+    with pq.ParquetWriter(sink, SCHEMA, compression="zstd") as writer:
+        for records in parts:
+            writer.write_table(table(records))
     return sink.getvalue().to_pybytes()
-
-
-def partition(record: dict[str, Any]) -> tuple[str, str]:
-    """(dt, hour) of the record's span start in UTC; a record without one goes by its receipt."""
-    nanos = record.get("start_time_unix_nano")
-    if not isinstance(nanos, int) or nanos <= 0:
-        received = _epoch_ms((record.get("ingest") or {}).get("received_at"))
-        nanos = (received or 0) * 1_000_000
-    moment = datetime.datetime.fromtimestamp(nanos / 1e9, datetime.UTC)
-    return moment.strftime("%Y-%m-%d"), moment.strftime("%H")
-
-
-def identity(record: dict[str, Any]) -> str:
-    """What makes a record itself: its trace and span (the same LLM call sent again is the same)."""
-    return f"{record.get('trace_id')}/{record.get('otel_trace_id')}/{record.get('span_id')}"
-
-
-def file_key(prefix: str, records: list[dict[str, Any]], file_format: str) -> str:
-    """`{prefix}/lake/dt=…/hour=…/{digest}{suffix}` for records of one partition; the digest covers
-    their identities in order, so the same records always get the same key."""
-    dt, hour = partition(records[0])
-    digest = hashlib.sha256("\n".join(identity(record) for record in records).encode()).hexdigest()[:32]
-    return f"{prefix}/lake/dt={dt}/hour={hour}/{digest}{SUFFIXES[file_format]}"
-
-
-def by_partition(records: list[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
-    """Records grouped by (dt, hour), each group in the order given."""
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for record in records:
-        groups.setdefault(partition(record), []).append(record)
-    return groups

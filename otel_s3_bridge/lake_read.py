@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from . import lake
+from . import lake, lake_keys
 from .config import BridgeConfig
 
 DEFAULT_TEMPLATE = "{prefix}/{date}"
@@ -73,7 +73,7 @@ def _batch_files(fs: pafs.FileSystem, lake_dir: str, window: Window) -> list[str
     paths = []
     for day in window.days():
         paths += [info.path for info in _files(fs, f"{lake_dir}/dt={day.isoformat()}")
-                  if info.path.endswith(tuple(lake.SUFFIXES.values()))]
+                  if info.path.endswith(tuple(lake_keys.SUFFIXES.values()))]
     return sorted(paths)
 
 
@@ -114,7 +114,7 @@ def read_records(config: BridgeConfig, window: Window,
     batch_days = {datetime.date.fromisoformat(path.split("/dt=", 1)[1][:10]) for path in batch_files}
     tables = []
     for number, path in enumerate(batch_files, start=1):
-        if path.endswith(lake.SUFFIXES[lake.PARQUET]):
+        if path.endswith(lake_keys.SUFFIXES[lake_keys.PARQUET]):
             tables.append(pq.read_table(path, filesystem=fs, schema=lake.SCHEMA))
         else:
             tables.append(lake.table([orjson.loads(line) for line in gzip.decompress(read_bytes(fs, path)).splitlines()
@@ -126,7 +126,7 @@ def read_records(config: BridgeConfig, window: Window,
     if trace_days:
         paths = trace_objects(fs, prefix_dir, str(config.path_template), Window(trace_days[0], trace_days[-1]))
         records = [record for _, record in trace_records(fs, paths, progress)
-                   if datetime.date.fromisoformat(lake.partition(record)[0]) not in batch_days]
+                   if datetime.date.fromisoformat(lake_keys.partition(record)[0]) not in batch_days]
     if records or not tables:
         tables.append(lake.table(records))
     layouts = " and ".join(name for name, used in (("batch", batch_files), ("trace", records)) if used) or "no"

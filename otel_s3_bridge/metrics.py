@@ -46,6 +46,8 @@ REQUESTS = Counter("otel_s3_bridge_requests", "Export requests answered, by tran
                    "(HTTP status code, or gRPC status name)", ["transport", "signal", "code"])
 RECORDS = Counter("otel_s3_bridge_records", "LLM trace records stored, by convention", ["source"])
 OBJECTS_UPLOADED = Counter("otel_s3_bridge_objects_uploaded", "Objects written to the sink")
+BATCH_FILES = Counter("otel_s3_bridge_batch_files", "Files of the batch layout written, by format", ["format"])
+BATCH_RECORDS = Counter("otel_s3_bridge_batch_records", "Records written in files of the batch layout")
 UPLOAD_FAILURES = Counter("otel_s3_bridge_upload_failures", "Failed object writes (retryable: retried later; "
                           "otherwise quarantined or refused)", ["retryable"])
 UPLOAD_DURATION = Histogram("otel_s3_bridge_upload_duration_seconds", "Time of one object write to the sink",
@@ -147,6 +149,11 @@ def observe_put(seconds: float, failure_retryable: bool | None) -> None:
         LAST_UPLOAD_SUCCESS.set(time.time())
     else:
         _series(UPLOAD_FAILURES, "true" if failure_retryable else "false").inc()
+
+
+def count_batch_file(file_format: str, records: int) -> None:
+    _series(BATCH_FILES, file_format).inc()
+    BATCH_RECORDS.inc(records)
 
 
 def set_state(*, inflight_bytes: int, join_bytes: int | None, spool_entries: int | None = None,

@@ -24,6 +24,7 @@ from .decode import DecodeResult, awaits_events, complete_record, iter_records
 from .encode import encode_json
 from .errors import PayloadTooLarge
 from .keys import KeyTemplate, object_key
+from .lake_keys import partition_dir
 from .otlp_logs import parse_logs
 
 TRACES, LOGS = "traces", "logs"
@@ -46,6 +47,7 @@ class ExportContext:
     max_resource_bytes: int
     max_output_bytes: int
     signal: str = TRACES
+    lake: bool = False  # records also go into `batch` layout files: find each one's lake partition
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +72,7 @@ class PreparedExport:
     received: int = 0  # spans (log records) in the export
     rejections: dict[str, int] = field(default_factory=dict)  # of `rejected_spans`, by reason
     usage: Usage = field(default_factory=dict)
+    partitions: list[str] = field(default_factory=list)  # with `lake`: each object's lake partition
 
 
 def _add_usage(usage: Usage, record: dict[str, Any]) -> None:
@@ -97,6 +100,7 @@ def prepare_export(body: bytes, context: ExportContext) -> PreparedExport:
     decoded = DecodeResult()
     objects: list[tuple[str, bytes, int]] = []
     halves: list[SpanHalf] = []
+    partitions: list[str] = []
     usage: Usage = {}
     output_bytes = 0
     for record in iter_records(parsed.spans, decoded, key_name=context.key_name, transport=context.transport,
@@ -112,6 +116,8 @@ def prepare_export(body: bytes, context: ExportContext) -> PreparedExport:
             raise PayloadTooLarge(f"the records decoded from this export exceed {context.max_output_bytes} bytes "
                                   "(--max-inflight-bytes); send smaller batches")
         objects.append((key, encoded, 1 + len(record["observations"])))
+        if context.lake:
+            partitions.append(partition_dir(context.prefix, record))
         _add_usage(usage, record)
     problems = []
     if parsed.first_problem is not None:
@@ -122,7 +128,8 @@ def prepare_export(body: bytes, context: ExportContext) -> PreparedExport:
                         "(--non-llm-spans drop)")
     return PreparedExport(objects, len(body), output_bytes, parsed.rejected_spans + decoded.dropped_spans, problems,
                           halves, received=len(parsed.spans) + parsed.rejected_spans,
-                          rejections={"invalid": parsed.rejected_spans, "non_llm": decoded.dropped_spans}, usage=usage)
+                          rejections={"invalid": parsed.rejected_spans, "non_llm": decoded.dropped_spans}, usage=usage,
+                          partitions=partitions)
 
 
 def _prepare_logs(body: bytes, context: ExportContext) -> PreparedExport:

@@ -1,7 +1,8 @@
 """S3-compatible sink (AWS S3, Cloudflare R2, MinIO, GCS interop) through aiobotocore.
 
 The only module that imports aiobotocore. One client is created in `open()` and reused for every
-write. Every failure is classified once, here, into a retryable or permanent `SinkError` with a
+write; objects above --s3-multipart-bytes (the batch layout's large files) go up as multipart
+uploads. Every failure is classified once, here, into a retryable or permanent `SinkError` with a
 plain diagnosis. Must not log credentials or object bodies.
 """
 
@@ -25,6 +26,7 @@ from botocore.exceptions import (
 from .config import BridgeConfig
 from .errors import SinkError
 
+MULTIPART_PARTS_AT_ONCE = 4
 RETRYABLE_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "InternalError",
                    "ServiceUnavailable", "ExpiredToken", "RequestTimeTooSkewed", "OperationAborted"}
 
@@ -63,9 +65,36 @@ class S3Sink:
     async def put(self, key: str, body: bytes, content_type: str, *, bucket: str | None = None) -> None:
         bucket = bucket or self.bucket
         try:
-            await self._client.put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type)
+            if len(body) > self.config.s3_multipart_bytes:
+                await self._put_multipart(bucket, key, memoryview(body), content_type)
+            else:
+                await self._client.put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type)
         except Exception as exc:  # every failure is classified; none may escape as a 500
             raise self.classify(exc, bucket) from exc
+
+    async def _put_multipart(self, bucket: str, key: str, body: memoryview, content_type: str) -> None:
+        """One object in parts of --s3-multipart-bytes, a few at once; an upload that fails is
+        aborted, so that no parts are left to be billed."""
+        size = self.config.s3_multipart_bytes
+        created = await self._client.create_multipart_upload(Bucket=bucket, Key=key, ContentType=content_type)
+        upload_id = created["UploadId"]
+        slots = asyncio.Semaphore(MULTIPART_PARTS_AT_ONCE)
+
+        async def part(number: int) -> dict[str, Any]:
+            async with slots:
+                chunk = body[(number - 1) * size:number * size]
+                answer = await self._client.upload_part(Bucket=bucket, Key=key, UploadId=upload_id,
+                                                        PartNumber=number, Body=bytes(chunk))
+                return {"PartNumber": number, "ETag": answer["ETag"]}
+
+        try:
+            parts = await asyncio.gather(*(part(number) for number in range(1, -(-len(body) // size) + 1)))
+            await self._client.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id,
+                                                         MultipartUpload={"Parts": list(parts)})
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self._client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+            raise
 
     async def check(self) -> list[str]:
         """Write and delete a probe object in the bucket and in every key's own bucket."""

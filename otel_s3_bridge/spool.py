@@ -125,6 +125,7 @@ class Spool:
         self.pending = 0  # entries written and not yet uploaded or quarantined
         self._idle = asyncio.Event()
         self._idle.set()
+        self._progress = asyncio.Event()  # set whenever an entry is done
         self.quarantined_total = 0
         self.quarantined_files = 0  # files in the quarantine: one per refused entry, or an unreadable segment
         self.syncs_total = 0
@@ -177,7 +178,8 @@ class Spool:
                 self._pending_bytes += entry.length
                 self._idle.clear()
                 self.queue.put(Ref(segment, entry.offset, entry.length, entry.key, entry.bucket, None,
-                                   entry.enqueued_unix_nano))
+                                   entry.enqueued_unix_nano, partition=entry.partition,
+                                   trace_object=entry.trace_object, awaits_events=entry.awaits_events))
                 adopted += 1
             self._finish_if_done(segment)
         if adopted:
@@ -219,9 +221,12 @@ class Spool:
             self._refusing = False
 
     async def append(self, items: list[tuple[str, bytes, str | None]], joins: list[str | None] | None = None,
-                     on_written: Callable[[], None] | None = None) -> None:
+                     on_written: Callable[[], None] | None = None, partitions: list[str | None] | None = None,
+                     trace_objects: bool = True) -> None:
         """Make the entries (key, body, bucket) durable; return only once they are fsynced.
         `joins`: for each entry, the join store's name of its call, if a join half is kept for it.
+        `partitions`: for each entry, its lake partition when it goes into a `batch` file too (or
+        only, when not `trace_objects`).
         `on_written`: called once the entries are written in order, before the fsync is awaited.
         Raises SpoolTooSmall (never fits), SpoolFull (not now) or OSError. Bodies are written as
         they are (no copy of them is made), however large the export."""
@@ -229,8 +234,8 @@ class Spool:
         size = sum(len(body) + len(key) + 64 for key, body, _ in items)
         if size > self.max_bytes:
             raise SpoolTooSmall(f"{size} bytes of records are more than the whole spool holds ({self.max_bytes})")
-        headers = (await asyncio.to_thread(_headers, items, now) if size > THREAD_WRITE_BYTES
-                   else _headers(items, now))
+        headers = (await asyncio.to_thread(_headers, items, now, partitions, trace_objects, joins)
+                   if size > THREAD_WRITE_BYTES else _headers(items, now, partitions, trace_objects, joins))
         total = sum(len(header) + len(body) for header, (_, body, _) in zip(headers, items))
         if self.used_bytes + total > self.max_bytes:
             if self.used_bytes:  # uploads will free room: not ready until they do
@@ -270,7 +275,10 @@ class Spool:
             for index, (header, (key, body, bucket)) in enumerate(zip(headers, items)):
                 length = len(header) + len(body)
                 self.queue.put(Ref(segment, offset, length, key, bucket, body, now,
-                                   join=joins[index] if joins else None))
+                                   join=joins[index] if joins else None,
+                                   partition=partitions[index] if partitions else None,
+                                   trace_object=trace_objects or not partitions or partitions[index] is None,
+                                   awaits_events=bool(partitions and joins and joins[index])))
                 offset += length
 
     async def _durable(self, sequence: int) -> None:
@@ -326,8 +334,7 @@ class Spool:
         segment = ref.segment
         if segment.read_fd is None:
             segment.read_fd = os.open(segment.path, os.O_RDONLY)
-        _, _, _, body = decode_entry(os.pread(segment.read_fd, ref.length, ref.offset))
-        return body
+        return decode_entry(os.pread(segment.read_fd, ref.length, ref.offset)).body
 
     def done(self, ref: Ref) -> None:
         """The sink has the entry (or it is quarantined, or superseded): forget it."""
@@ -340,6 +347,7 @@ class Spool:
         self._refusing = self._refusing and self._disk_full
         if self.pending == 0:
             self._idle.set()
+        self._progress.set()
         self._finish_if_done(segment)
         if (segment is self._active and segment.done == segment.entries and self._reclaiming is None
                 and (segment.size >= RECLAIM_BYTES or self._disk_full)):
@@ -372,7 +380,8 @@ class Spool:
     async def quarantine(self, ref: Ref, body: bytes, reason: str) -> None:
         """Keep an entry the sink refused for good in its own file; never deleted by the bridge.
         Raises OSError (then the entry stays where it is)."""
-        entry = encode_entry(ref.key, body, ref.enqueued_unix_nano, ref.bucket)
+        entry = encode_entry(ref.key, body, ref.enqueued_unix_nano, ref.bucket, ref.partition, ref.trace_object,
+                             ref.awaits_events)
         name = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}{SEGMENT_SUFFIX}"
         await asyncio.to_thread(write_atomically, self.quarantine_dir / name, entry)
         self._quarantine_bytes += len(entry)
@@ -405,8 +414,28 @@ class Spool:
         except OSError as exc:
             log.warning("cannot write %s: %s", self.quarantine_dir / "reasons.log", exc.strerror)
 
+    async def done_durably(self, refs: list[Ref]) -> bool:
+        """`done` for every entry; True once the marks are on disk (a `batch` file's members: a
+        replay must know the file holds them). False: some mark could not be written or synced."""
+        for ref in refs:
+            self.done(ref)
+        segments = {ref.segment for ref in refs if self._segments.get(ref.segment.path) is ref.segment}
+        if any(segment.done_fd is None for segment in segments):
+            return False
+        try:
+            await asyncio.to_thread(_sync_and_close, [os.dup(segment.done_fd) for segment in segments])
+        except OSError:
+            return False
+        return True
+
     async def wait_idle(self) -> None:
         await self._idle.wait()
+
+    async def wait_pending_at_most(self, allowed: Callable[[], int]) -> None:
+        """Until no more entries wait than `allowed()` (entries a writer holds back on purpose)."""
+        while self.pending > allowed():
+            self._progress.clear()
+            await self._progress.wait()
 
     async def close(self) -> None:
         """Seal the active segment; delete it when everything in it is uploaded."""
@@ -426,8 +455,22 @@ class Spool:
             self._lock_fd = None
 
 
-def _headers(items: list[tuple[str, bytes, str | None]], now: int) -> list[bytes]:
-    return [entry_header(key, body, now, bucket) for key, body, bucket in items]
+def _headers(items: list[tuple[str, bytes, str | None]], now: int, partitions: list[str | None] | None,
+             trace_objects: bool, joins: list[str | None] | None) -> list[bytes]:
+    if not partitions:
+        return [entry_header(key, body, now, bucket) for key, body, bucket in items]
+    return [entry_header(key, body, now, bucket, partition, trace_objects or partition is None,
+                         bool(joins and joins[index]))
+            for index, ((key, body, bucket), partition) in enumerate(zip(items, partitions))]
+
+
+def _sync_and_close(descriptors: list[int]) -> None:
+    try:
+        for fd in descriptors:
+            os.fdatasync(fd)
+    finally:
+        for fd in descriptors:
+            os.close(fd)
 
 
 def _link_durably(source: Path, target: Path) -> None:

@@ -1,9 +1,13 @@
 """The spool's file format: entries, and the log of entries already uploaded. Pure bytes.
 
 Entry: 4-byte magic, payload length, CRC-32 of the payload; payload = enqueue time (ns), bucket
-length, key length, bucket, key, body. (`OSB1` entries, written before per-key buckets, have no
-bucket and are still read.) An incomplete or corrupt entry (a torn last write after a crash) ends
-the readable part of its file. A `.done` file beside a segment lists the offsets of its entries
+length, key length, bucket, key, body. An `OSB3` entry also says what to write: after the key
+length come the length of its lake partition and a flags byte (1: its own `trace` object; 2: GenAI
+event logs may still complete the record), and after the key the partition itself
+(`{prefix}/lake/dt=…/hour=…`: the folder of its `batch` layout file). `OSB2` entries (the trace
+object only) and `OSB1` ones (written before per-key buckets, no bucket) are still read. An
+incomplete or corrupt entry (a torn last write after a crash) ends the readable part of its file.
+A `.done` file beside a segment lists the offsets of its entries
 the sink already has. Must not open sockets, keep state or decide anything about uploads.
 """
 
@@ -14,10 +18,14 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-MAGIC, MAGIC_V1 = b"OSB2", b"OSB1"
+MAGIC, MAGIC_V1, MAGIC_V3 = b"OSB2", b"OSB1", b"OSB3"
 PREFIX = struct.Struct("<4sII")  # magic, payload length, crc32(payload)
 META = struct.Struct("<QHH")  # enqueue time (unix ns), bucket length, key length
 META_V1 = struct.Struct("<QH")  # enqueue time (unix ns), key length
+META_V3 = struct.Struct("<QHHHB")  # enqueue time (unix ns), bucket, key and partition lengths, flags
+TRACE_OBJECT = 1  # OSB3 flag: the entry is also written as its own `trace` layout object
+AWAITS_EVENTS = 2  # OSB3 flag: its GenAI event logs may still complete it (a join half was kept)
+MINIMUM = {MAGIC: META.size, MAGIC_V1: META_V1.size, MAGIC_V3: META_V3.size}
 SEGMENT_SUFFIX = ".seg"
 DONE_RECORD = struct.Struct("<Q")  # offset of an entry the sink has
 
@@ -30,43 +38,66 @@ class StoredEntry:
     bucket: str | None
     enqueued_unix_nano: int
     body: bytes
+    partition: str | None = None  # the lake partition of its `batch` file; None: no batch file
+    trace_object: bool = True  # written as its own `trace` layout object
+    awaits_events: bool = False  # its GenAI event logs may still complete it
 
 
 class DamagedEntry(ValueError):
     """Bytes that are not one whole, intact entry."""
 
 
-def entry_header(key: str, body: bytes, enqueued_unix_nano: int, bucket: str | None = None) -> bytes:
+def entry_header(key: str, body: bytes, enqueued_unix_nano: int, bucket: str | None = None,
+                 partition: str | None = None, trace_object: bool = True, awaits_events: bool = False) -> bytes:
     """Everything of an entry but its body (which follows it as is, never copied)."""
     key_bytes, bucket_bytes = key.encode(), (bucket or "").encode()
-    head = META.pack(enqueued_unix_nano, len(bucket_bytes), len(key_bytes)) + bucket_bytes + key_bytes
-    return PREFIX.pack(MAGIC, len(head) + len(body), zlib.crc32(body, zlib.crc32(head))) + head
+    if partition is None:
+        magic, head = MAGIC, META.pack(enqueued_unix_nano, len(bucket_bytes), len(key_bytes)) + bucket_bytes + key_bytes
+    else:
+        partition_bytes = partition.encode()
+        magic = MAGIC_V3
+        head = (META_V3.pack(enqueued_unix_nano, len(bucket_bytes), len(key_bytes), len(partition_bytes),
+                             (TRACE_OBJECT if trace_object else 0) | (AWAITS_EVENTS if awaits_events else 0))
+                + bucket_bytes + key_bytes + partition_bytes)
+    return PREFIX.pack(magic, len(head) + len(body), zlib.crc32(body, zlib.crc32(head))) + head
 
 
-def encode_entry(key: str, body: bytes, enqueued_unix_nano: int, bucket: str | None = None) -> bytes:
-    return entry_header(key, body, enqueued_unix_nano, bucket) + body
+def encode_entry(key: str, body: bytes, enqueued_unix_nano: int, bucket: str | None = None,
+                 partition: str | None = None, trace_object: bool = True, awaits_events: bool = False) -> bytes:
+    return entry_header(key, body, enqueued_unix_nano, bucket, partition, trace_object, awaits_events) + body
 
 
-def _decode_payload(magic: bytes, payload: bytes) -> tuple[str, str | None, int, bytes]:
+def _decode_payload(magic: bytes, payload: bytes, offset: int = 0, length: int = 0) -> StoredEntry:
+    partition, trace_object = None, True
     if magic == MAGIC_V1:
         enqueued, key_length = META_V1.unpack_from(payload)
         start, bucket = META_V1.size, ""
-    else:
+    elif magic == MAGIC:
         enqueued, bucket_length, key_length = META.unpack_from(payload)
         start = META.size + bucket_length
         bucket = payload[META.size:start].decode(errors="replace")
+    else:
+        enqueued, bucket_length, key_length, partition_length, flags = META_V3.unpack_from(payload)
+        start = META_V3.size + bucket_length
+        bucket = payload[META_V3.size:start].decode(errors="replace")
+        partition = payload[start + key_length:start + key_length + partition_length].decode(errors="replace")
+        trace_object = bool(flags & TRACE_OBJECT)
+        key = payload[start:start + key_length].decode(errors="replace")
+        body = payload[start + key_length + partition_length:]
+        return StoredEntry(offset, length, key, bucket or None, enqueued, body, partition, trace_object,
+                           bool(flags & AWAITS_EVENTS))
     key = payload[start:start + key_length].decode(errors="replace")
-    return key, bucket or None, enqueued, payload[start + key_length:]
+    return StoredEntry(offset, length, key, bucket or None, enqueued, payload[start + key_length:], partition,
+                       trace_object)
 
 
-def decode_entry(entry: bytes) -> tuple[str, str | None, int, bytes]:
-    """(key, bucket, enqueue time, body) of one whole entry; DamagedEntry if it is not intact."""
+def decode_entry(entry: bytes) -> StoredEntry:
+    """One whole entry (offset and length left 0); DamagedEntry if it is not intact."""
     if len(entry) < PREFIX.size:
         raise DamagedEntry("shorter than an entry header")
     magic, length, crc = PREFIX.unpack_from(entry)
     payload = entry[PREFIX.size:PREFIX.size + length]
-    minimum = META_V1.size if magic == MAGIC_V1 else META.size
-    if magic not in (MAGIC, MAGIC_V1) or len(payload) != length or length < minimum or zlib.crc32(payload) != crc:
+    if magic not in MINIMUM or len(payload) != length or length < MINIMUM[magic] or zlib.crc32(payload) != crc:
         raise DamagedEntry("no intact entry (marker, length or checksum)")
     return _decode_payload(magic, payload)
 
@@ -81,15 +112,13 @@ def read_entries(data: bytes) -> tuple[list[StoredEntry], int, str | None]:
         magic, length, crc = PREFIX.unpack_from(data, offset)
         start = offset + PREFIX.size
         payload = data[start:start + length]
-        if magic not in (MAGIC, MAGIC_V1):
+        if magic not in MINIMUM:
             return entries, offset, f"no entry marker at byte {offset}"
         if len(payload) < length:
             return entries, offset, f"entry at byte {offset} is cut short"
-        minimum = META_V1.size if magic == MAGIC_V1 else META.size
-        if zlib.crc32(payload) != crc or length < minimum:
+        if zlib.crc32(payload) != crc or length < MINIMUM[magic]:
             return entries, offset, f"entry at byte {offset} fails its checksum"
-        key, bucket, enqueued, body = _decode_payload(magic, payload)
-        entries.append(StoredEntry(offset, PREFIX.size + length, key, bucket, enqueued, body))
+        entries.append(_decode_payload(magic, payload, offset, PREFIX.size + length))
         offset = start + length
     return entries, offset, None
 

@@ -16,6 +16,7 @@ import collections
 import heapq
 import itertools
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 
@@ -32,6 +33,9 @@ class Ref:
     enqueued_unix_nano: int
     attempts: int = 0  # failed upload attempts so far
     join: str | None = None  # the join store's name of the call whose record this is (this run only)
+    partition: str | None = None  # its lake partition, when it goes into a `batch` file
+    trace_object: bool = True  # written as its own `trace` layout object
+    awaits_events: bool = False  # GenAI event logs may still complete it (kept in the spool across runs)
     finished: bool = False  # uploaded, quarantined or superseded
 
 
@@ -92,6 +96,15 @@ class UploadQueue:
         if ref.body is not None:
             self.cached_bytes -= len(ref.body)
             ref.body = None
+
+    def take(self, wanted: Callable[[Ref], bool]) -> list[Ref]:
+        """Remove and return the entries waiting now that `wanted` picks (at start: a `batch`
+        file's members, which go back into that file and nowhere else)."""
+        taken = [ref for ref in self._ready if wanted(ref)]
+        if taken:
+            chosen = set(map(id, taken))
+            self._ready = collections.deque(ref for ref in self._ready if id(ref) not in chosen)
+        return taken
 
     def wake(self) -> None:
         """Entries were queued outside `put` (or waiters should look again)."""

@@ -5,7 +5,9 @@ entry back to the queue to wait out its own backoff (exponential, full jitter, c
 entry never holds a worker; while the sink fails across entries, every worker also waits out a
 shared backoff instead of hammering it. Permanent failures (access denied, no such bucket, a key
 the store refuses) move the entry to the spool's quarantine; an entry that cannot be read back
-from disk is quarantined with its segment. Nothing is ever dropped. Workers are supervised: an
+from disk is quarantined with its segment. Nothing is ever dropped. Entries that go into the
+`batch` layout's files are handed to the batch writer (after their own object, with `--layout
+both`). Workers are supervised: an
 unexpected exception puts the entry back for a later retry and is logged once per cause; a worker
 that ends anyway is restarted. Must not decide what is retryable (the sink classifies) nor touch
 the receivers.
@@ -18,6 +20,7 @@ import logging
 import random
 from collections.abc import Awaitable, Callable
 
+from .batch_writer import BatchWriter
 from .encode import JSON_CONTENT_TYPE
 from .errors import SinkError
 from .sink import ObjectSink
@@ -36,8 +39,10 @@ JOINED_PUTS_MAX = 4  # a record completed by events: puts until what it holds st
 
 class Uploader:
     def __init__(self, spool: Spool, sink: ObjectSink, *, concurrency: int, retry_max_seconds: float,
-                 latest_body: Callable[[str, bytes], Awaitable[bytes]] | None = None) -> None:
+                 latest_body: Callable[[str, bytes], Awaitable[bytes]] | None = None,
+                 batches: BatchWriter | None = None) -> None:
         self._spool = spool
+        self._batches = batches
         self._latest_body = latest_body
         self._sink = sink
         self._concurrency = concurrency
@@ -83,6 +88,9 @@ class Uploader:
         if self._spool.queue.superseded(ref):
             self._spool.done(ref)  # a newer body of the same object is queued
             return
+        if not ref.trace_object and self._batches is not None:
+            self._batches.add(ref)  # a `batch` layout record only
+            return
         target = (ref.bucket, ref.key)
         if target in self._in_flight:  # an older body of it is being put: this one must land last
             self._spool.queue.retry_later(ref, SAME_OBJECT_WAIT_SECONDS)
@@ -122,7 +130,10 @@ class Uploader:
             else:
                 await self._quarantine(ref, body, error.message)
             return
-        self._spool.done(ref)
+        if ref.partition is not None and self._batches is not None:
+            self._batches.add(ref)  # `both` layouts: its batch file is still to come
+        else:
+            self._spool.done(ref)
         self._consecutive_failures, self._sink_retry_at = 0, 0.0
         if self._failing is not None:
             log.info("uploads to %s succeed again", self._sink.description)
@@ -174,9 +185,14 @@ class Uploader:
         log.error("%s", message, exc_info=error)
 
     async def drain(self, timeout_seconds: float) -> bool:
-        """Wait until every spooled entry is uploaded (or quarantined), at most `timeout_seconds`."""
+        """Wait until every spooled entry is uploaded (or quarantined), at most `timeout_seconds`;
+        entries the batch writer holds back on purpose stay for the next start."""
         try:
-            await asyncio.wait_for(self._spool.wait_idle(), timeout_seconds)
+            if self._batches is None:
+                await asyncio.wait_for(self._spool.wait_idle(), timeout_seconds)
+            else:
+                await self._batches.drain()
+                await asyncio.wait_for(self._spool.wait_pending_at_most(lambda: self._batches.held), timeout_seconds)
             return True
         except TimeoutError:
             return False

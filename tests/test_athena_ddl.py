@@ -9,7 +9,7 @@ import re
 import pyarrow as pa
 
 from conftest import ROOT
-from otel_s3_bridge import lake
+from otel_s3_bridge import lake, lake_keys
 from test_schema import schema  # noqa: F401  (the compiled .proto, a fixture)
 
 ATHENA = ROOT / "deploy" / "athena"
@@ -27,8 +27,8 @@ def test_the_batch_table_is_the_lake_schema_with_projected_hive_partitions():
     assert "PARTITIONED BY (`dt` string, `hour` string)" in sql and "STORED AS PARQUET" in sql
     location = re.search(r"'storage.location.template' = '([^']+)'", sql).group(1)
     record = {"start_time_unix_nano": 1_790_000_000_000_000_000}
-    dt, hour = lake.partition(record)
-    folder = lake.file_key("openrouter-traces", [record], lake.PARQUET).rsplit("/", 1)[0] + "/"
+    dt, hour = lake_keys.partition(record)
+    folder = lake_keys.partition_dir("openrouter-traces", record) + "/"
     assert location.replace("s3://my-llm-traces/", "").replace("${dt}", dt).replace("${hour}", hour) == folder
 
 

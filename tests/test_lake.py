@@ -15,7 +15,7 @@ import pytest
 from google.protobuf.descriptor import FieldDescriptor
 
 from conftest import ROOT, capture_lines
-from otel_s3_bridge import lake
+from otel_s3_bridge import lake, lake_keys
 from otel_s3_bridge.decode import decode
 from otel_s3_bridge.otlp import parse_json
 from test_schema import schema  # noqa: F401  (the compiled .proto, a fixture)
@@ -65,7 +65,7 @@ def test_the_columnar_schema_is_the_record_schema_with_fixed_types(schema):  # n
 def test_parquet_reads_back_in_duckdb_with_types_and_values(tmp_path):
     records = _records()
     path = tmp_path / "records.parquet"
-    path.write_bytes(lake.encode(records, lake.PARQUET))
+    path.write_bytes(lake.encode(records, lake_keys.PARQUET))
     connection = duckdb.connect()
     types = dict(connection.execute(f"SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM '{path}')")
                  .fetchall())
@@ -87,27 +87,31 @@ def test_parquet_reads_back_in_duckdb_with_types_and_values(tmp_path):
 
 def test_ndjson_holds_the_records_as_stored_and_the_same_records_give_the_same_bytes():
     records = _records()
-    data = lake.encode(records, lake.NDJSON)
+    data = lake.encode(records, lake_keys.NDJSON)
     assert [orjson.loads(line) for line in gzip.decompress(data).splitlines()] == records
-    assert lake.encode(records, lake.NDJSON) == data
+    assert lake.encode(records, lake_keys.NDJSON) == data
 
 
 def test_file_keys_are_hive_partitions_named_from_what_they_hold(tmp_path):
     records = _records()
-    groups = lake.by_partition(records)
+    groups = lake_keys.by_partition(records)
     assert sum(len(group) for group in groups.values()) == len(records)
+
+    def key_of(group):
+        return lake_keys.file_key(lake_keys.partition_dir("openrouter-traces", group[0]),
+                                  map(lake_keys.identity, group), lake_keys.PARQUET)
+
     for (dt, hour), group in groups.items():
-        key = lake.file_key("openrouter-traces", group, lake.PARQUET)
+        key = key_of(group)
         assert key.startswith(f"openrouter-traces/lake/dt={dt}/hour={hour}/") and key.endswith(".parquet")
-        assert lake.file_key("openrouter-traces", list(group), lake.PARQUET) == key  # same records, same key
+        assert key_of(group[::-1]) == key  # the same records in any order: the same key
         if len(group) > 1:
-            assert lake.file_key("openrouter-traces", group[1:], lake.PARQUET) != key
+            assert key_of(group[1:]) != key
             # Different records, as many: a different file.
-            assert lake.file_key("openrouter-traces", group[:1], lake.PARQUET) != \
-                lake.file_key("openrouter-traces", group[1:2], lake.PARQUET)
+            assert key_of(group[:1]) != key_of(group[1:2])
         target = tmp_path / key
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(lake.encode(group, lake.PARQUET))
+        target.write_bytes(lake.encode(group, lake_keys.PARQUET))
     # Partition values come from the path: DuckDB's Hive partitioning reads them back.
     rows = duckdb.connect().execute(
         f"SELECT dt, hour, count(*) FROM read_parquet('{tmp_path}/openrouter-traces/lake/*/*/*.parquet', "
@@ -117,4 +121,4 @@ def test_file_keys_are_hive_partitions_named_from_what_they_hold(tmp_path):
     # The partition is the span start in UTC, to the hour.
     start = records[0]["start_time_unix_nano"]
     moment = datetime.datetime.fromtimestamp(start / 1e9, datetime.UTC)
-    assert lake.partition(records[0]) == (moment.strftime("%Y-%m-%d"), moment.strftime("%H"))
+    assert lake_keys.partition(records[0]) == (moment.strftime("%Y-%m-%d"), moment.strftime("%H"))

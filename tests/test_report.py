@@ -20,7 +20,7 @@ import requests
 from PIL import Image
 
 from conftest import BridgeProcess, S3Bridge, eventually, list_keys, new_bucket
-from otel_s3_bridge import lake
+from otel_s3_bridge import lake, lake_keys
 from otel_s3_bridge.report_html import PALETTE
 from otlp_builders import request, span
 
@@ -141,10 +141,11 @@ def test_report_and_query_over_the_local_directory_in_both_layouts(tmp_path):
 
     # The same records as batch files (what the batch layout and `compact` write): the same report.
     records = [json.loads(path.read_bytes()) for path in (out / "openrouter-traces").rglob("*.json")]
-    for (dt, hour), group in lake.by_partition(records).items():
-        for file_format in (lake.PARQUET, lake.NDJSON):  # half the partitions each way
-            if (int(hour) % 2 == 0) == (file_format == lake.PARQUET):
-                target = out / lake.file_key("openrouter-traces", group, file_format)
+    for (dt, hour), group in lake_keys.by_partition(records).items():
+        for file_format in (lake_keys.PARQUET, lake_keys.NDJSON):  # half the partitions each way
+            if (int(hour) % 2 == 0) == (file_format == lake_keys.PARQUET):
+                target = out / lake_keys.file_key(lake_keys.partition_dir("openrouter-traces", group[0]),
+                                                  map(lake_keys.identity, group), file_format)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(lake.encode(group, file_format))
     batch = _cli("report", "--by", "model", "--format", "json", *where)
