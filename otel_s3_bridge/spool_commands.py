@@ -84,6 +84,12 @@ def adopt_orphan_spools(root: str, target: str) -> int:
                     os.replace(path, destination)
                     moved += 1
                 fsync_directory(target_path / kind)
+            manifests = candidate / "batches"  # batch files in progress: finished by the adopting spool
+            if manifests.is_dir() and any(manifests.iterdir()):
+                (target_path / "batches").mkdir(parents=True, exist_ok=True)
+                for path in sorted(manifests.iterdir()):
+                    os.replace(path, target_path / "batches" / path.name)  # named by their files: unique
+                fsync_directory(target_path / "batches")
         finally:
             os.close(lock_fd)
     return moved

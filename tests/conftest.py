@@ -99,7 +99,11 @@ class Proxy:
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
-            self.process.wait(10)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:  # a request it holds back on purpose keeps it from ending
+                self.process.kill()
+                self.process.wait(10)
         self.process = None
 
 

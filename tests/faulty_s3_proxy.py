@@ -1,10 +1,13 @@
 """A fault-injecting HTTP proxy in front of an S3 server, run as its own process by the durability
-tests: `python faulty_s3_proxy.py --port P --upstream URL [--fail-rate R --kinds 500,503,reset,stall]
-[--refuse-keys TEXT]`.
+tests: `python faulty_s3_proxy.py --port P --upstream URL [--fail-rate R --kinds 500,503,reset,stall,lost]
+[--refuse-keys TEXT] [--hold-keys TEXT]`.
 
 Object PUTs fail at the given rate with one of the kinds (500 InternalError, 503 SlowDown, a
-connection reset, or a stall longer than the client's timeout before forwarding); PUTs of keys
-containing TEXT are refused for good (403 AccessDenied); everything else is forwarded unchanged. `GET /__faults__` answers the counters.
+connection reset, a stall longer than the client's timeout before forwarding, or `lost`: forwarded,
+so the object is stored, then the connection is reset before the answer); PUTs of keys containing
+the --refuse-keys TEXT are refused for good (403 AccessDenied); PUTs of keys containing the
+--hold-keys TEXT are forwarded and their answer is held back for an hour; everything else is
+forwarded unchanged. `GET /__faults__` answers the counters.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ def main() -> None:
     parser.add_argument("--stall-seconds", type=float, default=3.0)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--refuse-keys", default=None)
+    parser.add_argument("--hold-keys", default=None)
     args = parser.parse_args()
     chance = random.Random(args.seed)
     kinds = args.kinds.split(",")
@@ -53,6 +57,10 @@ def main() -> None:
         if is_object_put and args.refuse_keys and args.refuse_keys in request.path:
             xml = "<?xml version='1.0'?><Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>"
             return web.Response(status=403, body=xml.encode(), content_type="application/xml")
+        if is_object_put and args.hold_keys and args.hold_keys in request.path:
+            await forward(request, body, session)
+            counters["held"] = counters.get("held", 0) + 1
+            await asyncio.sleep(3600)
         if is_object_put:
             counters["puts"] += 1
             if chance.random() < args.fail_rate:
@@ -60,6 +68,10 @@ def main() -> None:
                 counters["faults"] += 1
                 counters[f"fault_{kind}"] += 1
                 if kind == "reset":
+                    request.transport.abort()
+                    return web.Response(status=500)
+                if kind == "lost":
+                    await forward(request, body, session)
                     request.transport.abort()
                     return web.Response(status=500)
                 if kind == "stall":

@@ -1,0 +1,257 @@
+"""The `batch` layout end to end: the bridge as a process, moto behind the fault-injecting proxy,
+real OTLP clients; files read back with boto3 and pyarrow, rows counted. Every record acknowledged
+must be in exactly one row of one file, whatever failed, was retried or was killed on the way."""
+
+from __future__ import annotations
+
+import base64
+import collections
+import gzip
+import io
+import os
+import subprocess
+import sys
+import time
+import uuid
+
+import orjson
+import pyarrow.parquet as pq
+import pytest
+from conftest import Proxy, S3Bridge, eventually, list_keys, new_bucket, read_json
+from otel_s3_bridge import lake
+from otel_s3_bridge.sample import sample_delivery
+from test_durability import FAST_RETRIES, Load, post_all, restart
+from test_genai_events import call_span, ids, logs_request, message_events, post_logs, post_spans
+
+LAKE = "openrouter-traces/lake/"
+
+
+@pytest.fixture
+def proxy(moto):
+    proxy = Proxy(moto.url)
+    yield proxy
+    proxy.stop()
+
+
+def lake_rows(s3, bucket: str) -> dict[str, list[dict]]:
+    """Every batch file's rows (Parquet or gzip NDJSON), by key."""
+    files = {}
+    for key in list_keys(s3, bucket, LAKE):
+        data = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        if key.endswith(".parquet"):
+            files[key] = pq.read_table(io.BytesIO(data)).to_pylist()
+        else:
+            assert key.endswith(".ndjson.gz"), key
+            files[key] = [orjson.loads(line) for line in gzip.decompress(data).splitlines()]
+    return files
+
+
+def generation_ids(files: dict[str, list[dict]]) -> collections.Counter:
+    return collections.Counter(row["generation_id"] for rows in files.values() for row in rows)
+
+
+def acknowledged_generations(keys: set[str]) -> set[str]:
+    """The generation ids of trace-layout keys `post_all` / `Load` remember."""
+    return {key.rsplit("/", 1)[1].rsplit("-", 1)[0] for key in keys}
+
+
+def test_batch_layout_writes_parquet_files_by_hour_with_the_schema(moto, s3, proxy, tmp_path):
+    bucket = new_bucket(s3)
+    proxy.start()
+    bridge = S3Bridge(proxy, bucket, tmp_path / "bridge.log",
+                      ["--layout", "batch", "--batch-max-age-seconds", "1", "--batch-max-records", "15"])
+    try:
+        sent = acknowledged_generations(post_all(bridge, 40))
+        bridge.wait_until_uploaded()
+        files = lake_rows(s3, bucket)
+        assert generation_ids(files) == collections.Counter(sent)  # each record once
+        assert [key for key in list_keys(s3, bucket) if not key.startswith(LAKE)] == []  # no trace objects
+        assert all(len(rows) <= 15 for rows in files.values()) and len(files) >= 3
+        for key, rows in files.items():
+            folder, name = key.rsplit("/", 1)
+            stamp = rows[0]["timestamp"]
+            assert folder == f"{LAKE}dt={stamp:%Y-%m-%d}/hour={stamp:%H}"
+            assert all(f"{row['timestamp']:%Y-%m-%d/%H}" == f"{stamp:%Y-%m-%d/%H}" for row in rows)
+            assert len(name) == len("0123456789abcdef0123456789abcdef.parquet")
+            head = s3.head_object(Bucket=bucket, Key=key)
+            assert head["ContentType"] == "application/vnd.apache.parquet" and "ContentEncoding" not in head
+        schema = pq.read_schema(io.BytesIO(s3.get_object(Bucket=bucket, Key=next(iter(files)))["Body"].read()))
+        assert schema.equals(lake.SCHEMA, check_metadata=False)
+        row = next(iter(files.values()))[0]
+        assert row["model"] == "openai/gpt-4-turbo" and isinstance(row["input_tokens"], int)
+        assert orjson.loads(row["prompt"])[0]["role"] and row["ingest_transport"] == "http/json"
+        assert "parquet files openrouter-traces/lake/dt=YYYY-MM-DD/hour=HH/" in bridge.log
+        metrics = bridge.metrics()
+        assert metrics[("otel_s3_bridge_batch_records_total", ())] == 40
+        assert metrics[("otel_s3_bridge_batch_files_total", (("format", "parquet"),))] == len(files)
+    finally:
+        assert bridge.stop() == 0
+
+
+def test_both_layouts_and_ndjson_files(moto, s3, proxy, tmp_path):
+    bucket = new_bucket(s3)
+    proxy.start()
+    bridge = S3Bridge(proxy, bucket, tmp_path / "bridge.log",
+                      ["--layout", "both", "--batch-format", "ndjson", "--batch-max-age-seconds", "1"])
+    try:
+        keys = post_all(bridge, 12)
+        bridge.wait_until_uploaded()
+        files = lake_rows(s3, bucket)
+        assert all(key.endswith(".ndjson.gz") for key in files)
+        assert generation_ids(files) == collections.Counter(acknowledged_generations(keys))
+        assert {key for key in list_keys(s3, bucket) if not key.startswith(LAKE)} == keys
+        # A line of the NDJSON file is the trace object's record itself.
+        some = sorted(keys)[0]
+        record = read_json(s3, bucket, some)
+        assert record in [row for rows in files.values() for row in rows]
+        assert s3.head_object(Bucket=bucket, Key=next(iter(files)))["ContentType"] == "application/gzip"
+    finally:
+        assert bridge.stop() == 0
+
+
+def test_a_large_file_goes_up_in_parts_and_max_bytes_closes_files(moto, s3, proxy, tmp_path):
+    bucket = new_bucket(s3)
+    proxy.start()
+    bridge = S3Bridge(proxy, bucket, tmp_path / "bridge.log",
+                      ["--layout", "batch", "--batch-format", "ndjson", "--batch-max-age-seconds", "600",
+                       "--batch-max-bytes", str(10 * 1024 * 1024), "--s3-multipart-bytes", str(5 * 1024 * 1024)])
+    hour = 1_790_000_000 // 3600 * 3600 * 10 ** 9  # one partition for all
+    sent = set()
+    try:
+        for number in range(18):  # ~0.7 MB of incompressible prompt each: 10 MiB closes a file at the 15th
+            generation_id = f"gen-{uuid.uuid4().hex}"
+            delivery = sample_delivery(generation_id, hour + number * 10 ** 9)
+            for attribute in delivery["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["attributes"]:
+                if attribute["key"] == "gen_ai.prompt":
+                    content = base64.b64encode(os.urandom(512 * 1024)).decode()
+                    attribute["value"]["stringValue"] = orjson.dumps([{"role": "user", "content": content}]).decode()
+            assert bridge.post(orjson.dumps(delivery)).status_code == 200
+            sent.add(generation_id)
+        eventually(lambda: list_keys(s3, bucket, LAKE), 60, lambda: bridge.log)
+        [key] = list_keys(s3, bucket, LAKE)
+        head = s3.head_object(Bucket=bucket, Key=key)
+        assert head["ContentLength"] > 5 * 1024 * 1024 and head["ETag"].strip('"').endswith("-2")  # two parts
+        assert len(lake_rows(s3, bucket)[key]) == 15
+    finally:
+        assert bridge.stop() == 0  # the drain writes the other three
+    files = lake_rows(s3, bucket)
+    assert generation_ids(files) == collections.Counter(sent) and len(files) == 2
+
+
+def test_faults_and_lost_answers_still_store_every_record_once(moto, s3, proxy, tmp_path):
+    """A PUT that failed, stalled or whose answer was lost after S3 stored it is retried: the same
+    bytes under the same key, so no record is lost or stored twice."""
+    bucket = new_bucket(s3)
+    proxy.start("--fail-rate", "0.5", "--kinds", "503,reset,stall,lost", "--stall-seconds", "2")
+    bridge = S3Bridge(proxy, bucket, tmp_path / "bridge.log",
+                      ["--layout", "batch", "--batch-max-age-seconds", "1", "--batch-max-records", "7",
+                       *FAST_RETRIES, "--s3-timeout-seconds", "1"])
+    try:
+        sent = acknowledged_generations(post_all(bridge, 60))
+        bridge.wait_until_uploaded(wait_seconds=120)
+        assert generation_ids(lake_rows(s3, bucket)) == collections.Counter(sent)
+        counters = proxy.counters()
+        assert counters["fault_lost"] > 0 and counters["fault_reset"] > 0, counters
+    finally:
+        assert bridge.stop() == 0
+
+
+def test_kill_9_under_load_then_restart_stores_every_acknowledged_record_once(moto, s3, proxy, tmp_path):
+    bucket = new_bucket(s3)
+    proxy.start("--fail-rate", "0.3", "--kinds", "503,lost")
+    options = ["--layout", "batch", "--batch-max-age-seconds", "1", "--batch-max-records", "20", *FAST_RETRIES]
+    bridge = S3Bridge(proxy, bucket, tmp_path / "bridge.log", options)
+    with Load(bridge) as load:
+        load.wait_for(60)
+        eventually(lambda: list_keys(s3, bucket, LAKE), 30)  # files are being written
+        load.wait_for(len(load.acknowledged) + 40)
+        bridge.process.kill()  # SIGKILL amid appends, flushes, uploads and done marks
+        bridge.process.wait(10)
+    restarted = restart(bridge, proxy, options)
+    try:
+        restarted.wait_until_uploaded(wait_seconds=120)
+        stored = generation_ids(lake_rows(s3, bucket))
+        assert max(stored.values()) == 1, [gen for gen, count in stored.items() if count > 1]
+        assert acknowledged_generations(load.acknowledged) <= set(stored)
+        assert set(stored) <= acknowledged_generations(load.sent)
+    finally:
+        assert restarted.stop() == 0
+
+
+def test_a_file_stored_before_a_crash_is_written_again_under_its_key(moto, s3, proxy, tmp_path):
+    """S3 stores the file, the bridge dies before it learns so: the restart writes the same members
+    under the same key (the manifest), though new records arrive in the same hour meanwhile."""
+    bucket = new_bucket(s3)
+    proxy.start("--hold-keys", "/lake/")
+    options = ["--layout", "batch", "--batch-max-age-seconds", "1", "--s3-timeout-seconds", "600"]
+    bridge = S3Bridge(proxy, bucket, tmp_path / "bridge.log", options)
+    first = acknowledged_generations(post_all(bridge, 10))
+    eventually(lambda: list_keys(s3, bucket, LAKE), 30, lambda: bridge.log)
+    [stored_key] = list_keys(s3, bucket, LAKE)
+    manifests = list((tmp_path / "spool" / "batches").glob("*.batch"))
+    assert len(manifests) == 1
+    bridge.process.kill()
+    bridge.process.wait(10)
+    proxy.process.kill()  # it holds the answer back: it would not end on SIGTERM
+    proxy.process.wait(10)
+    proxy.start()
+    restarted = restart(bridge, proxy, ["--layout", "batch", "--batch-max-age-seconds", "5"])
+    try:
+        second = acknowledged_generations(post_all(restarted, 10))  # the same hour, within 5 s
+        restarted.wait_until_uploaded()
+        files = lake_rows(s3, bucket)
+        assert collections.Counter(row["generation_id"] for row in files[stored_key]) == collections.Counter(first)
+        assert generation_ids(files) == collections.Counter(first | second)
+        assert "written again" in restarted.log
+        assert list((tmp_path / "spool" / "batches").iterdir()) == []
+    finally:
+        assert restarted.stop() == 0
+
+
+def test_a_refused_file_is_quarantined_and_spool_retry_writes_it(moto, s3, proxy, tmp_path):
+    bucket = new_bucket(s3)
+    proxy.start("--refuse-keys", "/lake/")
+    options = ["--layout", "batch", "--batch-max-age-seconds", "1", *FAST_RETRIES]
+    bridge = S3Bridge(proxy, bucket, tmp_path / "bridge.log", options)
+    try:
+        sent = acknowledged_generations(post_all(bridge, 8))
+        bridge.wait_until_uploaded()
+        assert list_keys(s3, bucket, LAKE) == []
+        assert "refused the batch file" in bridge.log and "access denied" in bridge.log
+    finally:
+        assert bridge.stop() == 0
+    assert len(list((tmp_path / "spool" / "quarantine").glob("*.seg"))) == 8
+    proxy.stop()
+    proxy.start()
+    subprocess.run([sys.executable, "-m", "otel_s3_bridge", "spool", "retry", "--spool-dir",
+                    str(tmp_path / "spool")], check=True, capture_output=True)
+    restarted = restart(bridge, proxy, options)
+    try:
+        restarted.wait_until_uploaded()
+        assert generation_ids(lake_rows(s3, bucket)) == collections.Counter(sent)
+    finally:
+        assert restarted.stop() == 0
+
+
+def test_a_record_awaiting_its_genai_events_is_written_once_completed(moto, s3, proxy, tmp_path):
+    """A span without content keeps its row back until its event logs could come (the join window):
+    the file holds the completed record, once, while the trace object is completed in place."""
+    bucket = new_bucket(s3)
+    proxy.start()
+    bridge = S3Bridge(proxy, bucket, tmp_path / "bridge.log",
+                      ["--layout", "both", "--batch-max-age-seconds", "1", "--join-window-seconds", "4"])
+    try:
+        trace_id, span_id = ids()
+        start = time.time_ns()
+        assert post_spans(bridge, call_span(trace_id, span_id, start)).status_code == 200
+        eventually(lambda: list_keys(s3, bucket), 30, lambda: bridge.log)  # the trace object
+        time.sleep(1.5)  # longer than --batch-max-age-seconds: the row is held back, not in a file
+        assert list_keys(s3, bucket, LAKE) == []
+        assert post_logs(bridge, logs_request(*message_events(trace_id, span_id, start))).status_code == 200
+        eventually(lambda: list_keys(s3, bucket, LAKE), 30, lambda: bridge.log)
+        bridge.wait_until_uploaded()
+        rows = [row for rows in lake_rows(s3, bucket).values() for row in rows]
+        assert len(rows) == 1 and rows[0]["span_id"] == span_id
+        assert rows[0]["prompt"] is not None and rows[0]["completion"] is not None
+    finally:
+        assert bridge.stop() == 0
