@@ -352,7 +352,7 @@ def _read(args: argparse.Namespace, config: BridgeConfig) -> int:
     import duckdb
 
     from .lake_read import Window, read_records
-    from .report import as_csv, as_json, as_table, parse_by, parse_since, report_sql, run
+    from .report import REPORT_COLUMNS, as_csv, as_json, as_table, parse_by, parse_since, report_sql, run
 
     now = datetime.datetime.now(datetime.UTC)
     try:
@@ -367,7 +367,8 @@ def _read(args: argparse.Namespace, config: BridgeConfig) -> int:
         return EXIT_CONFIG
     progress = (lambda line: print(f"  {line}", file=sys.stderr)) if sys.stderr.isatty() else (lambda line: None)
     try:
-        table, layout = read_records(config, Window(first, last), progress)
+        table, layout = read_records(config, Window(first, last), progress,
+                                     columns=REPORT_COLUMNS if by is not None else None)
     except OSError as error:
         print(f"cannot read {config.destination}: {error}", file=sys.stderr)
         return EXIT_FAILED

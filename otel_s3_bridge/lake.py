@@ -63,21 +63,46 @@ def _json(value: Any) -> str | None:
     return None if value is None else orjson.dumps(value).decode()
 
 
+def _nested(part: str, name: str, convert: Any = None) -> Any:
+    def get(record: dict[str, Any]) -> Any:
+        value = (record.get(part) or {}).get(name)
+        return convert(value) if convert else value
+    return get
+
+
+def _plain(name: str) -> Any:
+    return lambda record: record.get(name)
+
+
+def _json_of(name: str) -> Any:
+    return lambda record: _json(record.get(name))
+
+
+# How each column is read from a record (as stored: JSON types).
+_COLUMNS = {
+    **{name: _plain(name) for name in SCHEMA.names},
+    **{name: _json_of(name) for name in JSON_COLUMNS},
+    "timestamp": lambda record: _epoch_ms(record.get("timestamp")),
+    "scope_name": _nested("scope", "name"),
+    "scope_version": _nested("scope", "version"),
+    "ingest_received_at": _nested("ingest", "received_at", _epoch_ms),
+    "ingest_key_name": _nested("ingest", "key_name"),
+    "ingest_transport": _nested("ingest", "transport"),
+}
+
+
 def row(record: dict[str, Any]) -> dict[str, Any]:
     """One record as a row of `SCHEMA` (JSON parts as strings, nested messages flattened)."""
-    out = {name: record.get(name) for name in SCHEMA.names if name in record and name not in JSON_COLUMNS}
-    for name in JSON_COLUMNS:
-        out[name] = _json(record.get(name))
-    out["timestamp"] = _epoch_ms(record.get("timestamp"))
-    scope, ingest = record.get("scope") or {}, record.get("ingest") or {}
-    out.update(scope_name=scope.get("name"), scope_version=scope.get("version"),
-               ingest_received_at=_epoch_ms(ingest.get("received_at")), ingest_key_name=ingest.get("key_name"),
-               ingest_transport=ingest.get("transport"))
-    return out
+    return {name: get(record) for name, get in _COLUMNS.items()}
 
 
-def table(records: list[dict[str, Any]]) -> pa.Table:
-    return pa.Table.from_pylist([row(record) for record in records], schema=SCHEMA)
+def table(records: list[dict[str, Any]], columns: list[str] | None = None) -> pa.Table:
+    """The records as a table of `SCHEMA`, or of its `columns` alone (the others are not built)."""
+    if columns is None:
+        return pa.Table.from_pylist([row(record) for record in records], schema=SCHEMA)
+    getters = [(name, _COLUMNS[name]) for name in columns]
+    schema = pa.schema([SCHEMA.field(name) for name in columns])
+    return pa.Table.from_pylist([{name: get(record) for name, get in getters} for record in records], schema=schema)
 
 
 def encode(records: list[dict[str, Any]], file_format: str) -> bytes:

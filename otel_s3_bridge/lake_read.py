@@ -15,19 +15,22 @@ import datetime
 import gzip
 import os
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as ds
 import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 
 from . import lake, lake_keys
 from .config import BridgeConfig
 
 DEFAULT_TEMPLATE = "{prefix}/{date}"
+READERS = 16  # trace objects fetched at once
+READ_CHUNK = 2000  # paths handed to the readers at a time (bounds what waits in memory)
 
 
 @dataclass(frozen=True)
@@ -94,33 +97,42 @@ def read_bytes(fs: pafs.FileSystem, path: str) -> bytes:
 
 def trace_records(fs: pafs.FileSystem, paths: list[str],
                   progress: Callable[[str], None]) -> Iterator[tuple[str, dict]]:
-    """(path, record) of each trace-layout object that holds a JSON record; others are told and left."""
-    for number, path in enumerate(paths, start=1):
-        try:
-            yield path, orjson.loads(read_bytes(fs, path))
-        except orjson.JSONDecodeError:
-            progress(f"left alone {path}: not a JSON record")
-        if number % 1000 == 0 or number == len(paths):
-            progress(f"read {number} of {len(paths)} objects")
+    """(path, record) of each trace-layout object that holds a JSON record; others are told and left.
+    Objects are fetched `READERS` at a time (one GET each: latency, not bandwidth, bounds S3)."""
+    with ThreadPoolExecutor(READERS) as pool:
+        for start in range(0, len(paths), READ_CHUNK):
+            chunk = paths[start:start + READ_CHUNK]
+            for path, data in zip(chunk, pool.map(lambda path: read_bytes(fs, path), chunk)):
+                try:
+                    yield path, orjson.loads(data)
+                except orjson.JSONDecodeError:
+                    progress(f"left alone {path}: not a JSON record")
+            progress(f"read {start + len(chunk)} of {len(paths)} objects")
 
 
-def read_records(config: BridgeConfig, window: Window,
-                 progress: Callable[[str], None] = lambda line: None) -> tuple[pa.Table, str]:
-    """The records whose span started in `window`, and which layouts they were read from. Each day
-    is read from its `batch` files when it has any, else from its `trace` objects."""
+def read_records(config: BridgeConfig, window: Window, progress: Callable[[str], None] = lambda line: None,
+                 columns: list[str] | None = None) -> tuple[pa.Table, str]:
+    """The records whose span started in `window` (only `columns`, when given: Parquet files are
+    then read for those alone), and which layouts they were read from. Each day is read from its
+    `batch` files when it has any, else from its `trace` objects."""
     fs, root = filesystem(config)
     prefix_dir = f"{root}/{config.prefix}"
     batch_files = _batch_files(fs, f"{prefix_dir}/lake", window)
     batch_days = {datetime.date.fromisoformat(path.split("/dt=", 1)[1][:10]) for path in batch_files}
+    wanted = None if columns is None else sorted(set(columns) | {"timestamp"}, key=lake.SCHEMA.names.index)
     tables = []
-    for number, path in enumerate(batch_files, start=1):
-        if path.endswith(lake_keys.SUFFIXES[lake_keys.PARQUET]):
-            tables.append(pq.read_table(path, filesystem=fs, schema=lake.SCHEMA))
-        else:
-            tables.append(lake.table([orjson.loads(line) for line in gzip.decompress(read_bytes(fs, path)).splitlines()
-                                      if line]))
-        if number % 100 == 0 or number == len(batch_files):
-            progress(f"read {number} of {len(batch_files)} batch files")
+    parquet = [path for path in batch_files if path.endswith(lake_keys.SUFFIXES[lake_keys.PARQUET])]
+    if parquet:
+        progress(f"reading {len(parquet)} Parquet files")
+        # One dataset: its files are read in parallel, and only the columns asked for.
+        tables.append(ds.dataset(parquet, schema=lake.SCHEMA, format="parquet", filesystem=fs).to_table(
+            columns=wanted))
+    ndjson = [path for path in batch_files if path not in parquet]
+    for number, path in enumerate(ndjson, start=1):
+        lines = gzip.decompress(read_bytes(fs, path)).splitlines()
+        tables.append(lake.table([orjson.loads(line) for line in lines if line], wanted))
+        if number % 100 == 0 or number == len(ndjson):
+            progress(f"read {number} of {len(ndjson)} NDJSON files")
     trace_days = [day for day in window.days() if day not in batch_days]
     records = []
     if trace_days:
@@ -128,7 +140,7 @@ def read_records(config: BridgeConfig, window: Window,
         records = [record for _, record in trace_records(fs, paths, progress)
                    if datetime.date.fromisoformat(lake_keys.partition(record)[0]) not in batch_days]
     if records or not tables:
-        tables.append(lake.table(records))
+        tables.append(lake.table(records, wanted))
     layouts = " and ".join(name for name, used in (("batch", batch_files), ("trace", records)) if used) or "no"
     table = pa.concat_tables(tables)
     return table.filter(window.mask(table.column("timestamp"))), layouts

@@ -39,6 +39,9 @@ MEASURES = (
     ("latency_p50_ms", "quantile_cont(duration_ms, 0.5)"),
     ("latency_p95_ms", "quantile_cont(duration_ms, 0.95)"),
 )
+# The columns `report` (and its HTML page) reads: the rest (prompts, completions) is left on disk.
+REPORT_COLUMNS = ["timestamp", "model", "provider", "customer_id", "session_id", "ingest_key_name", "status",
+                  "input_tokens", "output_tokens", "total_tokens", "cost", "duration_ms"]
 SINCE = re.compile(r"^(\d+)([dh])$")
 TABLE_WIDTH = 80
 

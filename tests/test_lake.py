@@ -122,3 +122,11 @@ def test_file_keys_are_hive_partitions_named_from_what_they_hold(tmp_path):
     start = records[0]["start_time_unix_nano"]
     moment = datetime.datetime.fromtimestamp(start / 1e9, datetime.UTC)
     assert lake_keys.partition(records[0]) == (moment.strftime("%Y-%m-%d"), moment.strftime("%H"))
+
+
+def test_a_table_of_some_columns_is_those_columns_of_the_whole_table():
+    records = _records()
+    whole = lake.table(records)
+    for columns in (["timestamp", "model", "cost"], ["ingest_key_name", "scope_name", "prompt", "input_tokens"],
+                    list(lake.SCHEMA.names)):
+        assert lake.table(records, columns).equals(whole.select(columns))
