@@ -35,6 +35,11 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 START = time.time_ns()
 
 
+# The batch layout's defaults but the age: files close on size at this rate, and the run waits out
+# the age of the last one.
+BATCH_OPTIONS = ("--layout", "batch", "--batch-max-age-seconds", "5")
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -93,7 +98,8 @@ class Process:
 class Stack:
     """Mock S3 (or moto) + the bridge, in a scratch directory."""
 
-    def __init__(self, scratch: Path, *, park_uploads: bool = False, workers: int = 1, moto: bool = False) -> None:
+    def __init__(self, scratch: Path, *, park_uploads: bool = False, workers: int = 1, moto: bool = False,
+                 extra: tuple[str, ...] = ()) -> None:
         self.dir = Path(tempfile.mkdtemp(dir=scratch))
         self.s3_port = free_port()
         if moto:
@@ -114,7 +120,7 @@ class Stack:
              "--bucket", "bench", "--endpoint-url",
              f"http://127.0.0.1:{self.s3_port}", "--region", "us-east-1", "--token", f"bench={TOKEN}",
              "--spool-dir", str(self.dir / "spool"), "--spool-max-bytes", str(16 * 1024 ** 3),
-             "--drain-seconds", "0", "--log-level", "warning", "--workers", str(workers)],
+             "--drain-seconds", "0", "--log-level", "warning", "--workers", str(workers), *extra],
             self.http_port, self.dir / "bridge.log",
             env={"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench"})
         deadline = time.monotonic() + 60
@@ -133,6 +139,9 @@ class Stack:
             if time.monotonic() > deadline:
                 raise RuntimeError("the spool did not drain")
             time.sleep(0.05)
+
+    def s3_requests(self) -> int:
+        return int(requests.get(f"http://127.0.0.1:{self.s3_port}/__requests__", timeout=10).text)
 
     def close(self) -> None:
         self.bridge.stop()
@@ -216,6 +225,38 @@ def measure_end_to_end(scratch: Path, *, seconds: float, runs: int, workers: int
         finally:
             stack.close()
     return _median(outcomes, workers=workers, s3="moto" if moto else "mock")
+
+
+def measure_batch_layout(scratch: Path, *, seconds: float, runs: int) -> dict:
+    """100-span protobuf batches of LLM spans (each its own call, content on the span) into the
+    batch layout (Parquet), S3 upload included: spans per CPU-second of the bridge's process tree,
+    from the first request until every record is in a file, and S3 requests per record."""
+    outcomes = []
+    for run in range(runs):
+        stack = Stack(scratch, extra=BATCH_OPTIONS)
+        try:
+            script = http_script(scratch, f"batch-{run}", kind="batch-content", spans=100, encoding="protobuf")
+            run_wrk(stack.url, script, connections=16, seconds=1)  # warm-up, then drain it
+            stack.wait_drained()
+            cpu, calls = stack.bridge.cpu_seconds(), stack.s3_requests()
+            result = run_wrk(stack.url, script, connections=16, seconds=seconds)
+            stack.wait_drained()
+            cpu = stack.bridge.cpu_seconds() - cpu
+            spans = result["ok"] * 100
+            outcomes.append({"spans_per_cpu_second": spans / cpu, "cpu_us_per_span": cpu / spans * 1e6,
+                             "spans_acknowledged_per_second": spans / (result["duration_us"] / 1e6),
+                             "s3_requests_per_million": (stack.s3_requests() - calls) / spans * 1e6,
+                             "errors": result["errors_status"], "p99_ms": result["p99_us"] / 1000,
+                             "peak_rss_mb": stack.bridge.peak_rss_bytes() / 2**20})
+        finally:
+            stack.close()
+    return _median(outcomes, options=" ".join(BATCH_OPTIONS))
+
+
+def measure_report(records: int, layout: str, runs: int) -> dict:
+    done = subprocess.run([sys.executable, "-m", "bench.lake_bench", "--records", str(records), "--layout", layout,
+                           "--runs", str(runs)], capture_output=True, text=True, check=True, cwd=ROOT)
+    return json.loads(done.stdout)
 
 
 def measure_latency(scratch: Path, rate: float, *, seconds: float, runs: int) -> dict:
@@ -356,6 +397,12 @@ def main() -> None:
             ingest.append(measure_ingest(scratch, label, transport=transport, kind=kind, spans=spans,
                                          compress=compress, seconds=min(args.seconds, 5), runs=args.runs))
         results["ingest"] = ingest
+        step("batch layout end to end")
+        results["batch_layout"] = measure_batch_layout(scratch, seconds=args.seconds, runs=args.runs)
+        step("report over 1 million records, batch layout")
+        results["report_batch"] = measure_report(1_000_000, "batch", args.runs)
+        step("report over 1 million records, trace layout (one run)")
+        results["report_trace"] = measure_report(1_000_000, "trace", 1)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
         Path(args.out).write_text(json.dumps(results, indent=1))

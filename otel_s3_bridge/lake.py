@@ -105,6 +105,33 @@ def table(records: list[dict[str, Any]], columns: list[str] | None = None) -> pa
     return pa.Table.from_pylist([{name: get(record) for name, get in getters} for record in records], schema=schema)
 
 
+def _duckdb_reading() -> tuple[dict[str, str], str]:
+    """How DuckDB's JSON reader reads stored records as `SCHEMA` rows: the type of each top-level
+    field (the open-ended parts as JSON text, kept as written), and the SELECT list that flattens
+    `scope` and `ingest` and parses the timestamps (cast to `SCHEMA` afterwards)."""
+    sql_types = {pa.string(): "VARCHAR", pa.int64(): "BIGINT", pa.float64(): "DOUBLE", UTC_MS: "VARCHAR"}
+    types = {field.name: "JSON" if field.name in JSON_COLUMNS else sql_types[field.type]
+             for field in SCHEMA if not field.name.startswith(("scope_", "ingest_"))}
+    types["scope"] = "STRUCT(name VARCHAR, version VARCHAR)"
+    types["ingest"] = "STRUCT(received_at VARCHAR, key_name VARCHAR, transport VARCHAR)"
+    rfc3339 = "'%Y-%m-%dT%H:%M:%S.%gZ'"
+    select = []
+    for name in SCHEMA.names:
+        if name == "timestamp":
+            select.append(f'try_strptime("timestamp", {rfc3339})::TIMESTAMPTZ AS "timestamp"')
+        elif name == "ingest_received_at":
+            select.append(f"try_strptime(ingest.received_at, {rfc3339})::TIMESTAMPTZ AS ingest_received_at")
+        elif name.startswith(("ingest_", "scope_")):
+            part, _, field = name.partition("_")
+            select.append(f'{part}.{field} AS "{name}"')
+        else:
+            select.append(f'"{name}"')
+    return types, ", ".join(select)
+
+
+DUCKDB_TYPES, DUCKDB_SELECT = _duckdb_reading()
+
+
 def encode(records: list[dict[str, Any]], file_format: str) -> bytes:
     """The file's bytes: Parquet with zstd, or NDJSON of the records as stored, gzip-compressed."""
     if file_format == NDJSON:
@@ -124,8 +151,14 @@ def encode_lines(chunks: Iterable[bytes]) -> bytes:
 def encode_parts(parts: Iterable[list[dict[str, Any]]]) -> bytes:
     """A Parquet (zstd) file of records given a part at a time (a row group each), so that only one
     part is ever held as Python objects."""
+    return encode_tables(table(records) for records in parts)
+
+
+def encode_tables(tables: Iterable[pa.Table]) -> bytes:
+    """A Parquet (zstd) file of `SCHEMA` from tables given one at a time (a row group each; a
+    table of compatible types is cast to `SCHEMA`)."""
     sink = pa.BufferOutputStream()
     with pq.ParquetWriter(sink, SCHEMA, compression="zstd") as writer:
-        for records in parts:
-            writer.write_table(table(records))
+        for part in tables:
+            writer.write_table(part if part.schema.equals(SCHEMA) else part.cast(SCHEMA))
     return sink.getvalue().to_pybytes()

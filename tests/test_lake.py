@@ -7,15 +7,18 @@ from __future__ import annotations
 
 import datetime
 import gzip
+import io
 
 import duckdb
 import orjson
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from google.protobuf.descriptor import FieldDescriptor
 
 from conftest import ROOT, capture_lines
-from otel_s3_bridge import lake, lake_keys
+from otel_s3_bridge import batch_writer, lake, lake_keys
+from otel_s3_bridge.encode import encode_json
 from otel_s3_bridge.decode import decode
 from otel_s3_bridge.otlp import parse_json
 from test_schema import schema  # noqa: F401  (the compiled .proto, a fixture)
@@ -130,3 +133,27 @@ def test_a_table_of_some_columns_is_those_columns_of_the_whole_table():
     for columns in (["timestamp", "model", "cost"], ["ingest_key_name", "scope_name", "prompt", "input_tokens"],
                     list(lake.SCHEMA.names)):
         assert lake.table(records, columns).equals(whole.select(columns))
+
+
+def test_the_batch_writers_parquet_holds_what_lake_table_makes_of_the_records(tmp_path, caplog):
+    """The writer reads spooled bodies with DuckDB's JSON reader; `lake.table` is the reference.
+    Real records, and one with every awkward string a prompt can hold."""
+    records = _records()
+    awkward = dict(records[0], span_id="f" * 16, name="tab\there \u2028 \u202e \U0001f600 \x00\x1f \"q\" \\ é",
+                   prompt=[{"role": "user", "content": "line\nbreak \u0085 \ud7ff \U0010ffff </script>"}],
+                   metadata={"ключ": [1, 2.5, None, True], "": {}}, cost=None, input_tokens=2 ** 62,
+                   timestamp="2026-11-30T23:59:59.999Z")
+    records.append(awkward)
+    bodies = [encode_json(record) for record in records]
+    written = pq.read_table(io.BytesIO(batch_writer._build([(None, 0, 0, body) for body in bodies],
+                                                           lake_keys.PARQUET, tmp_path)))
+    expected = lake.table(records)
+    assert written.schema.equals(lake.SCHEMA, check_metadata=False) and written.num_rows == len(records)
+    for name in lake.SCHEMA.names:
+        if name in lake.JSON_COLUMNS:  # the same JSON, whoever wrote the text
+            assert [None if text is None else orjson.loads(text) for text in written.column(name).to_pylist()] \
+                == [None if text is None else orjson.loads(text) for text in expected.column(name).to_pylist()], name
+        else:
+            assert written.column(name).to_pylist() == expected.column(name).to_pylist(), name
+    assert list(tmp_path.iterdir()) == []  # the staged records are gone
+    assert "DuckDB could not read" not in caplog.text  # DuckDB wrote it, not the Python fallback
