@@ -416,6 +416,7 @@ def _compact(args: argparse.Namespace, config: BridgeConfig) -> int:
         print(f"compact failed for {config.destination}, {day} (nothing was deleted): {error}", file=sys.stderr)
         return EXIT_FAILED
     print(f"{day}: {done.objects} object(s), {done.records} record(s) -> {len(done.files)} Parquet file(s)"
+          + (f" ({done.in_lake} object(s) already in the bridge's batch files)" if done.in_lake else "")
           + (f"; {done.deleted} object(s) deleted" if args.delete_source else ""))
     for key in done.files:
         print(f"  {key}")

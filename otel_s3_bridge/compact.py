@@ -2,11 +2,14 @@
 (one JSON record each, OpenRouter's layout) rewritten as the `batch` layout's Parquet files, one
 per hour of the day, so that a bucket kept in OpenRouter's layout still reads fast.
 
-Idempotent: records are sorted by identity before they are written, so the same objects always make
-the same files under the same keys (`lake_keys.file_key`), and a second run overwrites them. Every file
-is read back and checked (row count and the identities of its records) before anything else
-happens; `--delete-source` deletes a day's objects only once every file of that day checked out.
-A local file is written beside its key and renamed into place. Must not touch other days.
+Idempotent and safe to run again as objects keep arriving: a run reads the day's objects and the
+files earlier runs wrote (`compact-<digest>.parquet`), writes every record once, sorted by identity
+(so the same records always make the same files under the same keys), and deletes an earlier file
+only once its records are in the new ones. Records already in files the bridge's batch layout
+wrote (`--layout batch` or `both`) are left out: they are in the lake already. Every file is read
+back and checked (row count and identities) before anything is deleted; `--delete-source` deletes
+the day's objects only once every file of that day checked out. A local file is written beside its
+key and renamed into place. Must not touch other days.
 """
 
 from __future__ import annotations
@@ -15,12 +18,19 @@ import datetime
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import gzip
+
+import orjson
+import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from . import lake, lake_keys
 from .config import BridgeConfig
-from .lake_read import Window, filesystem, trace_objects, trace_records
+from .lake_read import Window, filesystem, read_bytes, trace_objects, trace_records
+
+LABEL = "compact-"  # the files compact writes, apart from those of the bridge's batch layout
+IDENTITY_COLUMNS = ["trace_id", "otel_trace_id", "span_id"]
 
 
 @dataclass(frozen=True)
@@ -29,6 +39,7 @@ class Compacted:
     records: int
     files: list[str]
     deleted: int
+    in_lake: int  # objects whose records were in the bridge's own batch files already
 
 
 class CompactionFailed(Exception):
@@ -47,37 +58,81 @@ def _write(fs: pafs.FileSystem, path: str, data: bytes) -> None:
         stream.write(data)
 
 
-def _verify(fs: pafs.FileSystem, path: str, records: list[dict]) -> None:
-    table = pq.read_table(path, filesystem=fs, schema=lake.SCHEMA, columns=["trace_id", "otel_trace_id", "span_id"])
-    written = [lake_keys.identity(row) for row in table.to_pylist()]
-    if written != [lake_keys.identity(record) for record in records]:
-        raise CompactionFailed(f"{path} holds {len(written)} rows, not the {len(records)} records written to it")
+def _verify(fs: pafs.FileSystem, path: str, expected: list[str]) -> None:
+    written = _identities(pq.read_table(path, filesystem=fs, schema=lake.SCHEMA, columns=IDENTITY_COLUMNS))
+    if written != expected:
+        raise CompactionFailed(f"{path} holds {len(written)} rows, not the {len(expected)} records written to it")
+
+
+def _identities(table: pa.Table) -> list[str]:
+    """`lake_keys.identity` of each row."""
+    return [f"{trace}/{otel}/{span}" for trace, otel, span in
+            zip(*(table.column(name).to_pylist() for name in IDENTITY_COLUMNS))]
+
+
+def _day_files(fs: pafs.FileSystem, folder: str) -> tuple[list[str], list[str]]:
+    """(files earlier runs of compact wrote, files the bridge's batch layout wrote) in a day's folder."""
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(folder, recursive=True, allow_not_found=True))
+    except FileNotFoundError:
+        return [], []
+    names = sorted(info.path for info in infos
+                   if info.type == pafs.FileType.File and info.path.endswith(tuple(lake_keys.SUFFIXES.values())))
+    ours = [path for path in names if path.rsplit("/", 1)[1].startswith(LABEL)]
+    return ours, [path for path in names if path not in ours]
 
 
 def compact_day(config: BridgeConfig, day: datetime.date, *, delete_source: bool = False,
                 progress: Callable[[str], None] = lambda line: None) -> Compacted:
     fs, root = filesystem(config)
+    earlier, written_by_bridge = _day_files(fs, f"{root}/{config.prefix}/lake/dt={day.isoformat()}")
+    in_lake = {identity for path in written_by_bridge for identity in _identities(
+        _read_file(fs, path, IDENTITY_COLUMNS))}
     paths = trace_objects(fs, f"{root}/{config.prefix}", str(config.path_template), Window(day, day))
     records: dict[str, dict] = {}
     sources = []
+    skipped = 0
     for path, record in trace_records(fs, paths, progress):
         if lake_keys.partition(record)[0] != day.isoformat():
             continue  # another day's record (a path template without {date})
-        records[lake_keys.identity(record)] = record  # the same call stored twice is one row
         sources.append(path)
-    ordered = [records[identity] for identity in sorted(records)]
+        identity = lake_keys.identity(record)
+        if identity in in_lake:
+            skipped += 1
+        else:
+            records[identity] = record  # the same call stored twice is one row
+    parts = [lake.table(list(records.values()))] + [_read_file(fs, path) for path in earlier]
+    rows = pa.concat_tables(parts)
+    identities = _identities(rows)
+    first_of = {identity: index for index, identity in reversed(list(enumerate(identities)))}
+    ordered = sorted(first_of)
+    rows = rows.take([first_of[identity] for identity in ordered])
+    hours = [lake_keys.partition({"start_time_unix_nano": nanos})[1]
+             for nanos in rows.column("start_time_unix_nano").to_pylist()]
     files = []
-    for (_, _), group in sorted(lake_keys.by_partition(ordered).items()):
-        key = lake_keys.file_key(lake_keys.partition_dir(config.prefix, group[0]), map(lake_keys.identity, group),
-                                 lake_keys.PARQUET)
+    for hour in sorted(set(hours)):
+        chosen = [index for index, value in enumerate(hours) if value == hour]
+        group, group_ids = rows.take(chosen), [ordered[index] for index in chosen]
+        folder = f"{config.prefix}/lake/dt={day.isoformat()}/hour={hour}"
+        key = lake_keys.file_key(folder, group_ids, lake_keys.PARQUET, label=LABEL)
         path = f"{root}/{key}"
-        _write(fs, path, lake.encode(group, lake_keys.PARQUET))
-        _verify(fs, path, group)
+        _write(fs, path, lake.encode_tables([group]))
+        _verify(fs, path, group_ids)
         files.append(key)
-        progress(f"wrote and checked {key} ({len(group)} records)")
+        progress(f"wrote and checked {key} ({group.num_rows} records)")
+    for path in earlier:
+        if path not in {f"{root}/{key}" for key in files}:
+            fs.delete_file(path)  # its records are in the files just checked
     deleted = 0
     if delete_source:
         for path in sources:
             fs.delete_file(path)
             deleted += 1
-    return Compacted(len(sources), len(ordered), files, deleted)
+    return Compacted(len(sources), len(ordered), files, deleted, skipped)
+
+
+def _read_file(fs: pafs.FileSystem, path: str, columns: list[str] | None = None) -> pa.Table:
+    if path.endswith(lake_keys.SUFFIXES[lake_keys.PARQUET]):
+        return pq.read_table(path, filesystem=fs, schema=lake.SCHEMA, columns=columns)
+    lines = gzip.decompress(read_bytes(fs, path)).splitlines()
+    return lake.table([orjson.loads(line) for line in lines if line], columns)

@@ -8,12 +8,15 @@ hot path can place records without loading it. Must not do I/O or read clocks.
 from __future__ import annotations
 
 import datetime
+import functools
 import hashlib
 from collections.abc import Iterable
 from typing import Any
 
 PARQUET, NDJSON = "parquet", "ndjson"
 SUFFIXES = {PARQUET: ".parquet", NDJSON: ".ndjson.gz"}
+HOUR_NANOS = 3600 * 10 ** 9
+LAST_NANOS = 253402300799 * 10 ** 9  # 9999-12-31T23:59:59Z: later times would not be dates
 CONTENT_TYPES = {PARQUET: "application/vnd.apache.parquet", NDJSON: "application/gzip"}  # never Content-Encoding
 
 
@@ -33,7 +36,13 @@ def partition(record: dict[str, Any]) -> tuple[str, str]:
     nanos = record.get("start_time_unix_nano")
     if not isinstance(nanos, int) or nanos <= 0:
         nanos = _received_nanos(record)
-    moment = datetime.datetime.fromtimestamp(min(nanos, 253402300799 * 10 ** 9) / 1e9, datetime.UTC)
+    return _hour(min(nanos, LAST_NANOS) // HOUR_NANOS)
+
+
+@functools.lru_cache(maxsize=4096)
+def _hour(index: int) -> tuple[str, str]:
+    """(dt, hour) of the `index`-th hour since 1970: formatted once, records come in runs of hours."""
+    moment = datetime.datetime.fromtimestamp(index * 3600, datetime.UTC)
     return moment.strftime("%Y-%m-%d"), moment.strftime("%H")
 
 
@@ -48,11 +57,11 @@ def identity(record: dict[str, Any]) -> str:
     return f"{record.get('trace_id')}/{record.get('otel_trace_id')}/{record.get('span_id')}"
 
 
-def file_key(folder: str, identities: Iterable[str], file_format: str) -> str:
-    """`{folder}/{digest}{suffix}`: the digest covers the identities in any order, so the same records
-    always get the same key."""
+def file_key(folder: str, identities: Iterable[str], file_format: str, label: str = "") -> str:
+    """`{folder}/{label}{digest}{suffix}`: the digest covers the identities in any order, so the
+    same records always get the same key."""
     digest = hashlib.sha256("\n".join(sorted(identities)).encode()).hexdigest()[:32]
-    return f"{folder}/{digest}{SUFFIXES[file_format]}"
+    return f"{folder}/{label}{digest}{SUFFIXES[file_format]}"
 
 
 def by_partition(records: list[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:

@@ -10,9 +10,10 @@ import json
 import time
 
 import pyarrow.parquet as pq
+import requests
 
-from conftest import list_keys
-from test_report import _calls, _check_report, _cli, stored_in_a_bucket, stored_locally
+from conftest import BridgeProcess, list_keys
+from test_report import _calls, _check_report, _cli, _export, stored_in_a_bucket, stored_locally
 
 
 def _day(call: dict) -> str:
@@ -75,3 +76,53 @@ def test_compact_in_the_bucket_deletes_only_that_day(moto, s3, tmp_path):
 def test_compact_refuses_a_bad_date(tmp_path):
     result = _cli("compact", "--date", "yesterday", "--output-dir", str(tmp_path))
     assert result.returncode == 2 and "--date takes YYYY-MM-DD" in result.stderr
+
+
+def _store(tmp_path, out, calls: list[dict], *extra: str) -> None:
+    """A real bridge, with `extra` options, stores the calls in the local directory `out`."""
+    bridge = BridgeProcess(["--output-dir", str(out), "--spool-dir", str(tmp_path / "spool"), *extra],
+                           tmp_path / "b.log", cwd=tmp_path)
+    try:
+        assert requests.post(bridge.url, json=_export(calls), timeout=30).status_code == 200
+        bridge.wait_until_uploaded()
+    finally:
+        assert bridge.stop() == 0
+
+
+def test_compact_again_as_objects_arrive_and_beside_the_bridges_batch_files(tmp_path):
+    """A day written first with `--layout both`, then in the trace layout alone, compacted, then
+    more objects, compacted again, sources deleted, compacted once more: every call in one row."""
+    out = tmp_path / "out"
+    day_of = lambda calls: [call for call in calls if _day(call) == _day(calls[0])]  # noqa: E731
+    first = day_of(_calls(count=12, seed=21))
+    day = _day(first[0])
+    _store(tmp_path, out, first, "--layout", "both", "--batch-max-age-seconds", "1")
+    second = [dict(call, start=first[0]["start"] + n) for n, call in enumerate(_calls(count=6, seed=22), 1)]
+    _store(tmp_path, out, second)
+    where = ["--output-dir", str(out)]
+    lake_dir = out / "openrouter-traces" / "lake" / f"dt={day}"
+    bridge_files = sorted(path for path in lake_dir.rglob("*.parquet") if not path.name.startswith("compact-"))
+    assert bridge_files
+
+    def rows() -> list[str]:
+        return sorted(row["span_id"] for path in lake_dir.rglob("*.parquet") for row in pq.read_table(path).to_pylist())
+
+    done = _cli("compact", "--date", day, *where)
+    assert done.returncode == 0, done.stderr
+    assert f"({len(first)} object(s) already in the bridge's batch files)" in done.stdout
+    assert len(rows()) == len(first) + len(second) == len(set(rows()))
+    compacted = sorted(lake_dir.rglob("compact-*.parquet"))
+
+    third = [dict(call, start=first[0]["start"] + 100 + n) for n, call in enumerate(_calls(count=5, seed=23))]
+    _store(tmp_path, out, third)
+    assert _cli("compact", "--date", day, *where).returncode == 0
+    assert len(rows()) == len(first) + len(second) + len(third) == len(set(rows()))
+    assert sorted(lake_dir.rglob("compact-*.parquet")) != compacted  # replaced, not added to
+
+    assert _cli("compact", "--date", day, "--delete-source", *where).returncode == 0
+    again = _cli("compact", "--date", day, *where)  # no objects left: the files keep every record
+    assert again.returncode == 0 and len(rows()) == len(first) + len(second) + len(third)
+    assert sorted(path for path in lake_dir.rglob("*.parquet") if not path.name.startswith("compact-")) == \
+        bridge_files
+    _check_report(_cli("report", "--from", day, "--to", day, "--by", "model", "--format", "json", *where),
+                  first + second + third)
