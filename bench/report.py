@@ -69,6 +69,7 @@ def write_report(results: dict, path: Path) -> None:
         f"{_f(decode_batch['parse_ratio'])}×, to records {_f(decode_batch['records_ratio'])}× "
         f"| {verdict(decode_or['parse_ratio'] >= 15)} for OpenRouter deliveries, "
         f"{verdict(decode_batch['parse_ratio'] >= 15)} for small GenAI spans |",
+        *_batch_targets(results, verdict),
         f"| `--workers 2`: CPU per delivery does not grow (within 10 %, the run-to-run spread here) "
         f"| 1 worker {_f(e2e['cpu_ms_per_delivery'], 3)} ms, 2 workers {_f(e2e_w2['cpu_ms_per_delivery'], 3)} ms "
         f"| {verdict(e2e_w2['cpu_ms_per_delivery'] <= e2e['cpu_ms_per_delivery'] * 1.1)} |",
@@ -178,10 +179,68 @@ def write_report(results: dict, path: Path) -> None:
         lines += _hardening_section(json.loads(hardening.read_text()))
     if "metrics" in results:
         lines += _metrics_section(results["metrics"])
+    if "batch_layout" in results:
+        lines += _batch_section(results)
     analysis = HERE / "analysis.md"
     if analysis.exists():
         lines += [analysis.read_text().rstrip(), ""]
     path.write_text("\n".join(lines))
+
+
+def _batch_targets(results: dict, verdict) -> list[str]:
+    if "batch_layout" not in results:
+        return []
+    batch, lake_batch, lake_trace = results["batch_layout"], results["report_batch"], results["report_trace"]
+    return [
+        f"| batch layout end to end ≥ 25,000 spans/s per core, 100-span protobuf batches, S3 upload included "
+        f"| {_f(batch['spans_per_cpu_second'], 0)} spans per CPU-second ({_f(batch['cpu_us_per_span'])} µs/span) "
+        f"| {verdict(batch['spans_per_cpu_second'] >= 25_000)} |",
+        f"| batch layout ≤ 100 S3 requests per million records | {_f(batch['s3_requests_per_million'], 0)} "
+        f"| {verdict(batch['s3_requests_per_million'] <= 100)} |",
+        f"| `report --by model,day` over 1 million records ≤ 5 s, batch layout "
+        f"| {_f(lake_batch['report_seconds_median'], 2)} s (trace layout: {_f(lake_trace['report_seconds_median'], 0)} s) "
+        f"| {verdict(lake_batch['report_seconds_median'] <= 5)} |",
+    ]
+
+
+def _batch_section(results: dict) -> list[str]:
+    batch, lake_batch, lake_trace = results["batch_layout"], results["report_batch"], results["report_trace"]
+    ingest = _ingest(results, "100 spans with content on the span, HTTP/protobuf")
+    lines = [
+        "## 8. The batch layout, and reading the lake",
+        "",
+        f"`serve {batch['options']}` (the defaults but the age: at this rate files close on --batch-max-bytes, "
+        "and the run waits out the age of the last one) on the mock S3 endpoint. wrk posts 100-span OTLP/protobuf "
+        "batches of GenAI spans with content on the span (each span its own call; section 2's *with content* "
+        "payload) with 16 connections; CPU is counted from the first request until every record is in a Parquet "
+        "file in S3 (the spool is empty), and so are the S3 requests (PUTs, and the parts of multipart uploads).",
+        "",
+        "| | spans per CPU-second | bridge CPU µs/span | spans acknowledged/s | S3 requests per million records "
+        "| ack p99 ms | peak RSS MB |",
+        "|---|---|---|---|---|---|---|",
+        f"| batch layout, end to end | {_f(batch['spans_per_cpu_second'], 0)} ({_runs(batch, 'spans_per_cpu_second', 0)}) "
+        f"| {_f(batch['cpu_us_per_span'])} | {_f(batch['spans_acknowledged_per_second'], 0)} "
+        f"| {_f(batch['s3_requests_per_million'], 0)} ({_runs(batch, 's3_requests_per_million', 0)}) "
+        f"| {_f(batch['p99_ms'])} | {_f(batch['peak_rss_mb'])} |",
+        f"| ingest alone, same payload (section 2) | {_f(1e6 / ingest['cpu_us_per_span'], 0)} "
+        f"| {_f(ingest['cpu_us_per_span'])} | {_f(ingest['spans_per_second'], 0)} | (uploads parked) "
+        f"| {_f(ingest['p99_ms'])} | |",
+        "",
+        "The trace layout makes one PUT per record: 1,000,000 requests per million records.",
+        "",
+        "`python -m bench.lake_bench --records 1000000 --layout batch|trace`: one million LLM records over 7 "
+        "days (8 models, 500 customers, 2 % errors) in a local directory, as the batch layout's hourly Parquet "
+        "files or as the trace layout's JSON objects; then `otel-s3-bridge report --by model,day` in a new "
+        "process (interpreter start and imports included), its call count checked.",
+        "",
+        "| layout | files | bytes on disk | report seconds |",
+        "|---|---|---|---|",
+    ]
+    for entry in (lake_batch, lake_trace):
+        seconds = " / ".join(_f(value, 2) for value in entry["report_seconds"])
+        lines.append(f"| {entry['layout']} | {entry['files']:,} | {entry['bytes']:,} "
+                     f"| {_f(entry['report_seconds_median'], 2)} ({seconds}) |")
+    return lines + [""]
 
 
 def _peak(entry: dict) -> str:
