@@ -53,7 +53,9 @@ log = logging.getLogger("otel_s3_bridge.batch")
 
 FLUSHES_AT_ONCE = 2  # files being encoded or uploaded at once: each holds its file's bytes in memory
 PART_RECORDS = 20_000  # records made into columns (one Parquet row group) at a time
+DUCKDB_MEMORY = "256MB"  # what DuckDB may hold while it reads a file's records
 RETRY_INITIAL_SECONDS = 0.2
+UNEXPECTED_FAILURES_MAX = 3  # then the members go to the spool's quarantine (kept, for `spool retry`)
 MANIFEST, UPLOADED = ".batch", ".uploaded"
 
 
@@ -67,6 +69,7 @@ class Batch:
     key: str | None = None  # fixed by its manifest
     file_format: str | None = None
     manifest: Path | None = None
+    failures: int = 0  # unexpected failures to write it
 
 
 @dataclass
@@ -142,13 +145,16 @@ class BatchWriter:
         while True:
             self._wake.clear()
             now, now_ns = loop.time(), time.time_ns()
-            while self._held and self._held[0][0] <= now_ns:
-                ref = heapq.heappop(self._held)[2]
-                if not ref.finished:
-                    self._into_batch(ref)
-            for batch in list(self._open.values()):
-                if self._draining or now - batch.opened_at >= max_age:
-                    self._close(batch)
+            try:
+                while self._held and self._held[0][0] <= now_ns:
+                    ref = heapq.heappop(self._held)[2]
+                    if not ref.finished:
+                        self._into_batch(ref)
+                for batch in list(self._open.values()):
+                    if self._draining or now - batch.opened_at >= max_age:
+                        self._close(batch)
+            except Exception as error:  # a bug must not stop files from closing on age
+                log.error("the batch timer failed (%s: %s); it goes on", type(error).__name__, error, exc_info=error)
             waits = [batch.opened_at + max_age - now for batch in self._open.values()]
             if self._held:
                 waits.append((self._held[0][0] - now_ns) / 1e9)
@@ -165,11 +171,16 @@ class BatchWriter:
                 await self._write(batch)
             except asyncio.CancelledError:
                 raise  # stopping: the manifest (if any) and the entries stay; the next start finishes it
-            except Exception as error:  # a bug must not lose entries: they are tried again later
-                log.error("writing a batch file for %s failed unexpectedly (%s: %s); its records are tried again",
-                          batch.folder, type(error).__name__, error, exc_info=error)
-                await asyncio.sleep(self._backoff(3))
-                self._requeue(batch)
+            except Exception as error:  # a bug must not lose entries: they are tried again, then kept aside
+                cause = f"{type(error).__name__}: {error}"
+                batch.failures += 1
+                if batch.failures >= UNEXPECTED_FAILURES_MAX:
+                    await self._refused(batch, f"the batch file cannot be made ({cause})")
+                    return
+                log.error("writing a batch file for %s failed unexpectedly (%s); its records are tried again",
+                          batch.folder, cause, exc_info=error)
+                await asyncio.sleep(self._backoff(batch.failures))
+                self._close(batch)  # the same members (and manifest, if any) again
 
     def _requeue(self, batch: Batch) -> None:
         """The batch's entries go round again (its manifest, if any, is kept: the same file)."""
@@ -242,6 +253,8 @@ class BatchWriter:
                   "run `otel-s3-bridge spool retry`", self._sink.description, batch.key, cause, len(batch.refs),
                   self._spool.quarantine_dir)
         for ref in batch.refs:
+            if ref.finished:
+                continue
             try:
                 body = self._spool.body_of(ref)
                 await self._spool.quarantine(ref, body, cause)
@@ -382,7 +395,9 @@ def _duckdb_tables(staged: Path) -> Iterator[Any]:
 
     from . import lake
 
-    connection = duckdb.connect(config={"threads": 1})  # the other cores serve exports
+    # One thread: the other cores serve exports. Its memory is bounded, spilling beside the file.
+    connection = duckdb.connect(config={"threads": 1, "memory_limit": DUCKDB_MEMORY,
+                                        "temp_directory": str(staged.parent)})
     try:
         relation = connection.read_json(str(staged), format="newline_delimited", columns=lake.DUCKDB_TYPES)
         for batch in relation.project(lake.DUCKDB_SELECT).to_arrow_reader(PART_RECORDS):

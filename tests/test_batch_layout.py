@@ -17,7 +17,8 @@ import uuid
 import orjson
 import pyarrow.parquet as pq
 import pytest
-from conftest import Proxy, S3Bridge, eventually, list_keys, new_bucket, read_json
+import requests
+from conftest import BridgeProcess, Proxy, S3Bridge, eventually, list_keys, new_bucket, read_json
 from otel_s3_bridge import lake
 from otel_s3_bridge.sample import sample_delivery
 from test_durability import FAST_RETRIES, Load, post_all, restart
@@ -255,3 +256,28 @@ def test_a_record_awaiting_its_genai_events_is_written_once_completed(moto, s3, 
         assert rows[0]["prompt"] is not None and rows[0]["completion"] is not None
     finally:
         assert bridge.stop() == 0
+
+
+def test_batch_layout_in_the_local_directory_and_report_reads_it(tmp_path):
+    out = tmp_path / "out"
+    bridge = BridgeProcess(["--output-dir", str(out), "--spool-dir", str(tmp_path / "spool"), "--layout", "batch",
+                            "--batch-format", "ndjson", "--batch-max-age-seconds", "1"], tmp_path / "bridge.log")
+    try:
+        sent = set()
+        for _ in range(9):
+            generation_id = f"gen-{uuid.uuid4().hex}"
+            response = requests.post(bridge.url, data=orjson.dumps(sample_delivery(generation_id, time.time_ns())),
+                                     headers={"Content-Type": "application/json"}, timeout=30)
+            assert response.status_code == 200
+            sent.add(generation_id)
+        bridge.wait_until_uploaded()
+    finally:
+        assert bridge.stop() == 0
+    files = sorted((out / "openrouter-traces" / "lake").rglob("*.ndjson.gz"))
+    rows = [orjson.loads(line) for path in files for line in gzip.decompress(path.read_bytes()).splitlines()]
+    assert collections.Counter(row["generation_id"] for row in rows) == collections.Counter(sent)
+    assert not list(out.rglob("*.json")) and not list(out.rglob("*.partial"))  # no trace objects, no leftovers
+    report = subprocess.run([sys.executable, "-m", "otel_s3_bridge", "report", "--by", "model", "--format", "json",
+                             "--output-dir", str(out)], capture_output=True, text=True, timeout=120)
+    assert report.returncode == 0, report.stderr
+    assert orjson.loads(report.stdout)["rows"][0]["calls"] == 9 and "batch layout" in report.stderr
