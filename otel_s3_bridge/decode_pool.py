@@ -6,8 +6,9 @@ per process is in flight (a semaphore, so that waiting bodies stay in the bridge
 the in-flight budget, not in a pipe). Processes are started with `spawn` (the bridge has threads:
 gRPC's, the spool's) before the receivers listen, and hand freed memory back to the system after
 each export. A process that dies (killed for memory, say) is replaced; its exports are answered
-503 so that clients retry. With `processes == 0` exports are prepared in a thread instead. Must
-not know about transports or the spool.
+503 so that clients retry. A process whose bridge is gone (killed) ends by itself. With
+`processes == 0` exports are prepared in a thread instead. Must not know about transports or the
+spool.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ import functools
 import gc
 import logging
 import multiprocessing
+import os
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
@@ -62,6 +66,20 @@ def _ready() -> bool:
     return True
 
 
+PARENT_CHECK_SECONDS = 1.0
+
+
+def _follow_parent(parent: int) -> None:
+    """In a decode process: end when the bridge is gone (a `kill -9` or an OOM kill of the bridge
+    must not leave its decode processes behind, holding memory)."""
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_CHECK_SECONDS)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="follow-parent", daemon=True).start()
+
+
 class DecodePool:
     def __init__(self, processes: int) -> None:
         self.processes = processes
@@ -76,7 +94,8 @@ class DecodePool:
             await asyncio.gather(*(loop.run_in_executor(self._executor, _ready) for _ in range(self.processes)))
 
     def _new_executor(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(max_workers=self.processes, mp_context=multiprocessing.get_context("spawn"))
+        return ProcessPoolExecutor(max_workers=self.processes, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_follow_parent, initargs=(os.getpid(),))
 
     async def prepare(self, body: bytes, context: ExportContext) -> PreparedExport:
         async with self._slots:

@@ -421,3 +421,22 @@ def test_a_full_disk_is_a_full_spool_not_a_crash(moto, s3, proxy, tmp_path):
             assert bridge.stop() == 0
     finally:
         subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def test_kill_9_leaves_no_decode_process_behind(moto, s3, proxy, tmp_path):
+    """An OOM kill or `kill -9` of the bridge: its decode processes end by themselves."""
+    bridge = S3Bridge(proxy, new_bucket(s3), tmp_path / "bridge.log", FAST_RETRIES)
+    eventually(lambda: len(bridge.tree()) >= 3, 30, lambda: f"decode processes not started: {bridge.tree()}")
+    children = [pid for pid in bridge.tree() if pid != bridge.process.pid]
+    bridge.process.kill()
+    bridge.process.wait(10)
+
+    def alive(pid: int) -> bool:
+        try:
+            return "python" in Path(f"/proc/{pid}/cmdline").read_text() and \
+                Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except OSError:
+            return False
+
+    eventually(lambda: not any(alive(pid) for pid in children), 30,
+               lambda: f"still running after the bridge was killed: {[pid for pid in children if alive(pid)]}")
