@@ -214,6 +214,9 @@ class BridgeConfig:
     s3_multipart_bytes: int = _option(
         16 * 1024 * 1024, "objects larger than this go up as multipart uploads, in parts of this size",
         _integer(5 * 1024 * 1024, 5 * 1024 ** 3), metavar="BYTES")
+    s3_put_path: str = _option(
+        "direct", "how objects are put: direct (signed and sent by the bridge: about a tenth of the CPU) or "
+        "aiobotocore (put_object, for a store the direct path does not suit)", _choice("direct", "aiobotocore"))
     s3_timeout_seconds: int = _option(30, "S3 connect and read timeout of one request", _integer(1, 600),
                                       metavar="SECONDS")
     max_inflight_bytes: int = _option(

@@ -1,9 +1,12 @@
-"""S3-compatible sink (AWS S3, Cloudflare R2, MinIO, GCS interop) through aiobotocore.
+"""S3-compatible sink (AWS S3, Cloudflare R2, MinIO, GCS interop).
 
-The only module that imports aiobotocore. One client is created in `open()` and reused for every
-write; objects above --s3-multipart-bytes (the batch layout's large files) go up as multipart
-uploads. Every failure is classified once, here, into a retryable or permanent `SinkError` with a
-plain diagnosis. Must not log credentials or object bodies.
+The only module that imports aiobotocore. One client is created in `open()` and kept for what it
+does well: the credential chain (with refresh), endpoint rules, `check`'s delete, and multipart
+uploads of objects above --s3-multipart-bytes (the batch layout's large files). Objects are put
+by `s3_put` (signed and sent by the bridge, the endpoint resolved once per bucket by the client),
+or by the client's `put_object` with `--s3-put-path aiobotocore`. Every failure is classified once,
+here, into a retryable or permanent `SinkError` with a plain diagnosis. Must not log credentials
+or object bodies.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ import asyncio
 import contextlib
 import uuid
 from typing import Any
+
+import aiohttp
 
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
@@ -25,6 +30,7 @@ from botocore.exceptions import (
 
 from .config import BridgeConfig
 from .errors import SinkError
+from .s3_put import PutPath
 
 MULTIPART_PARTS_AT_ONCE = 4
 RETRYABLE_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "InternalError",
@@ -41,6 +47,10 @@ def _freeze_user_agent(client: Any) -> None:
         creator.to_string = lambda: user_agent
 
 
+async def _no_credentials() -> None:
+    return None
+
+
 class S3Sink:
     def __init__(self, config: BridgeConfig) -> None:
         self.config = config
@@ -48,6 +58,7 @@ class S3Sink:
         self.description = config.destination
         self._stack = contextlib.AsyncExitStack()
         self._client: Any = None
+        self._puts: PutPath | None = None  # the direct path (--s3-put-path direct)
 
     async def open(self) -> None:
         client_config = AioConfig(
@@ -61,12 +72,30 @@ class S3Sink:
         self._client = await self._stack.enter_async_context(session.create_client(
             "s3", region_name=self.config.region, endpoint_url=self.config.endpoint_url, config=client_config))
         _freeze_user_agent(self._client)
+        if self.config.s3_put_path != "direct":
+            return
+        credentials = await session.get_credentials()
+        self._puts = PutPath(region=self._client.meta.region_name or "us-east-1",
+                             credentials=credentials.get_frozen_credentials if credentials else _no_credentials,
+                             base_url=self._base_url, connect_timeout=min(5, self.config.s3_timeout_seconds),
+                             read_timeout=self.config.s3_timeout_seconds, max_connections=64)
+        await self._puts.open()
+        self._stack.push_async_callback(self._puts.aclose)
+
+    async def _base_url(self, bucket: str) -> str:
+        """Where the bucket's objects are, `.../` before the key, as the client's own endpoint rules
+        place them (addressing style, region, custom endpoint): asked once per bucket."""
+        url = await self._client.generate_presigned_url("put_object", Params={"Bucket": bucket, "Key": "k"},
+                                                        ExpiresIn=60)
+        return url.split("?", 1)[0][:-1]
 
     async def put(self, key: str, body: bytes, content_type: str, *, bucket: str | None = None) -> None:
         bucket = bucket or self.bucket
         try:
             if len(body) > self.config.s3_multipart_bytes:
                 await self._put_multipart(bucket, key, memoryview(body), content_type)
+            elif self._puts is not None:
+                await self._puts.put(bucket, key, body, content_type)
             else:
                 await self._client.put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type)
         except Exception as exc:  # every failure is classified; none may escape as a 500
@@ -141,7 +170,7 @@ class S3Sink:
         if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
             return SinkError("no usable credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
                              "AWS_PROFILE, or a web identity", retryable=False)
-        if isinstance(exc, BotoConnectionError) or isinstance(exc, (asyncio.TimeoutError, OSError)):
+        if isinstance(exc, (BotoConnectionError, aiohttp.ClientError, asyncio.TimeoutError, OSError)):
             return SinkError(f"endpoint unreachable: cannot connect to {where} ({type(exc).__name__})",
                              retryable=True)
         if isinstance(exc, BotoCoreError):

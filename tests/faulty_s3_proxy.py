@@ -7,7 +7,8 @@ connection reset, a stall longer than the client's timeout before forwarding, or
 so the object is stored, then the connection is reset before the answer); PUTs of keys containing
 the --refuse-keys TEXT are refused for good (403 AccessDenied); PUTs of keys containing the
 --hold-keys TEXT are forwarded and their answer is held back for an hour; everything else is
-forwarded unchanged. `GET /__faults__` answers the counters.
+forwarded unchanged. `GET /__faults__` answers the counters, with the access key ids that signed the
+PUTs and how many carried a session token.
 """
 
 from __future__ import annotations
@@ -63,6 +64,12 @@ def main() -> None:
             await asyncio.sleep(3600)
         if is_object_put:
             counters["puts"] += 1
+            # Who signed it (the access key id, never the signature) and whether with a session token.
+            credential = request.headers.get("Authorization", "").partition("Credential=")[2].split("/", 1)[0]
+            counters.setdefault("signed_by", {})
+            counters["signed_by"][credential] = counters["signed_by"].get(credential, 0) + 1
+            if request.headers.get("X-Amz-Security-Token"):
+                counters["with_session_token"] = counters.get("with_session_token", 0) + 1
             if chance.random() < args.fail_rate:
                 kind = chance.choice(kinds)
                 counters["faults"] += 1
