@@ -70,6 +70,7 @@ def write_report(results: dict, path: Path) -> None:
         f"| {verdict(decode_or['parse_ratio'] >= 15)} for OpenRouter deliveries, "
         f"{verdict(decode_batch['parse_ratio'] >= 15)} for small GenAI spans |",
         *_batch_targets(results, verdict),
+        *_put_targets(results, verdict),
         f"| `--workers 2`: CPU per delivery does not grow (within 10 %, the run-to-run spread here) "
         f"| 1 worker {_f(e2e['cpu_ms_per_delivery'], 3)} ms, 2 workers {_f(e2e_w2['cpu_ms_per_delivery'], 3)} ms "
         f"| {verdict(e2e_w2['cpu_ms_per_delivery'] <= e2e['cpu_ms_per_delivery'] * 1.1)} |",
@@ -181,6 +182,8 @@ def write_report(results: dict, path: Path) -> None:
         lines += _metrics_section(results["metrics"])
     if "batch_layout" in results:
         lines += _batch_section(results)
+    if "put_paths" in results:
+        lines += _put_section(results)
     analysis = HERE / "analysis.md"
     if analysis.exists():
         lines += [analysis.read_text().rstrip(), ""]
@@ -201,6 +204,73 @@ def _batch_targets(results: dict, verdict) -> list[str]:
         f"| {_f(lake_batch['report_seconds_median'], 2)} s (trace layout: {_f(lake_trace['report_seconds_median'], 0)} s) "
         f"| {verdict(lake_batch['report_seconds_median'] <= 5)} |",
     ]
+
+
+def _put_targets(results: dict, verdict) -> list[str]:
+    if "put_paths" not in results:
+        return []
+    paths = {(entry["path"], entry["body_bytes"]): entry for entry in results["put_paths"]}
+    sizes = sorted({size for _, size in paths})
+    bridge = [paths[("bridge", size)]["cpu_us_per_put"] for size in sizes]
+    shares = [paths[("bridge", size)]["cpu_us_per_put"] / paths[("aiobotocore", size)]["cpu_us_per_put"]
+              for size in sizes]
+    new, old = results["end_to_end"], results["end_to_end_aiobotocore"]
+    return [
+        f"| bridge CPU per object written ≤ 0.3 ms, 1–25 KB bodies "
+        f"| {', '.join(f'{_f(us / 1000, 3)} ms ({size:,} B)' for us, size in zip(bridge, sizes))} "
+        f"| {verdict(max(bridge) <= 300)} |",
+        f"| … and ≤ 25 % of bare aiobotocore `put_object`, same run "
+        f"| {', '.join(f'{_f(share * 100, 0)} % ({size:,} B)' for share, size in zip(shares, sizes))} "
+        f"| {verdict(max(shares) <= 0.25)} |",
+        f"| OpenRouter delivery end to end ≤ 0.6 ms bridge CPU | {_f(new['cpu_ms_per_delivery'], 3)} ms "
+        f"(before, aiobotocore's put_object on asyncio's loop: {_f(old['cpu_ms_per_delivery'], 3)} ms) "
+        f"| {verdict(new['cpu_ms_per_delivery'] <= 0.6)} |",
+        f"| … and ≥ 2× the deliveries/s of before, same run "
+        f"| {_f(new['deliveries_per_second'], 0)} against {_f(old['deliveries_per_second'], 0)} "
+        f"({_f(new['deliveries_per_second'] / old['deliveries_per_second'], 2)}×) "
+        f"| {verdict(new['deliveries_per_second'] >= 2 * old['deliveries_per_second'])} |",
+    ]
+
+
+def _put_section(results: dict) -> list[str]:
+    new, old, plain = results["end_to_end"], results["end_to_end_aiobotocore"], results["end_to_end_asyncio"]
+    lines = [
+        "## 9. The S3 write path",
+        "",
+        "`python -m bench.bare_put --path P --body-bytes N`: one process putting 3,000 objects, 16 at a time, "
+        "to the mock S3 endpoint; CPU of that process per PUT. *aiobotocore*: a bare `put_object` loop (the "
+        "client the bridge wrote with before); *bridge*: the bridge's own `S3Sink.put` (`s3_put`: SigV4 signed "
+        "by `sigv4`, one aiohttp request, the endpoint resolved once per bucket); *obstore*: Rust's "
+        "object_store through its Python binding, for reference.",
+        "",
+        "| body | path | CPU µs per PUT | PUTs/s | share of aiobotocore's CPU |",
+        "|---|---|---|---|---|",
+    ]
+    paths = {(entry["path"], entry["body_bytes"]): entry for entry in results["put_paths"]}
+    for entry in results["put_paths"]:
+        base = paths[("aiobotocore", entry["body_bytes"])]["cpu_us_per_put"]
+        lines.append(f"| {entry['body_bytes']:,} B | {entry['path']} | {_f(entry['cpu_us_per_put'], 0)} "
+                     f"({_runs(entry, 'cpu_us_per_put', 0)}) | {_f(entry['puts_per_second'], 0)} "
+                     f"| {_f(entry['cpu_us_per_put'] / base * 100, 0)} % |")
+    lines += [
+        "",
+        "OpenRouter deliveries end to end (section 1's load, whose figures are the first row), the same bridge "
+        "with each write path and event loop:",
+        "",
+        "| write path | deliveries/s | bridge CPU ms/delivery | peak RSS MB |",
+        "|---|---|---|---|",
+        f"| direct (`s3_put`), `--event-loop auto` (uvloop; the defaults) | {_f(new['deliveries_per_second'], 0)} "
+        f"({_runs(new, 'deliveries_per_second', 0)}) | {_f(new['cpu_ms_per_delivery'], 3)} "
+        f"({_runs(new, 'cpu_ms_per_delivery', 3)}) | {_f(new['peak_rss_mb'])} |",
+        f"| direct, `--event-loop asyncio` | {_f(plain['deliveries_per_second'], 0)} "
+        f"({_runs(plain, 'deliveries_per_second', 0)}) | {_f(plain['cpu_ms_per_delivery'], 3)} "
+        f"({_runs(plain, 'cpu_ms_per_delivery', 3)}) | {_f(plain['peak_rss_mb'])} |",
+        f"| `--s3-put-path aiobotocore --event-loop asyncio` (before) | {_f(old['deliveries_per_second'], 0)} "
+        f"({_runs(old, 'deliveries_per_second', 0)}) | {_f(old['cpu_ms_per_delivery'], 3)} "
+        f"({_runs(old, 'cpu_ms_per_delivery', 3)}) | {_f(old['peak_rss_mb'])} |",
+        "",
+    ]
+    return lines
 
 
 def _batch_section(results: dict) -> list[str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import gzip
+import importlib.util
 import json
 import os
 import platform
@@ -206,13 +207,14 @@ def _median(outcomes: list[dict], **extra) -> dict:
     return {**extra, "runs": outcomes, **{key: statistics.median(o[key] for o in outcomes) for key in keys}}
 
 
-def measure_end_to_end(scratch: Path, *, seconds: float, runs: int, workers: int = 1, moto: bool = False) -> dict:
+def measure_end_to_end(scratch: Path, *, seconds: float, runs: int, workers: int = 1, moto: bool = False,
+                       extra: tuple[str, ...] = ()) -> dict:
     """OpenRouter deliveries over HTTP/JSON into the trace layout: ingest and upload, until drained."""
     outcomes = []
     for run in range(runs):
-        stack = Stack(scratch, workers=workers, moto=moto)
+        stack = Stack(scratch, workers=workers, moto=moto, extra=extra)
         try:
-            script = http_script(scratch, f"e2e-{workers}-{run}-{int(moto)}", kind="openrouter")
+            script = http_script(scratch, f"e2e-{workers}-{run}-{int(moto)}-{len(extra)}", kind="openrouter")
             run_wrk(stack.url, script, connections=8, seconds=1)  # warm-up, then drain it
             stack.wait_drained()
             cpu, started = stack.bridge.cpu_seconds(), time.perf_counter()
@@ -224,7 +226,7 @@ def measure_end_to_end(scratch: Path, *, seconds: float, runs: int, workers: int
                              "errors": result["errors_status"], "peak_rss_mb": stack.bridge.peak_rss_bytes() / 2**20})
         finally:
             stack.close()
-    return _median(outcomes, workers=workers, s3="moto" if moto else "mock")
+    return _median(outcomes, workers=workers, s3="moto" if moto else "mock", options=" ".join(extra))
 
 
 def measure_batch_layout(scratch: Path, *, seconds: float, runs: int) -> dict:
@@ -302,7 +304,10 @@ def measure_bare_http(scratch: Path, *, seconds: float, runs: int) -> dict:
     return _median(outcomes)
 
 
-def measure_bare_put(scratch: Path, *, runs: int, moto: bool = False) -> dict:
+def measure_bare_put(scratch: Path, *, runs: int, moto: bool = False, path: str = "aiobotocore",
+                     body_bytes: int = 23_000) -> dict:
+    """One process putting objects 16 at a time (`bench/bare_put.py`) by `path`: a bare aiobotocore
+    `put_object` loop, the bridge's own write path (`S3Sink.put`), or obstore."""
     outcomes = []
     for _ in range(runs):
         stack_dir = Path(tempfile.mkdtemp(dir=scratch))
@@ -316,13 +321,21 @@ def measure_bare_put(scratch: Path, *, runs: int, moto: bool = False) -> dict:
                 boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
                              aws_access_key_id="bench", aws_secret_access_key="bench").create_bucket(Bucket="bench")
             out = subprocess.run([sys.executable, "-m", "bench.bare_put", "--endpoint-url", f"http://127.0.0.1:{port}",
-                                  "--puts", "1000" if moto else "3000"], check=True, capture_output=True, text=True,
+                                  "--puts", "1000" if moto else "3000", "--path", path,
+                                  "--body-bytes", str(body_bytes)], check=True, capture_output=True, text=True,
                                  cwd=ROOT, env={**os.environ, "AWS_ACCESS_KEY_ID": "bench",
                                                 "AWS_SECRET_ACCESS_KEY": "bench"})
             outcomes.append(json.loads(out.stdout))
         finally:
             server.stop()
-    return _median(outcomes, s3="moto" if moto else "mock")
+    return _median(outcomes, s3="moto" if moto else "mock", path=path, body_bytes=body_bytes)
+
+
+def measure_put_paths(scratch: Path, *, runs: int) -> list[dict]:
+    """The write paths side by side, same endpoint, same run, a small and a large record."""
+    paths = ["aiobotocore", "bridge"] + (["obstore"] if importlib.util.find_spec("obstore") else [])
+    return [measure_bare_put(scratch, runs=runs, path=path, body_bytes=size)
+            for size in (1_200, 25_000) for path in paths]
 
 
 def measure_decode(runs: int) -> list[dict]:
@@ -368,11 +381,20 @@ def main() -> None:
         results["metrics"] = measure_metrics(args.runs)
         step("machine ceiling: bare aiobotocore PUT loop")
         results["bare_put"] = measure_bare_put(scratch, runs=args.runs)
+        step("the write paths side by side")
+        results["put_paths"] = measure_put_paths(scratch, runs=args.runs)
         results["bare_put_moto"] = measure_bare_put(scratch, runs=1, moto=True)
         step("machine ceiling: bare aiohttp handler")
         results["bare_http"] = measure_bare_http(scratch, seconds=args.seconds, runs=args.runs)
         step("end to end")
         results["end_to_end"] = measure_end_to_end(scratch, seconds=args.seconds, runs=args.runs)
+        # What the bridge did before issue 12 (aiobotocore's put_object on asyncio's loop), and the new
+        # write path on asyncio's loop: uvloop's share apart from the write path's.
+        results["end_to_end_aiobotocore"] = measure_end_to_end(
+            scratch, seconds=args.seconds, runs=args.runs,
+            extra=("--s3-put-path", "aiobotocore", "--event-loop", "asyncio"))
+        results["end_to_end_asyncio"] = measure_end_to_end(scratch, seconds=args.seconds, runs=args.runs,
+                                                           extra=("--event-loop", "asyncio"))
         results["end_to_end_moto"] = measure_end_to_end(scratch, seconds=args.seconds, runs=1, moto=True)
         results["end_to_end_workers2"] = measure_end_to_end(scratch, seconds=args.seconds, runs=args.runs, workers=2)
         sustained = results["end_to_end"]["deliveries_per_second"]

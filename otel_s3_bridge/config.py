@@ -8,6 +8,7 @@ field. This module must not exit the process, open sockets or print a token.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import ipaddress
 import os
 import tomllib
@@ -259,6 +260,9 @@ class BridgeConfig:
         metavar="FILE")
     metrics_port: int = _option(9464, "Prometheus metrics port (GET /metrics); 0 disables it", _integer(0, 65535))
     metrics_host: str | None = _option(None, "bind address of the metrics port (default: --host)", _optional_text)
+    event_loop: str = _option(
+        "auto", "auto (uvloop when it is installed), asyncio or uvloop (pip install 'otel-s3-bridge[uvloop]')",
+        _choice("auto", "asyncio", "uvloop"))
     log_level: str = _option("info", "debug, info, warning or error", _choice("debug", "info", "warning", "error"))
     log_format: str = _option("text", "text, or json: one JSON object per line", _choice("text", "json"))
 
@@ -392,6 +396,8 @@ def load_config(flags: Mapping[str, Any], env: Mapping[str, str] = os.environ) -
     if config.metrics_port and config.metrics_port in (config.http_port, config.grpc_port) \
             and config.metrics_address == config.host:
         problems.append(f"--metrics-port: {config.metrics_port} is also a receiver's port; choose another, or 0")
+    if config.event_loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
+        problems.append("--event-loop: uvloop is not installed (pip install 'otel-s3-bridge[uvloop]'), or use auto")
     if config.layout != "trace" and config.ack == "upload":
         problems.append(f"--layout: {config.layout!r} builds files from the spool; it needs --ack spool")
     if config.endpoint_url and not config.uses_s3:

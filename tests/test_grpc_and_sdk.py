@@ -20,7 +20,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from conftest import CAPTURES, TOKENS, MotoServer, S3Bridge, list_keys, read_json
+from conftest import CAPTURES, TOKENS, MotoServer, S3Bridge, list_keys, new_bucket, read_json
 from otlp_builders import request, span, to_protobuf
 
 EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
@@ -183,5 +183,25 @@ def test_grpc_unavailable_with_retry_info_when_s3_is_down_in_ack_upload_mode(tmp
         retry = error_details_pb2.RetryInfo()
         assert status_pb2.Status.FromString(details).details[0].Unpack(retry)
         assert retry.retry_delay.seconds > 0
+    finally:
+        assert bridge.stop() == 0
+
+
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+def test_both_event_loops_serve_http_and_grpc(moto, s3, tmp_path, loop):
+    """`--event-loop uvloop` (`auto` where uvloop is installed) and `asyncio`: both receivers and
+    the upload."""
+    bridge = S3Bridge(moto, new_bucket(s3), tmp_path / "bridge.log", ["--event-loop", loop, "--ack", "upload"])
+    try:
+        assert f"event loop: {loop}" in bridge.log
+        for transport, exporter in (
+                ("http/protobuf", HttpExporter(endpoint=bridge.url, headers={"Authorization": f"Bearer {TOKENS['sdk']}"},
+                                               compression=Compression.Gzip)),
+                ("grpc", GrpcExporter(endpoint=bridge.grpc_target, insecure=True, compression=grpc.Compression.Gzip,
+                                      headers=(("authorization", f"Bearer {TOKENS['sdk']}"),)))):
+            conversation = f"conv-{uuid.uuid4().hex[:8]}"
+            spans = genai_spans(conversation)
+            assert exporter.export(spans) == SpanExportResult.SUCCESS
+            _assert_genai_record(s3, bridge.bucket, spans, conversation, transport, "sdk")
     finally:
         assert bridge.stop() == 0
