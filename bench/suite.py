@@ -320,11 +320,14 @@ def measure_bare_put(scratch: Path, *, runs: int, moto: bool = False, path: str 
                 import boto3
                 boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
                              aws_access_key_id="bench", aws_secret_access_key="bench").create_bucket(Bucket="bench")
-            out = subprocess.run([sys.executable, "-m", "bench.bare_put", "--endpoint-url", f"http://127.0.0.1:{port}",
-                                  "--puts", "1000" if moto else "3000", "--path", path,
-                                  "--body-bytes", str(body_bytes)], check=True, capture_output=True, text=True,
-                                 cwd=ROOT, env={**os.environ, "AWS_ACCESS_KEY_ID": "bench",
-                                                "AWS_SECRET_ACCESS_KEY": "bench"})
+            command = [sys.executable, "-m", "bench.bare_put", "--endpoint-url", f"http://127.0.0.1:{port}",
+                       "--puts", "1000" if moto else "3000", "--path", path, "--body-bytes", str(body_bytes)]
+            for attempt in range(3):  # obstore's process now and then aborts on its way out (SIGABRT)
+                out = subprocess.run(command, capture_output=True, text=True, cwd=ROOT,
+                                     env={**os.environ, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench"})
+                if out.stdout.strip():
+                    break
+                print(f"[bench] {path} PUT loop ended with {out.returncode}: {out.stderr[-300:]}", file=sys.stderr)
             outcomes.append(json.loads(out.stdout))
         finally:
             server.stop()
