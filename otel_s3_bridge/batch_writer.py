@@ -98,7 +98,6 @@ class BatchWriter:
         self._wake = asyncio.Event()
         self._timer: asyncio.Task | None = None
         self._draining = False
-        self.files_written = 0
 
     @property
     def held(self) -> int:
@@ -228,7 +227,6 @@ class BatchWriter:
         await asyncio.to_thread(_rename_durably, batch.manifest, uploaded)
         batch.manifest = uploaded
         metrics.count_batch_file(file_format, len(batch.refs))
-        self.files_written += 1
         await self._finish(batch)
 
     async def _put(self, batch: Batch, data: bytes) -> bool:

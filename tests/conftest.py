@@ -149,6 +149,12 @@ def list_keys(s3, bucket: str, prefix: str = "") -> list[str]:
     return keys
 
 
+def stored_keys(s3, bucket: str) -> list[str]:
+    """The bucket's keys but the bridge's own check probe: a bridge that started with the store
+    down checks it again in the background, and its probe may be there at the moment of listing."""
+    return [key for key in list_keys(s3, bucket) if "/.otel-s3-bridge-check-" not in key]
+
+
 def read_json(s3, bucket: str, key: str, wait_seconds: float = 30.0) -> dict:
     """The object's record; waits for it, since with the spool an upload follows the acknowledgement."""
     deadline = time.monotonic() + wait_seconds
