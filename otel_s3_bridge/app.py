@@ -29,6 +29,7 @@ from .http_connections import ConnectionLimits
 from .ingest import Ingestor
 from .join import JoinStore
 from .metrics_server import MetricsServer
+from .pricing import watch_price_file
 from .receiver_grpc import GrpcReceiver
 from .receiver_http import STOP_GRACE_SECONDS, HttpReceiver
 from .sink import MeteredSink, build_sink
@@ -81,11 +82,13 @@ class Bridge:
         self.pool = DecodePool(config.decode_processes)
         self.join = JoinStore(config.join_directory, window_seconds=config.join_window_seconds,
                               max_bytes=config.join_max_bytes)
-        self.ingestor = Ingestor(config, self.sink, self.spool, self.pool, self.join)
+        self.prices = watch_price_file(config.prices)
+        if self.prices is not None:
+            self.prices.reload_if_changed()  # read once now (load_config refused a file that cannot be used)
+        self.ingestor = Ingestor(config, self.sink, self.spool, self.pool, self.join, prices=self.prices)
         self.batches = (BatchWriter(self.spool, self.sink, BatchSettings(
             file_format=config.batch_format, max_records=config.batch_max_records, max_bytes=config.batch_max_bytes,
-            max_age_seconds=config.batch_max_age_seconds, join_window_seconds=config.join_window_seconds,
-            retry_max_seconds=config.upload_retry_max_seconds), latest_body=self.ingestor.latest_body)
+            max_age_seconds=config.batch_max_age_seconds, retry_max_seconds=config.upload_retry_max_seconds), latest_body=self.ingestor.latest_body)
             if self.spool is not None else None)
         self.uploader = (Uploader(self.spool, self.sink, concurrency=config.upload_concurrency,
                                   retry_max_seconds=config.upload_retry_max_seconds,
@@ -156,6 +159,8 @@ class Bridge:
             await asyncio.sleep(MAINTENANCE_SECONDS)
             logs.flush_due()
             self.authenticator.reload_if_changed()
+            if self.prices is not None:
+                self.prices.reload_if_changed()
             if self.tls is not None:
                 self.tls.reload_if_changed()
             self.publish_state()
@@ -206,9 +211,6 @@ class Bridge:
             if not await self.uploader.drain(drain_seconds):
                 log.warning("drain deadline reached: %d entries stay in the spool at %s and are uploaded at the "
                             "next start", self.spool.pending, self.spool.directory)
-            if self.batches.held:
-                log.info("%d records wait in the spool for their GenAI events (--join-window-seconds); the next "
-                         "start writes them to batch files", self.batches.held)
             await self.uploader.stop()
             await self.batches.stop()
             await self.spool.close()

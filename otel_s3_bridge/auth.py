@@ -19,15 +19,12 @@ import base64
 import binascii
 import hashlib
 import hmac
-import logging
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .errors import Unauthenticated
-
-log = logging.getLogger("otel_s3_bridge.auth")
+from .watched_file import WatchedFile
 
 SHA256_PREFIX = "sha256:"
 _DIGEST = re.compile(r"[0-9a-fA-F]{64}")
@@ -98,9 +95,9 @@ class Authenticator:
     def __init__(self, tokens: Mapping[str, str], *, token_file: str | None = None,
                  routes: Mapping[str, Route] | None = None, default_prefix: str) -> None:
         self._static = [(name, digest_of(token)) for name, token in tokens.items()]
-        self._file = token_file
-        self._file_state: tuple[int, int, int] | None = None
-        self._file_problem: str | None = None
+        self._file = (WatchedFile(token_file, read_token_file, what="token file", initial=[],
+                                  describe=lambda keys: f"{len(keys)} key(s) ({', '.join(name for name, _ in keys)})")
+                      if token_file else None)
         self._routes = dict(routes or {})
         self._default_prefix = default_prefix
         self._keys = list(self._static)
@@ -118,34 +115,11 @@ class Authenticator:
     def reload_if_changed(self) -> bool:
         """Re-read the token file when it changed (called at start and then periodically).
         A file that cannot be used keeps the keys read before, with one warning per problem."""
-        if not self._file:
-            return False
-        try:
-            stat = os.stat(self._file)
-        except OSError as exc:
-            self._warn(f"cannot read the token file {self._file}: {exc.strerror}; keeping the keys read before")
-            return False
-        state = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
-        if state == self._file_state:
-            return False
-        try:
-            from_file = read_token_file(self._file)
-        except TokenFileError as exc:
-            self._warn(f"the token file {self._file} cannot be used ({exc}); keeping the keys read before")
+        if self._file is None or not self._file.reload_if_changed():
             return False
         names = {name for name, _ in self._static}
-        self._keys = self._static + [(name, digest) for name, digest in from_file if name not in names]
-        changed = self._file_state is not None
-        self._file_state, self._file_problem = state, None
-        if changed:
-            log.info("token file %s re-read: %d key(s) (%s)", self._file, len(self._keys),
-                     ", ".join(name for name, _ in self._keys))
+        self._keys = self._static + [(name, digest) for name, digest in self._file.value if name not in names]
         return True
-
-    def _warn(self, problem: str) -> None:
-        if problem != self._file_problem:
-            log.warning("%s", problem)
-            self._file_problem = problem
 
     def principal(self, name: str | None) -> Principal:
         route = self._routes.get(name, Route()) if name is not None else Route()

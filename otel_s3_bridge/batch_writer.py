@@ -4,14 +4,17 @@ partition per flush, behind the spool beside the `trace` uploader.
 The uploader hands over every spooled entry that goes into a batch file (`add`). Entries wait as
 spool refs (their bodies stay in the spool's memory cache or on disk) in one open batch per
 (bucket, partition), flushed once it holds --batch-max-records records or --batch-max-bytes of
-them, or is --batch-max-age-seconds old, whichever comes first. A record its GenAI event logs may
-still complete (a join half) first waits out --join-window-seconds from its spooling, so that no
-file holds a call's first half while a later one holds it completed; of a call spooled more than
-once, only the newest entry is written.
+them, or is --batch-max-age-seconds old, whichever comes first, so a record is in a file at the next
+flush whether or not its GenAI event logs may still complete it: a record completed later is
+spooled again and goes into a later file, and readers keep a call's newest version
+(`lake.NEWEST_FIRST`). Of a call spooled more than once before a flush, only the newest entry is
+written, completed with whatever events the join store holds for it by then.
 
 A flush, and what makes it exactly once:
   1. read the members' records and encode the file (in a thread, a part at a time); its key is a
-     digest of the members' own keys (`lake_keys.file_key`: trace id, span start, span id)
+     digest of the members' own keys (`lake_keys.file_key`: trace id, span start, span id) and spool
+     times, so that a later version of the same calls (a resent export, a completion) goes into a
+     file of its own and never overwrites the file holding another version
   2. write a manifest `batches/<digest>.batch` in the spool directory (the file's key, format and
      bucket, each member's key and spool time), fsynced, before anything is uploaded
   3. put the file (the sink goes multipart for large ones); a retryable failure is tried again
@@ -28,12 +31,9 @@ parse OTLP; pyarrow is loaded at the first flush, so a `trace`-only bridge never
 from __future__ import annotations
 
 import asyncio
-import heapq
-import itertools
 import logging
 import os
 import random
-import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -78,7 +78,6 @@ class BatchSettings:
     max_records: int
     max_bytes: int
     max_age_seconds: float
-    join_window_seconds: float
     retry_max_seconds: float
 
 
@@ -91,32 +90,16 @@ class BatchWriter:
         self._latest_body = latest_body
         self.directory = spool.directory / "batches"
         self._open: dict[tuple[str | None, str], Batch] = {}
-        self._held: list[tuple[int, int, Ref]] = []  # (due, unix ns; tie-breaker; entry): a heap
-        self._order = itertools.count()
         self._flushes: set[asyncio.Task] = set()
         self._slots = asyncio.Semaphore(FLUSHES_AT_ONCE)
         self._wake = asyncio.Event()
         self._timer: asyncio.Task | None = None
         self._draining = False
 
-    @property
-    def held(self) -> int:
-        """Entries held back on purpose (waiting for their GenAI events): a drain leaves them."""
-        return len(self._held)
-
     # --- taking entries ---------------------------------------------------------------------------
 
     def add(self, ref: Ref) -> None:
         """Take a spooled entry for its partition's next file (never blocks)."""
-        if ref.awaits_events:
-            due = ref.enqueued_unix_nano + int(self._settings.join_window_seconds * 1e9)
-            if due > time.time_ns():
-                heapq.heappush(self._held, (due, next(self._order), ref))
-                self._wake.set()
-                return
-        self._into_batch(ref)
-
-    def _into_batch(self, ref: Ref) -> None:
         place = (ref.bucket, ref.partition)
         batch = self._open.get(place)
         if batch is None:
@@ -138,25 +121,19 @@ class BatchWriter:
         self._timer = asyncio.create_task(self._schedule(), name="batch timer")
 
     async def _schedule(self) -> None:
-        """Closes batches that reached their age and lets held entries go once their window ended."""
+        """Closes batches that reached their age."""
         loop = asyncio.get_running_loop()
         max_age = self._settings.max_age_seconds
         while True:
             self._wake.clear()
-            now, now_ns = loop.time(), time.time_ns()
+            now = loop.time()
             try:
-                while self._held and self._held[0][0] <= now_ns:
-                    ref = heapq.heappop(self._held)[2]
-                    if not ref.finished:
-                        self._into_batch(ref)
                 for batch in list(self._open.values()):
                     if self._draining or now - batch.opened_at >= max_age:
                         self._close(batch)
             except Exception as error:  # a bug must not stop files from closing on age
                 log.error("the batch timer failed (%s: %s); it goes on", type(error).__name__, error, exc_info=error)
             waits = [batch.opened_at + max_age - now for batch in self._open.values()]
-            if self._held:
-                waits.append((self._held[0][0] - now_ns) / 1e9)
             try:
                 await asyncio.wait_for(self._wake.wait(), max(min(waits), 0.001) if waits else None)
             except TimeoutError:
@@ -188,7 +165,7 @@ class BatchWriter:
             return
         for ref in batch.refs:
             if not ref.finished:
-                self._into_batch(ref)
+                self.add(ref)
 
     async def _write(self, batch: Batch) -> None:
         queue = self._spool.queue
@@ -218,7 +195,8 @@ class BatchWriter:
         for ref in batch.refs:
             queue.forget_body(ref)  # read: the spool's memory goes to newer entries
         if batch.manifest is None:
-            batch.key = lake_keys.file_key(batch.folder, (ref.key for ref in batch.refs), file_format)
+            batch.key = lake_keys.file_key(batch.folder, (f"{ref.key}@{ref.enqueued_unix_nano}" for ref in batch.refs),
+                                           file_format)
             batch.file_format = file_format
             batch.manifest = await self._write_manifest(batch)
         if not await self._put(batch, data):
@@ -313,7 +291,7 @@ class BatchWriter:
         return rewritten
 
     async def drain(self) -> None:
-        """Write every open batch now (held entries stay in the spool for the next start)."""
+        """Write every open batch now."""
         self._draining = True
         self._wake.set()
 

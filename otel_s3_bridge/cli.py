@@ -30,6 +30,7 @@ from .decode import decode
 from .errors import ConfigError, InvalidRequest, SinkError
 from .keys import object_key
 from .otlp import ParsedRequest, parse_json, parse_protobuf
+from .pricing import PriceBook, price_record, read_price_file
 from .sample import new_generation_id, sample_delivery
 from .sink import build_sink
 from .spool_commands import adopt_orphan_spools, retry_quarantined, stats
@@ -244,6 +245,7 @@ def _decode(args: argparse.Namespace) -> int:
     now = time.time_ns()
     out = sys.stdout.buffer
     try:
+        prices = read_price_file(config.prices) if config.prices else PriceBook()
         for where, encoding, parsed in _export_requests(data, args.format):
             decoded = decode(parsed.spans, key_name=None, transport=f"file/{encoding}", received_at_unix_nano=now,
                              non_llm_spans=config.non_llm_spans)
@@ -255,6 +257,7 @@ def _decode(args: argparse.Namespace) -> int:
             if decoded.dropped_spans:
                 print(f"{where}: {decoded.dropped_spans} span(s) without LLM attributes dropped", file=sys.stderr)
             for record in decoded.records:
+                price_record(record, prices, now)
                 if args.key:
                     key = object_key(config.path_template, record, prefix=config.prefix, fallback_unix_nano=now)
                     out.write(orjson.dumps({"key": key, "record": record}) + b"\n")

@@ -3,10 +3,11 @@
 per hour of the day, so that a bucket kept in OpenRouter's layout still reads fast.
 
 Idempotent and safe to run again as objects keep arriving: a run reads the day's objects and the
-files earlier runs wrote (`compact-<digest>.parquet`), writes every record once, sorted by identity
-(so the same records always make the same files under the same keys), and deletes an earlier file
-only once its records are in the new ones. Records already in files the bridge's batch layout
-wrote (`--layout batch` or `both`) are left out: they are in the lake already. Every file is read
+files earlier runs wrote (`compact-<digest>.parquet`), writes every call once, its newest version
+(`lake.NEWEST_FIRST`), sorted by identity (so the same records always make the same files under the
+same keys), and deletes an earlier file only once its records are in the new ones. Objects whose
+version of a call the bridge's own batch files hold already, or a newer one (`--layout batch` or
+`both`), are left out: they are in the lake already. Every file is read
 back and checked (row count and identities) before anything is deleted; `--delete-source` deletes
 the day's objects only once every file of that day checked out. A local file is written beside its
 key and renamed into place. Must not touch other days.
@@ -22,12 +23,13 @@ import gzip
 
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from . import lake, lake_keys
 from .config import BridgeConfig
-from .lake_read import Window, filesystem, read_bytes, trace_objects, trace_records
+from .lake_read import Window, filesystem, newest_versions, read_bytes, trace_objects, trace_records
 
 LABEL = "compact-"  # the files compact writes, apart from those of the bridge's batch layout
 IDENTITY_COLUMNS = ["trace_id", "otel_trace_id", "span_id"]
@@ -82,37 +84,56 @@ def _day_files(fs: pafs.FileSystem, folder: str) -> tuple[list[str], list[str]]:
     return ours, [path for path in names if path not in ours]
 
 
+def _version(completed_ms: int | None, received_ms: int | None) -> tuple[bool, int, int]:
+    """How new a version of a call is: completed last by its GenAI events, else received last
+    (`lake.NEWEST_FIRST`)."""
+    return completed_ms is not None, completed_ms or 0, received_ms or 0
+
+
+def _lake_versions(tables: list[pa.Table]) -> dict[tuple[str, str], tuple[bool, int, int]]:
+    """(trace_id, span_id) -> the newest version of the call that the bridge's batch files hold."""
+    newest: dict[tuple[str, str], tuple[bool, int, int]] = {}
+    for table in tables:
+        columns = [table.column(name) for name in lake.IDENTITY]
+        columns += [pc.cast(table.column(name), pa.int64()) for name in ("ingest_completed_at", "ingest_received_at")]
+        for trace, span, completed, received in zip(*(column.to_pylist() for column in columns)):
+            version = _version(completed, received)
+            if version > newest.get((trace, span), (False, -1, -1)):
+                newest[(trace, span)] = version
+    return newest
+
+
 def compact_day(config: BridgeConfig, day: datetime.date, *, delete_source: bool = False,
                 progress: Callable[[str], None] = lambda line: None) -> Compacted:
     fs, root = filesystem(config)
     earlier, written_by_bridge = _day_files(fs, f"{root}/{config.prefix}/lake/dt={day.isoformat()}")
-    in_lake = {identity for path in written_by_bridge for identity in _identities(
-        _read_file(fs, path, IDENTITY_COLUMNS))}
+    in_lake = _lake_versions([_read_file(fs, path, list(lake.VERSION_COLUMNS)) for path in written_by_bridge])
     paths = trace_objects(fs, f"{root}/{config.prefix}", str(config.path_template), Window(day, day))
-    records: dict[str, dict] = {}
+    records = []
     sources = []
     skipped = 0
     for path, record in trace_records(fs, paths, progress):
         if lake_keys.partition(record)[0] != day.isoformat():
             continue  # another day's record (a path template without {date})
         sources.append(path)
-        identity = lake_keys.identity(record)
-        if identity in in_lake:
-            skipped += 1
+        ingest = record.get("ingest") if isinstance(record.get("ingest"), dict) else {}
+        version = _version(lake.epoch_ms(ingest.get("completed_at")), lake.epoch_ms(ingest.get("received_at")))
+        if version <= in_lake.get((record.get("trace_id"), record.get("span_id")), (False, -1, -1)):
+            skipped += 1  # the bridge's batch files hold this version of the call, or a newer one
         else:
-            records[identity] = record  # the same call stored twice is one row
-    parts = [lake.table(list(records.values()))] + [_read_file(fs, path) for path in earlier]
-    rows = pa.concat_tables(parts)
+            records.append(record)
+    # Every version this run and earlier ones found; of each call the newest is written, once.
+    rows = newest_versions(pa.concat_tables([lake.table(records)] + [_read_file(fs, path) for path in earlier]))
     identities = _identities(rows)
-    first_of = {identity: index for index, identity in reversed(list(enumerate(identities)))}
-    ordered = sorted(first_of)
-    rows = rows.take([first_of[identity] for identity in ordered])
+    order = sorted(range(len(identities)), key=identities.__getitem__)
+    rows = rows.take(pa.array(order, pa.int64()))
+    identities = [identities[index] for index in order]
     hours = [lake_keys.partition({"start_time_unix_nano": nanos})[1]
              for nanos in rows.column("start_time_unix_nano").to_pylist()]
     files = []
     for hour in sorted(set(hours)):
         chosen = [index for index, value in enumerate(hours) if value == hour]
-        group, group_ids = rows.take(chosen), [ordered[index] for index in chosen]
+        group, group_ids = rows.take(pa.array(chosen, pa.int64())), [identities[index] for index in chosen]
         folder = f"{config.prefix}/lake/dt={day.isoformat()}/hour={hour}"
         key = lake_keys.file_key(folder, group_ids, lake_keys.PARQUET, label=LABEL)
         path = f"{root}/{key}"
@@ -128,7 +149,7 @@ def compact_day(config: BridgeConfig, day: datetime.date, *, delete_source: bool
         for path in sources:
             fs.delete_file(path)
             deleted += 1
-    return Compacted(len(sources), len(ordered), files, deleted, skipped)
+    return Compacted(len(sources), len(identities), files, deleted, skipped)
 
 
 def _read_file(fs: pafs.FileSystem, path: str, columns: list[str] | None = None) -> pa.Table:

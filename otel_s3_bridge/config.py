@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 from .auth import TokenFileError, read_token_file
 from .errors import ConfigError
 from .keys import KeyTemplate, compile_template, validate_prefix
+from .pricing import PriceFileError, read_price_file
 from .values import bounded_int
 
 ENV_PREFIX = "OTEL_S3_BRIDGE_"
@@ -174,6 +175,10 @@ class BridgeConfig:
         compile_template("{prefix}/{date}"),
         "object folder template; variables {prefix} {date} {year} {month} {day} {hour} {apiKeyName} {keyName}",
         _path_template, metavar="TEMPLATE")
+    prices: str | None = _option(
+        None, "TOML file of the deployment's own rates ([models.\"NAME\"] input_per_million = …), which win "
+        "over genai-prices' table for calls whose senders report no cost; re-read when it changes", _optional_path,
+        metavar="FILE")
     layout: str = _option(
         "trace", "trace: one JSON object per LLM call (OpenRouter's layout); batch: Parquet or gzip NDJSON files "
         "under {prefix}/lake/dt=YYYY-MM-DD/hour=HH/; both", _choice("trace", "batch", "both"))
@@ -393,6 +398,11 @@ def load_config(flags: Mapping[str, Any], env: Mapping[str, str] = os.environ) -
             f"--host: {config.host!r} is not a loopback address and no --token is set; "
             "the bridge accepts unauthenticated traffic only on loopback (add --token NAME=TOKEN)")
     problems.extend(_tls_problems(config))
+    if config.prices:
+        try:
+            read_price_file(config.prices)
+        except PriceFileError as error:
+            problems.append(f"--prices: {error}")
     if config.metrics_port and config.metrics_port in (config.http_port, config.grpc_port) \
             and config.metrics_address == config.host:
         problems.append(f"--metrics-port: {config.metrics_port} is also a receiver's port; choose another, or 0")

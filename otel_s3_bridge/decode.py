@@ -27,6 +27,8 @@ from .record import SCHEMA
 from .values import INT64_MAX, INT64_MIN, as_text
 
 CONNECTION_TEST_SPAN = "openrouter-connection-test"
+COST_FIELDS = ("input_cost", "output_cost", "cost")
+REPORTED = "reported"  # cost_source of a cost the sender reported (`pricing` estimates the others)
 STATUS_NAMES = {0: "unset", 1: "ok", 2: "error"}
 KIND_NAMES = {0: "unspecified", 1: "internal", 2: "server", 3: "client", 4: "producer", 5: "consumer"}
 NON_LLM_KEEP, NON_LLM_DROP = "keep", "drop"
@@ -118,6 +120,7 @@ def build_record(span: Span, observations: list[Span], *, key_name: str | None, 
         "input_cost": f["input_cost"],
         "output_cost": f["output_cost"],
         "cost": f["cost"],
+        "cost_source": REPORTED if any(f[name] is not None for name in COST_FIELDS) else None,
         "session_id": f["session_id"],
         "customer_id": f["customer_id"],
         "api_key_name": f["api_key_name"],
@@ -136,7 +139,7 @@ def build_record(span: Span, observations: list[Span], *, key_name: str | None, 
         "resource": span.resource,
         "scope": {"name": span.scope_name or None, "version": span.scope_version or None},
         "source": conventions.source_of(span, a),
-        "ingest": {"received_at": received_at, "key_name": key_name, "transport": transport},
+        "ingest": {"received_at": received_at, "key_name": key_name, "transport": transport, "completed_at": None},
     }
     record["metadata"] = conventions.metadata(a)
     record["attributes"] = a.remaining()
@@ -208,12 +211,13 @@ def awaits_events(record: dict[str, Any]) -> bool:
             and record["prompt"] is None and record["completion"] is None)
 
 
-def complete_record(record: dict[str, Any], events: list[dict[str, Any]]) -> dict[str, Any]:
+def complete_record(record: dict[str, Any], events: list[dict[str, Any]], completed_at_unix_nano: int) -> dict[str, Any]:
     """A stored record (as JSON types) with what its GenAI event records carry, read as the same
     conventions read span events: per-message events (`gen_ai.user.message`, `gen_ai.choice`, ...)
     and the attributes of an operation-details event (`gen_ai.input.messages`, ...) give the prompt,
-    completion and finish reason where the record has none; events not used join `events`. The
-    same record and events always give the same result, whatever order the events came in."""
+    completion and finish reason where the record has none; events not used join `events`;
+    `ingest.completed_at` says when (readers keep a call's version completed last). The same record,
+    events and time always give the same result, whatever order the events came in."""
     details: dict[str, Any] = {}
     message_events = []
     for event in sorted(events, key=lambda event: (event["time_unix_nano"], event["name"])):
@@ -232,4 +236,7 @@ def complete_record(record: dict[str, Any], events: list[dict[str, Any]]) -> dic
     if record["finish_reason"] is None:
         record["finish_reason"] = conventions.finish_reason(a, reason)
     record["events"] = (record["events"] or []) + _events(message_events, used)
+    ingest = record.get("ingest")
+    if isinstance(ingest, dict):
+        ingest["completed_at"] = rfc3339(completed_at_unix_nano)
     return record

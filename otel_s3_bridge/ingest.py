@@ -37,6 +37,8 @@ from .errors import InvalidRequest, PayloadTooLarge, SinkError, Unavailable
 from .join import JoinFull, JoinStore
 from .lake_keys import partition_dir
 from .prepare import LOGS, TRACES, ExportContext, PreparedExport, completed_object, prepare_export
+from .pricing import PriceBook
+from .watched_file import WatchedFile
 from .sink import ObjectSink
 from .spool import Spool, SpoolFull, SpoolTooSmall
 
@@ -115,8 +117,9 @@ class Reservation:
 class Ingestor:
     def __init__(self, config: BridgeConfig, sink: ObjectSink, spool: Spool | None = None,
                  pool: DecodePool | None = None, join: JoinStore | None = None,
-                 clock: Callable[[], int] = time.time_ns) -> None:
+                 clock: Callable[[], int] = time.time_ns, prices: WatchedFile[PriceBook] | None = None) -> None:
         self._config = config
+        self._prices = prices
         self._join = join
         # Exports that keep or complete a join half write their entries to the spool one at a time,
         # in the order their halves met: a completed body must be queued after the body it completes.
@@ -161,7 +164,7 @@ class Ingestor:
             received_at_unix_nano=self._clock(), non_llm_spans=config.non_llm_spans, template=config.path_template,
             prefix=principal.prefix, max_request_bytes=max_request_bytes,
             max_resource_bytes=config.max_resource_bytes, max_output_bytes=config.decoded_bytes_limit, signal=signal,
-            lake=config.writes_batches)
+            lake=config.writes_batches, prices=self._prices.value if self._prices is not None else PriceBook())
         prepared = await self._prepare(body, context, reservation)
         rejected, problems = prepared.rejected_spans, list(prepared.problems)
         joins = signal == LOGS or bool(prepared.halves and self._join is not None)
@@ -204,7 +207,9 @@ class Ingestor:
         for half in prepared.halves:
             item = items[half.index]._replace(join=self._join.name(principal.name, half.pair))
             if half.index in found:
-                item = item._replace(body=completed_object(half.key, orjson.loads(half.document), found[half.index])[1])
+                events, completed_at = found[half.index]
+                item = item._replace(body=completed_object(half.key, orjson.loads(half.document), events,
+                                                           completed_at)[1])
             items[half.index] = item
 
     async def _completed_by_events(self, prepared: PreparedExport, principal: Principal,
@@ -222,9 +227,9 @@ class Ingestor:
             self._join_failed(error)
             raise InvalidRequest(f"the GenAI events cannot be kept ({error.strerror}); see the bridge's log") from None
         items = []
-        for name, envelope, events in completed:
+        for name, envelope, events, completed_at in completed:
             try:
-                key, body = completed_object(envelope["key"], envelope["record"], events)
+                key, body = completed_object(envelope["key"], envelope["record"], events, completed_at)
             except (TypeError, KeyError, ValueError, AttributeError) as error:  # damaged on disk: joins nothing
                 log.warning("a stored record's half cannot be read back (%s: %s); its events stay unjoined",
                             type(error).__name__, error)
@@ -239,12 +244,12 @@ class Ingestor:
         join store has for it (another process may have received them), else `body` as spooled."""
         if self._join is None:
             return body
-        latest = self._join.latest(join_name)  # a system call or three: not worth a thread
+        latest = self._join.latest(join_name)  # a few system calls: not worth a thread
         if latest is None:
             return body
-        half, events = latest
+        half, events, completed_at = latest
         try:
-            return completed_object(half["key"], half["record"], events)[1]
+            return completed_object(half["key"], half["record"], events, completed_at)[1]
         except (TypeError, KeyError, ValueError, AttributeError):
             return body
 

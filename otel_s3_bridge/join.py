@@ -3,25 +3,27 @@
 OpenTelemetry's GenAI instrumentation sends a call's span (model, usage) over OTLP traces and its
 prompt and completion as GenAI event records over OTLP logs, in separate exports, in either order,
 possibly to different `--workers` processes. Both halves are kept here, in `--join-dir` (by
-default the spool directory's `join/`, shared by the workers):
+default the spool directory's `join/`, shared by the workers), in one append-only file per slice
+of time (a tenth of the window, at most a minute), written by every process:
 
-  batch-{time}-{pid}-{random}.jsonl   what one export brought, one JSON document per call:
-                                      a stored record still without prompt and completion (its
-                                      object key, bucket and body), or the GenAI events of a span
-  {owner}-{trace id}{span id}.span    a symbolic link naming where (`batch:offset:length`) that
-  {owner}-{trace id}{span id}.events  call's record, or its events so far, are
+  halves-{slice}.jsonl   one line per half: `S|E name received_unix_nano JSON`, where S is a stored
+                         record still without prompt and completion (its object key, bucket and
+                         body) and E GenAI events of a span; `name` is `{owner}-{trace id}{span id}`
 
 `owner` is a digest of the key name that sent them: a key can only complete its own records.
-`latest` tells an uploader what a record's object must hold now, whichever process received
-which half.
-Whichever half arrives second finds the first, and the caller stores the completed record under
-the record's own key (an overwrite). An export's halves cost one file write and one fsync, plus a
-link per call and one directory fsync, all before the export is acknowledged. The halves wait
-`--join-window-seconds`, so that events arriving in several exports all join; then they are
-deleted (events that never met their span are counted: they belonged to no LLM call the bridge
-stored). Keeping a half and looking for the other is done under an exclusive `flock` on the
-directory, so two processes cannot both miss each other. Bytes on disk are bounded by `--join-max-bytes`. Blocking
-file I/O: call from a thread. Must not decode, encode or upload.
+Each process keeps an index (name -> where its halves are) of every line of the live files, and
+reads what other processes appended before it looks anything up. An export's halves cost one
+`write` and one `fdatasync`, whatever their number (a link per call before: the per-span cost of
+a span without content was 1.7x that of a span carrying it); a line is appended and the others'
+lines read under an exclusive `flock` on the directory, so two processes cannot both miss each
+other. A line torn by a crash is never read as a half (every reader stops at the last newline,
+and the next writer ends the torn line first). Whichever half arrives second finds the first, and
+the caller stores the completed record under the record's own key (an overwrite); `latest` tells
+an uploader what a record's object must hold now, whichever process received which half. The
+halves wait `--join-window-seconds` (up to a slice more); then their file is deleted (events that
+never met their span are counted: they belonged to no LLM call the bridge stored). Bytes on disk
+are bounded by `--join-max-bytes`. Blocking file I/O: call from a thread (`latest` is a few
+system calls: the loop may call it). Must not decode, encode or upload.
 """
 
 from __future__ import annotations
@@ -30,24 +32,30 @@ import fcntl
 import hashlib
 import logging
 import os
+import threading
 import time
-import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from .durable import write_all
+from .durable import fsync_directory, write_all
 from .prepare import SpanHalf
 
 log = logging.getLogger("otel_s3_bridge.join")
 
-SPAN_SUFFIX, EVENTS_SUFFIX, BATCH_PREFIX = ".span", ".events", "batch-"
+FILE_PREFIX, FILE_SUFFIX = "halves-", ".jsonl"
+SPAN, EVENTS = b"S", b"E"
+SLICE_MAX_SECONDS = 60.0
 EXPIRE_EVERY_MAX_SECONDS = 30.0
-# A batch file outlives the links made with it by this much, so that a link read just before it
-# expires still finds its batch.
-BATCH_GRACE_SECONDS = 60.0
+# A file outlives its window by this much, so that a half found just before it expires can still be read.
+GRACE_SECONDS = 60.0
+READ_CHUNK = 4 * 1024 * 1024  # bytes of other processes' lines read at a time
+
+# Where a half is: (slice, offset of its JSON, length of its JSON, when it was received).
+Place = tuple[int, int, int, int]
 
 
 class JoinFull(Exception):
@@ -62,85 +70,196 @@ def _event_identity(event: dict[str, Any]) -> bytes:
     return orjson.dumps(event, option=orjson.OPT_SORT_KEYS)
 
 
+class _Call:
+    """What the store holds of one call: its record's half (the newest) and its events' halves."""
+
+    __slots__ = ("span", "events", "matched")
+
+    def __init__(self) -> None:
+        self.span: Place | None = None
+        self.events: list[Place] = []
+        self.matched = False  # both halves were here at some time
+
+
+class _Slice:
+    """One file of halves: its descriptor, and how far this process has read it."""
+
+    __slots__ = ("number", "fd", "read_to", "names")
+
+    def __init__(self, number: int, fd: int) -> None:
+        self.number = number
+        self.fd = fd
+        self.read_to = 0  # every line before this offset is in the index
+        self.names: list[str] = []  # calls with a half in it (to forget them when it expires)
+
+
 class JoinStore:
     def __init__(self, directory: str | Path, *, window_seconds: float, max_bytes: int) -> None:
         self.directory = Path(directory)
         self.window_seconds = window_seconds
         self.max_bytes = max_bytes
-        self.used_bytes = 0  # as of the last `expire` scan, plus what this process wrote since
+        self.slice_seconds = min(max(window_seconds / 10, 1.0), SLICE_MAX_SECONDS)
+        self.used_bytes = 0  # the live files' bytes, as far as read
         self.expired_events = 0  # spans whose events never met their span (since start)
         self._full_warned = False
         self._expired_at = 0.0
-        self._path_prefix = f"{self.directory}{os.sep}"
+        self._calls: dict[str, _Call] = {}
+        self._slices: dict[int, _Slice] = {}
+        self._created: set[int] = set()  # slices whose file this process made durable
+        self._mutex = threading.Lock()  # the index and descriptors, between this process's threads
 
     def open(self) -> None:
-        """Count what an earlier run left (the directory is made when a first half is kept)."""
+        """Index what an earlier run (or another worker) left, and delete what has expired."""
         if self.directory.is_dir():
+            with self._mutex:
+                for entry in os.scandir(self.directory):
+                    number = self._slice_number(entry.name)
+                    if number is not None:
+                        self._slice(number, create=False)
+                    else:
+                        log.info("join store: %s is not one of its files (an earlier version's?); deleting it",
+                                 entry.name)
+                        _remove(entry.path)
+                self._catch_up(discover=False)
             self.expire()
 
-    @contextmanager
-    def _opened(self, *, locked: bool = True):
-        """A descriptor of the directory (every file operation is relative to it: no path walks),
-        holding the store's exclusive `flock` unless `locked` is False."""
-        os.makedirs(self.directory, exist_ok=True)
-        fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
+    def _slice_number(self, name: str) -> int | None:
+        if name.startswith(FILE_PREFIX) and name.endswith(FILE_SUFFIX):
+            digits = name[len(FILE_PREFIX):-len(FILE_SUFFIX)]
+            if digits.isdigit():
+                return int(digits)
+        return None
+
+    def _path(self, number: int) -> str:
+        return f"{self.directory}{os.sep}{FILE_PREFIX}{number:012d}{FILE_SUFFIX}"
+
+    def _slice(self, number: int, *, create: bool) -> _Slice | None:
+        known = self._slices.get(number)
+        if known is not None:
+            return known
+        flags = os.O_RDWR | os.O_APPEND | (os.O_CREAT if create else 0)
         try:
-            if locked:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-            yield fd
-        finally:
-            os.close(fd)  # and with it the lock
-
-    # --- halves: batch files and the links to them ------------------------------------------------------
-
-    def _write_batch(self, directory: int, documents: list[list[bytes]]) -> list[str]:
-        """One batch file holding `documents` (each given as its pieces, written as they are: no
-        copy of a record body is made), fsynced; the link target of each."""
-        name = f"{BATCH_PREFIX}{time.time_ns():020d}-{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl"
-        targets, offset = [], 0
-        for pieces in documents:
-            length = sum(len(piece) for piece in pieces)
-            targets.append(f"{name}:{offset}:{length}")
-            offset += length + 1
-        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644, dir_fd=directory)
-        try:
-            write_all(fd, [piece for pieces in documents for piece in (*pieces, b"\n")])
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        self.used_bytes += offset
-        return targets
-
-    @staticmethod
-    def name(key_name: str | None, pair: str) -> str:
-        """The store's name of a call (trace id + span id) sent by a key."""
-        return f"{_owner(key_name)}-{pair}"
-
-    @staticmethod
-    def _link(directory: int, link: str, target: str) -> None:
-        try:
-            os.symlink(target, link, dir_fd=directory)
-        except FileExistsError:  # replaced atomically: a reader without the lock sees the old or the new
-            temporary = f".{link}.{uuid.uuid4().hex[:8]}"
-            os.symlink(target, temporary, dir_fd=directory)
-            os.replace(temporary, link, src_dir_fd=directory, dst_dir_fd=directory)
-
-    @staticmethod
-    def _read(directory: int, link: str) -> Any:
-        """The document a link names, or None (no link, its batch expired, or damaged)."""
-        try:
-            batch, offset, length = os.readlink(link, dir_fd=directory).rsplit(":", 2)
-            fd = os.open(os.path.basename(batch), os.O_RDONLY, dir_fd=directory)
-            try:
-                data = os.pread(fd, int(length), int(offset))
-            finally:
-                os.close(fd)
-            return orjson.loads(data)
+            fd = os.open(self._path(number), flags, 0o644)
         except FileNotFoundError:
             return None
-        except (OSError, ValueError) as error:  # orjson.JSONDecodeError is a ValueError
-            log.warning("cannot read the join half %s: %s", link, error)
+        if create and number not in self._created:
+            fsync_directory(self.directory)  # the new file's name survives a crash, like its lines
+            self._created.add(number)
+        known = self._slices[number] = _Slice(number, fd)
+        return known
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """This process's index, and the store's exclusive `flock` (the directory's)."""
+        os.makedirs(self.directory, exist_ok=True)
+        with self._mutex:
+            fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                yield
+            finally:
+                os.close(fd)  # and with it the lock
+
+    # --- reading the files -----------------------------------------------------------------------------
+
+    def _slice_of(self, unix_nano: int) -> int:
+        return int(unix_nano / 1e9 // self.slice_seconds)
+
+    def _catch_up(self, *, discover: bool = True) -> None:
+        """Index the lines appended since this process last read (files of the current and the
+        previous slice may be new or growing; older ones are complete)."""
+        if discover:
+            current = self._slice_of(time.time_ns())
+            for number in (current - 1, current):
+                self._slice(number, create=False)
+        for piece in sorted(self._slices.values(), key=lambda piece: piece.number):
+            size = os.fstat(piece.fd).st_size
+            while piece.read_to < size:
+                want = min(size - piece.read_to, READ_CHUNK)
+                data = os.pread(piece.fd, want, piece.read_to)
+                end = data.rfind(b"\n") + 1
+                while not end and want < size - piece.read_to:  # one line longer than a chunk
+                    want = min(size - piece.read_to, want * 2)
+                    data = os.pread(piece.fd, want, piece.read_to)
+                    end = data.rfind(b"\n") + 1
+                if not end:  # a line being written, or torn by a crash: read again later
+                    break
+                self._index(piece, data[:end], piece.read_to)
+                piece.read_to += end
+                self.used_bytes += end
+
+    def _index(self, piece: _Slice, data: bytes, offset: int) -> None:
+        start = 0
+        while start < len(data):
+            end = data.index(b"\n", start)
+            fields = data[start:end].split(b" ", 3)
+            if len(fields) == 4 and fields[0] in (SPAN, EVENTS) and fields[2].isdigit():
+                json_at = start + len(fields[0]) + len(fields[1]) + len(fields[2]) + 3
+                place = (piece.number, offset + json_at, end - json_at, int(fields[2]))
+                self._add(piece, fields[1].decode("ascii", "replace"), fields[0], place)
+            start = end + 1
+
+    def _add(self, piece: _Slice, name: str, kind: bytes, place: Place) -> _Call:
+        call = self._calls.get(name)
+        if call is None:
+            call = self._calls[name] = _Call()
+        if kind == SPAN:
+            call.span = place
+        else:
+            call.events.append(place)
+        if call.span is not None and call.events:
+            call.matched = True
+        piece.names.append(name)
+        return call
+
+    def _read(self, place: Place) -> Any:
+        """The JSON document at `place`, or None (its file expired, or it is damaged)."""
+        piece = self._slices.get(place[0])
+        if piece is None:
             return None
+        try:
+            return orjson.loads(os.pread(piece.fd, place[2], place[1]))
+        except (OSError, ValueError) as error:  # orjson.JSONDecodeError is a ValueError
+            log.warning("cannot read a join half of %s: %s", self._path(place[0]), error)
+            return None
+
+    def _events_of(self, call: _Call) -> tuple[list[dict[str, Any]], int]:
+        """Every event of the call received so far (each once), and when the last of them came."""
+        merged: dict[bytes, dict[str, Any]] = {}
+        for place in call.events:
+            for event in self._read(place) or ():
+                if isinstance(event, dict):
+                    merged.setdefault(_event_identity(event), event)
+        return list(merged.values()), max(place[3] for place in call.events)
+
+    # --- writing ------------------------------------------------------------------------------------------
+
+    def _append(self, lines: list[list[bytes]], now_ns: int) -> tuple[_Slice, int]:
+        """Append `lines` (each given as its pieces, ending in a newline) to the current slice's
+        file; (the file, the offset they start at). Call with the store locked, caught up."""
+        piece = self._slice(self._slice_of(now_ns), create=True)
+        size = os.fstat(piece.fd).st_size
+        if size > piece.read_to:  # a line torn by a crash: end it, so that it stays one bad line
+            write_all(piece.fd, [b"\n"])
+            size += 1
+            self.used_bytes += size - piece.read_to
+            piece.read_to = size
+        write_all(piece.fd, [part for line in lines for part in line])
+        return piece, size
+
+    def _write_lines(self, kind: bytes, entries: list[tuple[str, list[bytes]]], now_ns: int) -> int:
+        """Append one line per (name, JSON pieces) and index them; returns the file's descriptor."""
+        stamp = str(now_ns).encode()
+        lines = [[kind, b" ", name.encode("ascii"), b" ", stamp, b" ", *pieces, b"\n"] for name, pieces in entries]
+        piece, offset = self._append(lines, now_ns)
+        for (name, pieces), line in zip(entries, lines):
+            json_at = offset + len(kind) + len(line[2]) + len(stamp) + 3
+            length = sum(len(part) for part in pieces)
+            self._add(piece, name, kind, (piece.number, json_at, length, now_ns))
+            offset = json_at + length + 1
+        self.used_bytes += offset - piece.read_to
+        piece.read_to = offset
+        return piece.fd
 
     def _room(self) -> bool:
         if self.used_bytes < self.max_bytes:
@@ -151,117 +270,155 @@ class JoinStore:
             self._full_warned = True
         return False
 
+    @staticmethod
+    def name(key_name: str | None, pair: str) -> str:
+        """The store's name of a call (trace id + span id) sent by a key."""
+        return f"{_owner(key_name)}-{pair}"
+
     # --- the two arrivals ----------------------------------------------------------------------------------
 
     def put_spans(self, key_name: str | None, bucket: str | None,
-                  halves: list[SpanHalf]) -> dict[int, list[dict[str, Any]]]:
-        """Keep the span halves; for those whose events are here already, the events (by the
-        half's object index), so that the caller stores the completed record at once."""
+                  halves: list[SpanHalf]) -> dict[int, tuple[list[dict[str, Any]], int]]:
+        """Keep the span halves; for those whose events are here already, the events and when the
+        last of them came (by the half's object index), so that the caller stores the completed
+        record at once."""
         if not halves or not self._room():
             return {}
         found = {}
         owner = _owner(key_name)
         head = b'{"bucket":' + orjson.dumps(bucket)
-        documents = [[head, b',"key":', orjson.dumps(half.key), b',"record":', half.document, b"}"] for half in halves]
-        with self._opened() as directory:
-            targets = self._write_batch(directory, documents)
-            for half, target in zip(halves, targets):
-                self._link(directory, f"{owner}-{half.pair}{SPAN_SUFFIX}", target)
-                events = self._read(directory, f"{owner}-{half.pair}{EVENTS_SUFFIX}")
-                if events is not None:
-                    found[half.index] = events
-            os.fsync(directory)
+        with self._locked():
+            now_ns = time.time_ns()  # under the lock: its slice is one `_catch_up` reads
+            self._catch_up()
+            entries = []
+            for half in halves:
+                name = f"{owner}-{half.pair}"
+                entries.append((name, [head, b',"key":', orjson.dumps(half.key), b',"record":', half.document, b"}"]))
+                call = self._calls.get(name)
+                if call is not None and call.events:
+                    found[half.index] = self._events_of(call)
+            fd = self._write_lines(SPAN, entries, now_ns)
+        os.fdatasync(fd)
         return found
 
     def put_events(self, key_name: str | None, events: dict[str, list[dict[str, Any]]]
-                   ) -> list[tuple[str, dict[str, Any], list[dict[str, Any]]]]:
-        """Keep the events (merged with those of the same span received before); for each span whose
-        half is here, (the call's name, that half, every event of its span so far). Raises JoinFull."""
+                   ) -> list[tuple[str, dict[str, Any], list[dict[str, Any]], int]]:
+        """Keep the events (those not received before); for each span whose half is here, (the
+        call's name, that half, every event of its span so far, when the last of them came).
+        Raises JoinFull."""
         if not events:
             return []
         if self.used_bytes >= self.max_bytes:
             raise JoinFull(f"the join store holds {self.used_bytes} bytes (--join-max-bytes {self.max_bytes})")
         completed = []
         owner = _owner(key_name)
-        with self._opened() as directory:
-            changed: list[tuple[str, list[dict[str, Any]]]] = []
+        fd = None
+        with self._locked():
+            now_ns = time.time_ns()
+            self._catch_up()
+            entries, waiting = [], []
             for pair, new_events in events.items():
                 name = f"{owner}-{pair}"
-                known = self._read(directory, name + EVENTS_SUFFIX) or []
-                merged = {_event_identity(event): event for event in known}
-                merged.update((_event_identity(event), event) for event in new_events)
-                all_events = list(merged.values())
-                if len(merged) != len(known) or not known:
-                    changed.append((name, all_events))
-                half = self._read(directory, name + SPAN_SUFFIX)
+                call = self._calls.get(name)
+                known = {_event_identity(event) for place in call.events for event in self._read(place) or ()
+                         if isinstance(event, dict)} if call is not None else set()
+                fresh = {identity: event for event in new_events
+                         if (identity := _event_identity(event)) not in known}
+                if fresh:
+                    entries.append((name, [orjson.dumps(list(fresh.values()))]))
+                waiting.append(name)
+            if entries:
+                fd = self._write_lines(EVENTS, entries, now_ns)
+            for name in waiting:
+                call = self._calls.get(name)
+                if call is None or call.span is None or not call.events:
+                    continue
+                half = self._read(call.span)
                 if half is not None:
-                    completed.append((name, half, all_events))
-            if changed:
-                targets = self._write_batch(directory, [[orjson.dumps(all_events)] for _, all_events in changed])
-                for (name, _), target in zip(changed, targets):
-                    self._link(directory, name + EVENTS_SUFFIX, target)
-                os.fsync(directory)
+                    all_events, completed_at = self._events_of(call)
+                    completed.append((name, half, all_events, completed_at))
+        if fd is not None:
+            os.fdatasync(fd)
         return completed
 
-    def latest(self, name: str) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
-        """(the stored record's half, every event so far) of a call, when both are here: what its
-        object must hold now, whichever process received which half. Takes no lock (links are
-        replaced atomically) and costs one system call when the call has no events: uploaders ask
-        it before and after every put of a record awaiting events."""
-        if not os.path.lexists(f"{self._path_prefix}{name}{EVENTS_SUFFIX}"):
-            return None
-        with self._opened(locked=False) as directory:
-            events = self._read(directory, name + EVENTS_SUFFIX)
-            half = self._read(directory, name + SPAN_SUFFIX) if events is not None else None
-        return (half, events) if half is not None else None
+    def latest(self, name: str) -> tuple[dict[str, Any], list[dict[str, Any]], int] | None:
+        """(the stored record's half, every event so far, when the last came) of a call, when both
+        are here: what its object must hold now, whichever process received which half. Takes no
+        `flock` (lines are read up to the last complete one): uploaders ask it before and after
+        every put of a record awaiting events."""
+        with self._mutex:
+            self._catch_up()
+            call = self._calls.get(name)
+            if call is None or call.span is None or not call.events:
+                return None
+            half = self._read(call.span)
+            if half is None:
+                return None
+            events, completed_at = self._events_of(call)
+        return half, events, completed_at
 
     # --- expiry ---------------------------------------------------------------------------------------------
 
     def expire_if_due(self) -> int:
-        """`expire`, at most every tenth of the window (a scan lists every link held)."""
+        """`expire`, at most every tenth of the window."""
         now = time.time()
         if now - self._expired_at < min(EXPIRE_EVERY_MAX_SECONDS, self.window_seconds / 10):
             return 0
         return self.expire(now)
 
     def expire(self, now: float | None = None) -> int:
-        """Delete links older than the window and batch files no link can name any more; recount the
-        bytes held. Returns how many spans' events are deleted without having met their span."""
+        """Delete the files whose halves are all older than the window (and its grace), and forget
+        their halves; recount the bytes held. Returns how many calls' events are deleted without
+        having met their span."""
         now = time.time() if now is None else now
         self._expired_at = now
-        held, unmatched = 0, 0
-        try:
-            entries = list(os.scandir(self.directory))
-        except FileNotFoundError:
-            return 0
-        except OSError as error:
-            log.warning("cannot list the join store %s: %s", self.directory, error)
-            return 0
-        names = {entry.name for entry in entries}
-        with self._opened():
-            for entry in entries:
-                try:
-                    stat = entry.stat(follow_symlinks=False)
-                except OSError:
+        last_expired = int((now - self.window_seconds - min(GRACE_SECONDS, self.window_seconds))
+                           // self.slice_seconds) - 1
+        unmatched = 0
+        with self._mutex:
+            try:
+                listed = [number for entry in os.scandir(self.directory)
+                          if (number := self._slice_number(entry.name)) is not None]
+            except FileNotFoundError:
+                listed = []
+            except OSError as error:
+                log.warning("cannot list the join store %s: %s", self.directory, error)
+                return 0
+            for number in sorted(set(listed) | set(self._slices)):
+                if number > last_expired:
                     continue
-                age = now - stat.st_mtime
-                if entry.name.startswith(BATCH_PREFIX):
-                    if age < self.window_seconds + min(BATCH_GRACE_SECONDS, self.window_seconds):
-                        held += stat.st_size
-                        continue
-                elif not entry.name.endswith((SPAN_SUFFIX, EVENTS_SUFFIX)) and not entry.name.startswith("."):
+                _remove(self._path(number))
+                piece = self._slices.pop(number, None)
+                if piece is None:
                     continue
-                elif age < self.window_seconds:
-                    continue
-                elif (entry.name.endswith(EVENTS_SUFFIX)
-                      and entry.name[:-len(EVENTS_SUFFIX)] + SPAN_SUFFIX not in names):
-                    unmatched += 1
-                try:
-                    os.unlink(entry.path)
-                except OSError:
-                    held += stat.st_size
-        self.used_bytes = held
-        if held < self.max_bytes:
+                os.close(piece.fd)
+                self._created.discard(number)
+                for name in piece.names:
+                    unmatched += self._forget(name, number)
+            self.used_bytes = sum(os.fstat(piece.fd).st_size for piece in self._slices.values())
+        if self.used_bytes < self.max_bytes:
             self._full_warned = False
         self.expired_events += unmatched
         return unmatched
+
+    def _forget(self, name: str, number: int) -> int:
+        """Forget the call's halves in slice `number`; 1 when that leaves events that never met
+        their span, gone."""
+        call = self._calls.get(name)
+        if call is None:
+            return 0
+        had_events = bool(call.events)
+        if call.span is not None and call.span[0] == number:
+            call.span = None
+        call.events = [place for place in call.events if place[0] != number]
+        if call.span is None and not call.events:
+            del self._calls[name]
+            return 1 if had_events and not call.matched else 0
+        return 0
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except (FileNotFoundError, IsADirectoryError):
+        pass

@@ -43,10 +43,29 @@ SCHEMA = pa.schema(
     + [("time_to_first_token_ms", pa.float64()), ("status", pa.string()), ("status_message", pa.string())]
     + [(name, pa.string()) for name in JSON_COLUMNS]
     + [("scope_name", pa.string()), ("scope_version", pa.string()), ("source", pa.string()),
-       ("ingest_received_at", UTC_MS), ("ingest_key_name", pa.string()), ("ingest_transport", pa.string())])
+       ("ingest_received_at", UTC_MS), ("ingest_key_name", pa.string()), ("ingest_transport", pa.string())]
+    # Added later, so last: files written before them read them as null, and a table over the lake
+    # takes them with ADD COLUMNS.
+    + [("cost_source", pa.string()), ("ingest_completed_at", UTC_MS)])
+
+# One call may be stored more than once: a client resends an export whose answer it lost, a record
+# is completed later by its GenAI event logs, `--layout both` and `compact` write it again. Readers
+# keep one row per call (IDENTITY): the version completed last by its events, else the one received
+# last. `report`, `query` and `compact` apply it; deploy/athena ships it as a view.
+IDENTITY = ("trace_id", "span_id")
+NEWEST_FIRST = "ingest_completed_at DESC NULLS LAST, ingest_received_at DESC NULLS LAST"
+VERSION_COLUMNS = (*IDENTITY, "ingest_completed_at", "ingest_received_at")
 
 
-def _epoch_ms(rfc3339: Any) -> int | None:
+def newest_versions_sql(relation: str, columns: list[str] | None = None) -> str:
+    """SQL (DuckDB, Trino/Athena, Spark) keeping the newest version of each call in `relation`."""
+    listed = ", ".join(f'"{name}"' for name in columns) if columns else "*"
+    ranked = (f"SELECT *, row_number() OVER (PARTITION BY {', '.join(IDENTITY)} ORDER BY {NEWEST_FIRST}) "
+              f"AS version_rank FROM {relation}")
+    return f"SELECT {listed} FROM ({ranked}) WHERE version_rank = 1"
+
+
+def epoch_ms(rfc3339: Any) -> int | None:
     """`2026-09-28T10:01:02.318Z` -> Unix milliseconds; None for anything else."""
     if not isinstance(rfc3339, str):
         return None
@@ -82,12 +101,13 @@ def _json_of(name: str) -> Any:
 _COLUMNS = {
     **{name: _plain(name) for name in SCHEMA.names},
     **{name: _json_of(name) for name in JSON_COLUMNS},
-    "timestamp": lambda record: _epoch_ms(record.get("timestamp")),
+    "timestamp": lambda record: epoch_ms(record.get("timestamp")),
     "scope_name": _nested("scope", "name"),
     "scope_version": _nested("scope", "version"),
-    "ingest_received_at": _nested("ingest", "received_at", _epoch_ms),
+    "ingest_received_at": _nested("ingest", "received_at", epoch_ms),
     "ingest_key_name": _nested("ingest", "key_name"),
     "ingest_transport": _nested("ingest", "transport"),
+    "ingest_completed_at": _nested("ingest", "completed_at", epoch_ms),
 }
 
 
@@ -113,14 +133,14 @@ def _duckdb_reading() -> tuple[dict[str, str], str]:
     types = {field.name: "JSON" if field.name in JSON_COLUMNS else sql_types[field.type]
              for field in SCHEMA if not field.name.startswith(("scope_", "ingest_"))}
     types["scope"] = "STRUCT(name VARCHAR, version VARCHAR)"
-    types["ingest"] = "STRUCT(received_at VARCHAR, key_name VARCHAR, transport VARCHAR)"
+    types["ingest"] = "STRUCT(received_at VARCHAR, key_name VARCHAR, transport VARCHAR, completed_at VARCHAR)"
     rfc3339 = "'%Y-%m-%dT%H:%M:%S.%gZ'"
+    timestamps = {"timestamp": '"timestamp"', "ingest_received_at": "ingest.received_at",
+                  "ingest_completed_at": "ingest.completed_at"}  # RFC 3339 text in the records
     select = []
     for name in SCHEMA.names:
-        if name == "timestamp":
-            select.append(f'try_strptime("timestamp", {rfc3339})::TIMESTAMPTZ AS "timestamp"')
-        elif name == "ingest_received_at":
-            select.append(f"try_strptime(ingest.received_at, {rfc3339})::TIMESTAMPTZ AS ingest_received_at")
+        if name in timestamps:
+            select.append(f'try_strptime({timestamps[name]}, {rfc3339})::TIMESTAMPTZ AS "{name}"')
         elif name.startswith(("ingest_", "scope_")):
             part, _, field = name.partition("_")
             select.append(f'{part}.{field} AS "{name}"')

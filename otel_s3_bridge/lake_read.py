@@ -6,7 +6,9 @@ directory sink, in either layout, as one Arrow table of `lake.SCHEMA` that DuckD
 (one JSON record each) are listed by day when the path template is `{prefix}/{date}` (the default)
 and under the whole prefix otherwise. A day that has `batch` files is read from them alone, its
 `trace` objects are not (a bridge writing both layouts, or `compact` without `--delete-source`,
-stores every record in each). Progress goes to `progress`. Must not write anything.
+stores every record in each). Of a call stored more than once (a resent export, a record completed
+later by its GenAI events) only the newest version is kept (`lake.newest_versions_sql`). Progress
+goes to `progress`. Must not write anything.
 """
 
 from __future__ import annotations
@@ -119,7 +121,8 @@ def read_records(config: BridgeConfig, window: Window, progress: Callable[[str],
     prefix_dir = f"{root}/{config.prefix}"
     batch_files = _batch_files(fs, f"{prefix_dir}/lake", window)
     batch_days = {datetime.date.fromisoformat(path.split("/dt=", 1)[1][:10]) for path in batch_files}
-    wanted = None if columns is None else sorted(set(columns) | {"timestamp"}, key=lake.SCHEMA.names.index)
+    wanted = (None if columns is None else
+              sorted(set(columns) | {"timestamp", *lake.VERSION_COLUMNS}, key=lake.SCHEMA.names.index))
     tables = []
     parquet = [path for path in batch_files if path.endswith(lake_keys.SUFFIXES[lake_keys.PARQUET])]
     if parquet:
@@ -143,4 +146,19 @@ def read_records(config: BridgeConfig, window: Window, progress: Callable[[str],
         tables.append(lake.table(records, wanted))
     layouts = " and ".join(name for name, used in (("batch", batch_files), ("trace", records)) if used) or "no"
     table = pa.concat_tables(tables)
-    return table.filter(window.mask(table.column("timestamp"))), layouts
+    return newest_versions(table.filter(window.mask(table.column("timestamp")))), layouts
+
+
+def newest_versions(table: pa.Table) -> pa.Table:
+    """One row per call: the newest of its versions (`lake.newest_versions_sql`), in DuckDB."""
+    if table.num_rows < 2:
+        return table
+    import duckdb
+
+    connection = duckdb.connect()
+    try:
+        connection.register("stored", table)
+        kept = connection.execute(lake.newest_versions_sql("stored", table.column_names)).to_arrow_table()
+    finally:
+        connection.close()
+    return kept.cast(table.schema)

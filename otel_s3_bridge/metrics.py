@@ -71,8 +71,8 @@ JOIN_BYTES = Gauge("otel_s3_bridge_join_bytes", "Bytes the join store holds (aga
                    multiprocess_mode="livemax")
 LLM_TOKENS = Counter("otel_s3_bridge_llm_tokens", "Tokens of stored LLM calls (kind: input, output, cached, "
                      "reasoning)", ["model", "provider", "kind"])
-LLM_COST = Counter("otel_s3_bridge_llm_cost_usd", "Cost in USD of stored LLM calls, as their senders report it",
-                   ["model", "provider"])
+LLM_COST = Counter("otel_s3_bridge_llm_cost_usd", "Cost in USD of stored LLM calls (source: reported by the "
+                   "sender, or estimated from the tokens)", ["model", "provider", "source"])
 LLM_CALLS = Counter("otel_s3_bridge_llm_calls", "Stored LLM calls, by status (ok, error, unset)",
                     ["model", "provider", "status"])
 
@@ -111,12 +111,13 @@ def count_request(transport: str, signal: str, code: str | int) -> None:
 def count_trace_export(transport: str, received: int, rejections: Mapping[str, int],
                        usage: Mapping[tuple, list]) -> None:
     """An accepted trace export: its spans, what was not stored and why, and its records' usage
-    (`prepare.Usage`: (source, model, provider, status) -> [calls, input, output, cached, reasoning, cost])."""
+    (`prepare.Usage`: (source, model, provider, status) -> [calls, input, output, cached, reasoning,
+    reported cost, estimated cost])."""
     _series(SPANS_RECEIVED, transport).inc(received)
     for reason, count in rejections.items():
         if count:
             _series(SPANS_REJECTED, reason).inc(count)
-    for (source, model, provider, status), (calls, *tokens, cost) in usage.items():
+    for (source, model, provider, status), (calls, *tokens, reported, estimated) in usage.items():
         _series(RECORDS, source).inc(calls)
         if source == "otlp":  # traces without an LLM call (--non-llm-spans keep): no usage
             continue
@@ -125,8 +126,9 @@ def count_trace_export(transport: str, received: int, rejections: Mapping[str, i
         for kind, count in zip(TOKEN_KINDS, tokens):
             if count:
                 _series(LLM_TOKENS, model_label, provider_label, kind).inc(count)
-        if cost:
-            _series(LLM_COST, model_label, provider_label).inc(cost)
+        for cost_source, cost in (("reported", reported), ("estimated", estimated)):
+            if cost:
+                _series(LLM_COST, model_label, provider_label, cost_source).inc(cost)
 
 
 def count_refused_spans(count: int) -> None:

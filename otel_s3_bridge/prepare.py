@@ -26,10 +26,11 @@ from .errors import PayloadTooLarge
 from .keys import KeyTemplate, object_key
 from .lake_keys import partition_dir
 from .otlp_logs import parse_logs
+from .pricing import ESTIMATED, PriceBook, price_record
 
 TRACES, LOGS = "traces", "logs"
-# What the stored records of an export used, for metrics:
-# (source, model, provider, status) -> [calls, input, output, cached and reasoning tokens, cost].
+# What the stored records of an export used, for metrics: (source, model, provider, status) ->
+# [calls, input, output, cached and reasoning tokens, reported cost, estimated cost].
 Usage = dict[tuple[str, str | None, str | None, str | None], list]
 
 
@@ -48,6 +49,7 @@ class ExportContext:
     max_output_bytes: int
     signal: str = TRACES
     lake: bool = False  # records also go into `batch` layout files: find each one's lake partition
+    prices: PriceBook = PriceBook()  # the deployment's own rates (--prices), before genai-prices' table
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,15 +80,15 @@ class PreparedExport:
 def _add_usage(usage: Usage, record: dict[str, Any]) -> None:
     tally = usage.get(key := (record["source"], record["model"], record["provider"], record["status"]))
     if tally is None:
-        tally = usage[key] = [0, 0, 0, 0, 0, 0.0]
+        tally = usage[key] = [0, 0, 0, 0, 0, 0.0, 0.0]
     tally[0] += 1
     for index, name in enumerate(("input_tokens", "output_tokens", "cached_tokens", "reasoning_tokens"), start=1):
         value = record[name]
         if type(value) is int:
             tally[index] += value
     cost = record["cost"]
-    if isinstance(cost, (int, float)) and cost == cost and cost >= 0:
-        tally[5] += cost
+    if isinstance(cost, (int, float)) and cost == cost and 0 <= cost < float("inf"):
+        tally[6 if record["cost_source"] == ESTIMATED else 5] += cost
 
 
 def prepare_export(body: bytes, context: ExportContext) -> PreparedExport:
@@ -106,6 +108,7 @@ def prepare_export(body: bytes, context: ExportContext) -> PreparedExport:
     for record in iter_records(parsed.spans, decoded, key_name=context.key_name, transport=context.transport,
                                received_at_unix_nano=context.received_at_unix_nano,
                                non_llm_spans=context.non_llm_spans):
+        price_record(record, context.prices, context.received_at_unix_nano)
         key = object_key(context.template, record, prefix=context.prefix,
                          fallback_unix_nano=context.received_at_unix_nano)
         encoded = encode_json(record)
@@ -148,6 +151,8 @@ def _prepare_logs(body: bytes, context: ExportContext) -> PreparedExport:
                           rejections={"invalid": parsed.rejected, "not_genai": parsed.ignored})
 
 
-def completed_object(key: str, record: dict[str, Any], events: list[dict[str, Any]]) -> tuple[str, bytes]:
-    """A stored record completed with its GenAI events: (its own key, the new body)."""
-    return key, encode_json(complete_record(record, events))
+def completed_object(key: str, record: dict[str, Any], events: list[dict[str, Any]],
+                     completed_at_unix_nano: int) -> tuple[str, bytes]:
+    """A stored record completed with its GenAI events (the last of them received at
+    `completed_at_unix_nano`): (its own key, the new body)."""
+    return key, encode_json(complete_record(record, events, completed_at_unix_nano))

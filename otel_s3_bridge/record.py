@@ -34,6 +34,7 @@ RECORD_FIELDS = (
     "input_cost",
     "output_cost",
     "cost",
+    "cost_source",
     "session_id",
     "customer_id",
     "api_key_name",

@@ -2,7 +2,8 @@
 readable at 80 columns, CSV or JSON.
 
 `report_sql` builds the grouped report: the group columns (`--by`), then calls, errors, tokens,
-cost and latency percentiles, most expensive first. `query` runs the user's SQL over a `records`
+cost (and how much of it is estimated from tokens rather than reported by the sender) and latency
+percentiles, most expensive first. `query` runs the user's SQL over a `records`
 view. DuckDB queries the Arrow table in place; no extension is loaded and nothing is fetched.
 Must not write to the store.
 """
@@ -36,12 +37,13 @@ MEASURES = (
     ("output_tokens", "sum(output_tokens)"),
     ("total_tokens", "sum(total_tokens)"),
     ("cost", "sum(cost)"),
+    ("estimated_cost", "sum(cost) FILTER (WHERE cost_source = 'estimated')"),
     ("latency_p50_ms", "quantile_cont(duration_ms, 0.5)"),
     ("latency_p95_ms", "quantile_cont(duration_ms, 0.95)"),
 )
 # The columns `report` (and its HTML page) reads: the rest (prompts, completions) is left on disk.
 REPORT_COLUMNS = ["timestamp", "model", "provider", "customer_id", "session_id", "ingest_key_name", "status",
-                  "input_tokens", "output_tokens", "total_tokens", "cost", "duration_ms"]
+                  "input_tokens", "output_tokens", "total_tokens", "cost", "cost_source", "duration_ms"]
 SINCE = re.compile(r"^(\d+)([dh])$")
 TABLE_WIDTH = 80
 
@@ -81,7 +83,7 @@ def _cell(value: Any) -> Any:
     if isinstance(value, (datetime.datetime, datetime.date)):
         return value.isoformat()
     if isinstance(value, float):
-        return round(value, 6)
+        return float(f"{value:.12g}")  # the sum's float noise gone, a cost of a few millionths of a dollar kept
     return value
 
 
@@ -117,7 +119,7 @@ def _short(value: Any) -> str:
 
 
 HEADINGS = {"errors": "err", "input_tokens": "in tok", "output_tokens": "out tok", "total_tokens": "tokens",
-            "cost": "cost $", "latency_p50_ms": "p50 ms", "latency_p95_ms": "p95 ms"}
+            "cost": "cost $", "estimated_cost": "est. $", "latency_p50_ms": "p50 ms", "latency_p95_ms": "p95 ms"}
 UNCUT = {"day", "hour"}  # fixed-width values: never cut
 
 

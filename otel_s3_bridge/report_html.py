@@ -1,6 +1,6 @@
 """`report --html FILE`: one self-contained page (inline SVG and CSS, no script, nothing fetched) with
-spend per day stacked by model, tokens by model, p95 latency and error rate per day, and the top
-customers and sessions by spend.
+spend per day stacked by model (and how much of the spend is estimated from tokens), tokens by
+model, p95 latency and error rate per day, and the top customers and sessions by spend.
 
 `PAGE_QUERIES` are the SQL the page needs (run by `report.run` over the `records` view);
 `render` is a pure function from their answers to the page. Must not read files or the network.
@@ -27,6 +27,7 @@ PAGE_QUERIES = {
                  f"WHERE customer_id IS NOT NULL GROUP BY 1 ORDER BY 3 DESC, 2 DESC LIMIT {TOP_ROWS}",
     "sessions": "SELECT session_id AS name, count(*) AS calls, coalesce(sum(cost), 0) AS cost FROM records "
                 f"WHERE session_id IS NOT NULL GROUP BY 1 ORDER BY 3 DESC, 2 DESC LIMIT {TOP_ROWS}",
+    "estimated": "SELECT coalesce(sum(cost) FILTER (WHERE cost_source = 'estimated'), 0) FROM records",
 }
 WIDTH, HEIGHT, LEFT, BOTTOM = 720, 260, 64, 40
 
@@ -145,6 +146,8 @@ def render(answers: dict[str, list[tuple]], *, title: str, subtitle: str) -> str
     ]
     total_calls = sum(row[3] for row in daily)
     total_cost = sum(cost for _, _, cost in answers["spend"])
+    estimated = answers["estimated"][0][0] if answers.get("estimated") else 0.0
+    of_it = f" · {_money(estimated)} of it estimated from tokens" if estimated else ""
     body = "".join(f"<section><h2>{_e(heading)}</h2>{chart}</section>" for heading, chart in sections)
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>
@@ -157,7 +160,7 @@ h1 {{ font-size: 22px; margin: 0; }} h2 {{ font-size: 16px; margin: 28px 0 8px; 
 .key i {{ display: inline-block; width: 10px; height: 10px; margin-right: 4px; }} .empty {{ color: #999; }}
 </style></head>
 <body><h1>{_e(title)}</h1><p class="sub">{_e(subtitle)}</p>
-<p class="totals">{total_calls:,} calls · {_e(_money(total_cost))}</p>
+<p class="totals">{total_calls:,} calls · {_e(_money(total_cost))}{_e(of_it)}</p>
 {body}
 </body></html>
 """

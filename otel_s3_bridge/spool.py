@@ -125,7 +125,6 @@ class Spool:
         self.pending = 0  # entries written and not yet uploaded or quarantined
         self._idle = asyncio.Event()
         self._idle.set()
-        self._progress = asyncio.Event()  # set whenever an entry is done
         self.quarantined_total = 0
         self.quarantined_files = 0  # files in the quarantine: one per refused entry, or an unreadable segment
         self.syncs_total = 0
@@ -179,7 +178,7 @@ class Spool:
                 self._idle.clear()
                 self.queue.put(Ref(segment, entry.offset, entry.length, entry.key, entry.bucket, None,
                                    entry.enqueued_unix_nano, partition=entry.partition,
-                                   trace_object=entry.trace_object, awaits_events=entry.awaits_events))
+                                   trace_object=entry.trace_object))
                 adopted += 1
             self._finish_if_done(segment)
         if adopted:
@@ -234,8 +233,8 @@ class Spool:
         size = sum(len(body) + len(key) + 64 for key, body, _ in items)
         if size > self.max_bytes:
             raise SpoolTooSmall(f"{size} bytes of records are more than the whole spool holds ({self.max_bytes})")
-        headers = (await asyncio.to_thread(_headers, items, now, partitions, trace_objects, joins)
-                   if size > THREAD_WRITE_BYTES else _headers(items, now, partitions, trace_objects, joins))
+        headers = (await asyncio.to_thread(_headers, items, now, partitions, trace_objects)
+                   if size > THREAD_WRITE_BYTES else _headers(items, now, partitions, trace_objects))
         total = sum(len(header) + len(body) for header, (_, body, _) in zip(headers, items))
         if self.used_bytes + total > self.max_bytes:
             if self.used_bytes:  # uploads will free room: not ready until they do
@@ -277,8 +276,7 @@ class Spool:
                 self.queue.put(Ref(segment, offset, length, key, bucket, body, now,
                                    join=joins[index] if joins else None,
                                    partition=partitions[index] if partitions else None,
-                                   trace_object=trace_objects or not partitions or partitions[index] is None,
-                                   awaits_events=bool(partitions and joins and joins[index])))
+                                   trace_object=trace_objects or not partitions or partitions[index] is None))
                 offset += length
 
     async def _durable(self, sequence: int) -> None:
@@ -347,7 +345,6 @@ class Spool:
         self._refusing = self._refusing and self._disk_full
         if self.pending == 0:
             self._idle.set()
-        self._progress.set()
         self._finish_if_done(segment)
         if (segment is self._active and segment.done == segment.entries and self._reclaiming is None
                 and (segment.size >= RECLAIM_BYTES or self._disk_full)):
@@ -380,8 +377,7 @@ class Spool:
     async def quarantine(self, ref: Ref, body: bytes, reason: str) -> None:
         """Keep an entry the sink refused for good in its own file; never deleted by the bridge.
         Raises OSError (then the entry stays where it is)."""
-        entry = encode_entry(ref.key, body, ref.enqueued_unix_nano, ref.bucket, ref.partition, ref.trace_object,
-                             ref.awaits_events)
+        entry = encode_entry(ref.key, body, ref.enqueued_unix_nano, ref.bucket, ref.partition, ref.trace_object)
         name = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}{SEGMENT_SUFFIX}"
         await asyncio.to_thread(write_atomically, self.quarantine_dir / name, entry)
         self._quarantine_bytes += len(entry)
@@ -431,12 +427,6 @@ class Spool:
     async def wait_idle(self) -> None:
         await self._idle.wait()
 
-    async def wait_pending_at_most(self, allowed: Callable[[], int]) -> None:
-        """Until no more entries wait than `allowed()` (entries a writer holds back on purpose)."""
-        while self.pending > allowed():
-            self._progress.clear()
-            await self._progress.wait()
-
     async def close(self) -> None:
         """Seal the active segment; delete it when everything in it is uploaded."""
         if self._reclaiming is not None:
@@ -456,12 +446,11 @@ class Spool:
 
 
 def _headers(items: list[tuple[str, bytes, str | None]], now: int, partitions: list[str | None] | None,
-             trace_objects: bool, joins: list[str | None] | None) -> list[bytes]:
+             trace_objects: bool) -> list[bytes]:
     if not partitions:
         return [entry_header(key, body, now, bucket) for key, body, bucket in items]
-    return [entry_header(key, body, now, bucket, partition, trace_objects or partition is None,
-                         bool(joins and joins[index]))
-            for index, ((key, body, bucket), partition) in enumerate(zip(items, partitions))]
+    return [entry_header(key, body, now, bucket, partition, trace_objects or partition is None)
+            for (key, body, bucket), partition in zip(items, partitions)]
 
 
 def _sync_and_close(descriptors: list[int]) -> None:

@@ -2,8 +2,8 @@
 
 Entry: 4-byte magic, payload length, CRC-32 of the payload; payload = enqueue time (ns), bucket
 length, key length, bucket, key, body. An `OSB3` entry also says what to write: after the key
-length come the length of its lake partition and a flags byte (1: its own `trace` object; 2: GenAI
-event logs may still complete the record), and after the key the partition itself
+length come the length of its lake partition and a flags byte (1: its own `trace` object; 2, set
+by earlier versions, is ignored), and after the key the partition itself
 (`{prefix}/lake/dt=…/hour=…`: the folder of its `batch` layout file). `OSB2` entries (the trace
 object only) and `OSB1` ones (written before per-key buckets, no bucket) are still read. An
 incomplete or corrupt entry (a torn last write after a crash) ends the readable part of its file.
@@ -24,7 +24,6 @@ META = struct.Struct("<QHH")  # enqueue time (unix ns), bucket length, key lengt
 META_V1 = struct.Struct("<QH")  # enqueue time (unix ns), key length
 META_V3 = struct.Struct("<QHHHB")  # enqueue time (unix ns), bucket, key and partition lengths, flags
 TRACE_OBJECT = 1  # OSB3 flag: the entry is also written as its own `trace` layout object
-AWAITS_EVENTS = 2  # OSB3 flag: its GenAI event logs may still complete it (a join half was kept)
 MINIMUM = {MAGIC: META.size, MAGIC_V1: META_V1.size, MAGIC_V3: META_V3.size}
 SEGMENT_SUFFIX = ".seg"
 DONE_RECORD = struct.Struct("<Q")  # offset of an entry the sink has
@@ -40,7 +39,6 @@ class StoredEntry:
     body: bytes
     partition: str | None = None  # the lake partition of its `batch` file; None: no batch file
     trace_object: bool = True  # written as its own `trace` layout object
-    awaits_events: bool = False  # its GenAI event logs may still complete it
 
 
 class DamagedEntry(ValueError):
@@ -48,7 +46,7 @@ class DamagedEntry(ValueError):
 
 
 def entry_header(key: str, body: bytes, enqueued_unix_nano: int, bucket: str | None = None,
-                 partition: str | None = None, trace_object: bool = True, awaits_events: bool = False) -> bytes:
+                 partition: str | None = None, trace_object: bool = True) -> bytes:
     """Everything of an entry but its body (which follows it as is, never copied)."""
     key_bytes, bucket_bytes = key.encode(), (bucket or "").encode()
     if partition is None:
@@ -57,14 +55,14 @@ def entry_header(key: str, body: bytes, enqueued_unix_nano: int, bucket: str | N
         partition_bytes = partition.encode()
         magic = MAGIC_V3
         head = (META_V3.pack(enqueued_unix_nano, len(bucket_bytes), len(key_bytes), len(partition_bytes),
-                             (TRACE_OBJECT if trace_object else 0) | (AWAITS_EVENTS if awaits_events else 0))
+                             TRACE_OBJECT if trace_object else 0)
                 + bucket_bytes + key_bytes + partition_bytes)
     return PREFIX.pack(magic, len(head) + len(body), zlib.crc32(body, zlib.crc32(head))) + head
 
 
 def encode_entry(key: str, body: bytes, enqueued_unix_nano: int, bucket: str | None = None,
-                 partition: str | None = None, trace_object: bool = True, awaits_events: bool = False) -> bytes:
-    return entry_header(key, body, enqueued_unix_nano, bucket, partition, trace_object, awaits_events) + body
+                 partition: str | None = None, trace_object: bool = True) -> bytes:
+    return entry_header(key, body, enqueued_unix_nano, bucket, partition, trace_object) + body
 
 
 def _decode_payload(magic: bytes, payload: bytes, offset: int = 0, length: int = 0) -> StoredEntry:
@@ -84,8 +82,7 @@ def _decode_payload(magic: bytes, payload: bytes, offset: int = 0, length: int =
         trace_object = bool(flags & TRACE_OBJECT)
         key = payload[start:start + key_length].decode(errors="replace")
         body = payload[start + key_length + partition_length:]
-        return StoredEntry(offset, length, key, bucket or None, enqueued, body, partition, trace_object,
-                           bool(flags & AWAITS_EVENTS))
+        return StoredEntry(offset, length, key, bucket or None, enqueued, body, partition, trace_object)
     key = payload[start:start + key_length].decode(errors="replace")
     return StoredEntry(offset, length, key, bucket or None, enqueued, payload[start + key_length:], partition,
                        trace_object)

@@ -35,7 +35,6 @@ class Ref:
     join: str | None = None  # the join store's name of the call whose record this is (this run only)
     partition: str | None = None  # its lake partition, when it goes into a `batch` file
     trace_object: bool = True  # written as its own `trace` layout object
-    awaits_events: bool = False  # GenAI event logs may still complete it (kept in the spool across runs)
     finished: bool = False  # uploaded, quarantined or superseded
 
 

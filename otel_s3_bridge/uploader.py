@@ -185,14 +185,11 @@ class Uploader:
         log.error("%s", message, exc_info=error)
 
     async def drain(self, timeout_seconds: float) -> bool:
-        """Wait until every spooled entry is uploaded (or quarantined), at most `timeout_seconds`;
-        entries the batch writer holds back on purpose stay for the next start."""
+        """Wait until every spooled entry is uploaded (or quarantined), at most `timeout_seconds`."""
         try:
-            if self._batches is None:
-                await asyncio.wait_for(self._spool.wait_idle(), timeout_seconds)
-            else:
+            if self._batches is not None:
                 await self._batches.drain()
-                await asyncio.wait_for(self._spool.wait_pending_at_most(lambda: self._batches.held), timeout_seconds)
+            await asyncio.wait_for(self._spool.wait_idle(), timeout_seconds)
             return True
         except TimeoutError:
             return False

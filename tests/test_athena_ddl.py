@@ -38,5 +38,18 @@ def test_the_trace_table_has_the_record_fields(schema):  # noqa: F811
     assert [name for name, _ in columns] == [field.name for field in schema.TraceRecord.DESCRIPTOR.fields]
     kinds = dict(columns)
     assert kinds["input_tokens"] == "bigint" and kinds["cost"] == "double"
-    assert kinds["ingest"] == "struct<received_at:string,key_name:string,transport:string>"
+    assert kinds["ingest"] == "struct<received_at:string,key_name:string,transport:string,completed_at:string>"
     assert "'storage.location.template' = 's3://my-llm-traces/openrouter-traces/${dt}/'" in sql
+
+
+def test_the_view_keeps_the_newest_version_of_each_call_as_the_bridge_does():
+    """llm_calls ranks the versions of a call by the bridge's own rule (lake.NEWEST_FIRST over
+    lake.IDENTITY, within the partition every version of a call shares) and shows every column."""
+    sql = (ATHENA / "batch-layout.sql").read_text()
+    view = sql.split("CREATE OR REPLACE VIEW llm_calls AS", 1)[1].split(";", 1)[0]
+    selected = re.findall(r'"([a-z_]+)"', view.split("FROM (", 1)[0])
+    assert selected == [*lake.SCHEMA.names, "dt", "hour"]
+    ranking = re.search(r"PARTITION BY ([^\n]+)\s+ORDER BY ([^\n]+)\)", view)
+    assert ranking.group(1).split(", ") == ["dt", "hour", *lake.IDENTITY]
+    assert ranking.group(2).strip() == lake.NEWEST_FIRST
+    assert "WHERE version_rank = 1" in view and "FROM llm_traces" in view

@@ -22,7 +22,8 @@ from conftest import BridgeProcess, Proxy, S3Bridge, eventually, list_keys, new_
 from otel_s3_bridge import lake
 from otel_s3_bridge.sample import sample_delivery
 from test_durability import FAST_RETRIES, Load, post_all, restart
-from test_genai_events import call_span, ids, logs_request, message_events, post_logs, post_spans
+from otlp_builders import request
+from test_genai_events import QUESTION, call_span, ids, logs_request, message_events, post_logs, post_spans
 
 LAKE = "openrouter-traces/lake/"
 
@@ -234,28 +235,68 @@ def test_a_refused_file_is_quarantined_and_spool_retry_writes_it(moto, s3, proxy
         assert restarted.stop() == 0
 
 
-def test_a_record_awaiting_its_genai_events_is_written_once_completed(moto, s3, proxy, tmp_path):
-    """A span without content keeps its row back until its event logs could come (the join window):
-    the file holds the completed record, once, while the trace object is completed in place."""
+def _query(moto, bucket: str, sql: str) -> list[dict]:
+    """`otel-s3-bridge query SQL` over the bucket, as a user runs it: its rows."""
+    done = subprocess.run([sys.executable, "-m", "otel_s3_bridge", "query", sql, "--format", "json", "--since", "2d",
+                           "--bucket", bucket, "--endpoint-url", moto.url], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return orjson.loads(done.stdout)["rows"]
+
+
+def test_a_call_without_content_is_in_a_file_at_the_next_flush_and_completed_at_the_one_after(moto, s3, proxy,
+                                                                                              tmp_path):
+    """A span without content (openai-v2's default) is in a file at the next flush, not after the
+    join window (600 s by default); its events, arriving later, make a completed version at the
+    flush after, and every reader sees that one alone."""
     bucket = new_bucket(s3)
     proxy.start()
-    bridge = S3Bridge(proxy, bucket, tmp_path / "bridge.log",
-                      ["--layout", "both", "--batch-max-age-seconds", "1", "--join-window-seconds", "4"])
+    bridge = S3Bridge(proxy, bucket, tmp_path / "bridge.log", ["--layout", "batch", "--batch-max-age-seconds", "1"])
     try:
         trace_id, span_id = ids()
         start = time.time_ns()
         assert post_spans(bridge, call_span(trace_id, span_id, start)).status_code == 200
-        eventually(lambda: list_keys(s3, bucket), 30, lambda: bridge.log)  # the trace object
-        time.sleep(1.5)  # longer than --batch-max-age-seconds: the row is held back, not in a file
-        assert list_keys(s3, bucket, LAKE) == []
+        eventually(lambda: list_keys(s3, bucket, LAKE), 30, lambda: bridge.log)  # no wait for the join window
+        sql = f"SELECT span_id, prompt, completion, ingest_completed_at FROM records WHERE span_id = '{span_id}'"
+        [first] = _query(moto, bucket, sql)
+        assert first["prompt"] is None and first["ingest_completed_at"] is None
+
         assert post_logs(bridge, logs_request(*message_events(trace_id, span_id, start))).status_code == 200
-        eventually(lambda: list_keys(s3, bucket, LAKE), 30, lambda: bridge.log)
+        eventually(lambda: len(list_keys(s3, bucket, LAKE)) == 2, 30, lambda: bridge.log)
         bridge.wait_until_uploaded()
         rows = [row for rows in lake_rows(s3, bucket).values() for row in rows]
-        assert len(rows) == 1 and rows[0]["span_id"] == span_id
-        assert rows[0]["prompt"] is not None and rows[0]["completion"] is not None
+        assert len(rows) == 2 and {row["span_id"] for row in rows} == {span_id}  # both versions, in two files
+        [newest] = _query(moto, bucket, sql)  # the completed one alone
+        assert orjson.loads(newest["prompt"])[-1]["content"] == QUESTION and newest["ingest_completed_at"]
+        assert _query(moto, bucket, "SELECT count(*) AS calls FROM records") == [{"calls": 1}]
     finally:
         assert bridge.stop() == 0
+
+
+def test_a_resent_export_is_one_row_to_every_reader(moto, s3, proxy, tmp_path):
+    """A client whose answer was lost sends the export again after its first copy was flushed into
+    a file: the raw files hold each call twice, `query` and `report` once."""
+    bucket = new_bucket(s3)
+    proxy.start()
+    bridge = S3Bridge(proxy, bucket, tmp_path / "bridge.log", ["--layout", "batch", "--batch-max-age-seconds", "1"])
+    try:
+        export = orjson.dumps(request(*(call_span(*ids(), time.time_ns()) for _ in range(5))))
+        assert bridge.post(export).status_code == 200
+        eventually(lambda: list_keys(s3, bucket, LAKE), 30, lambda: bridge.log)
+        assert bridge.post(export).status_code == 200  # the same export again
+        eventually(lambda: len(list_keys(s3, bucket, LAKE)) == 2, 30, lambda: bridge.log)
+        bridge.wait_until_uploaded()
+    finally:
+        assert bridge.stop() == 0
+    assert sum(len(rows) for rows in lake_rows(s3, bucket).values()) == 10
+    twice = "SELECT trace_id, span_id, count(*) AS n FROM records GROUP BY 1, 2 HAVING count(*) > 1"
+    assert _query(moto, bucket, twice) == []
+    assert _query(moto, bucket, "SELECT count(*) AS calls FROM records") == [{"calls": 5}]
+    report = subprocess.run([sys.executable, "-m", "otel_s3_bridge", "report", "--since", "2d", "--format", "json",
+                             "--bucket", bucket, "--endpoint-url", moto.url], capture_output=True, text=True,
+                            timeout=120)
+    assert orjson.loads(report.stdout)["rows"][0]["calls"] == 5
+    # gpt-4o-mini-2024-07-18, 22 input and 7 output tokens each: $0.15 and $0.60 per million
+    assert orjson.loads(report.stdout)["rows"][0]["cost"] == pytest.approx(5 * (22 * 0.15 + 7 * 0.60) / 1e6)
 
 
 def test_batch_layout_in_the_local_directory_and_report_reads_it(tmp_path):

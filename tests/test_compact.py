@@ -8,11 +8,17 @@ from __future__ import annotations
 import io
 import json
 import time
+import uuid
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import requests
 
-from conftest import BridgeProcess, list_keys
+from conftest import BridgeProcess, S3Bridge, list_keys, new_bucket
+from otel_s3_bridge import lake
+from otlp_builders import request, span
+from test_conventions import CONVENTIONS
+from test_genai_events import call_span
 from test_report import _calls, _check_report, _cli, _export, stored_in_a_bucket, stored_locally
 
 
@@ -126,3 +132,74 @@ def test_compact_again_as_objects_arrive_and_beside_the_bridges_batch_files(tmp_
         bridge_files
     _check_report(_cli("report", "--from", day, "--to", day, "--by", "model", "--format", "json", *where),
                   first + second + third)
+
+
+MIXED_DAY = "2026-09-21"  # the golden requests' day (tests/data/conventions)
+
+
+def _mixed_exports() -> list[bytes]:
+    """One export per convention's golden request, an OpenInference call with `input.value` /
+    `output.value`, and an openai-v2 call without content: a day of every convention, with and
+    without prompts, all in one hour."""
+    exports = [path.read_bytes() for path in sorted(CONVENTIONS.glob("*.request.json"))]
+    start = 1_790_000_000 * 10 ** 9 + 7 * 10 ** 9
+    trace = uuid.uuid4().hex
+    exports.append(json.dumps(request(span(trace, trace[:16], "ChatCompletion", {
+        "openinference.span.kind": "LLM", "llm.model_name": "claude-sonnet-4-5", "llm.provider": "anthropic",
+        "llm.token_count.prompt": 2000, "llm.token_count.completion": 1000, "input.value": "What is 2 + 2?",
+        "output.value": "4"}, start=start))).encode())
+    trace = uuid.uuid4().hex
+    exports.append(json.dumps(request(call_span(trace, trace[:16], start + 10 ** 9))).encode())
+    return exports
+
+
+def _store_apart(moto, s3, tmp_path, *layout: str) -> str:
+    """A real bridge stores the exports one by one, each flushed before the next (so the batch
+    layout writes one file per export, several in one hour); returns the bucket."""
+    bucket = new_bucket(s3)
+    bridge = S3Bridge(moto, bucket, tmp_path / f"bridge{len(layout)}.log",
+                      ["--batch-max-age-seconds", "1", "--spool-dir", str(tmp_path / f"spool{len(layout)}"), *layout])
+    try:
+        for body in _mixed_exports():
+            assert bridge.post(body, key="sdk").status_code == 200
+            bridge.wait_until_uploaded()
+    finally:
+        assert bridge.stop() == 0
+    return bucket
+
+
+def _totals(moto, bucket: str) -> list[dict]:
+    result = _cli("report", "--by", "model,provider", "--format", "json", "--from", MIXED_DAY, "--to", MIXED_DAY,
+                  "--bucket", bucket, "--endpoint-url", moto.url)
+    assert result.returncode == 0, result.stderr
+    return sorted(json.loads(result.stdout)["rows"], key=lambda row: (row["model"] or "", row["provider"] or ""))
+
+
+def _parquet_schemas(s3, bucket: str) -> dict[str, pa.Schema]:
+    return {key: pq.read_schema(io.BytesIO(s3.get_object(Bucket=bucket, Key=key)["Body"].read()))
+            for key in list_keys(s3, bucket, "openrouter-traces/lake/") if key.endswith(".parquet")}
+
+
+def test_a_day_of_every_convention_with_and_without_content_compacts_in_either_layout(moto, s3, tmp_path):
+    """Batch files in one hour holding calls with prompts beside calls without (where `compact`
+    used to crash: 'array_take' has no kernel matching (string, null)), and the same day as trace
+    objects: `compact` succeeds, every file has the one schema of the DDL whatever its records hold,
+    and `report` gives the same totals before and after, in both layouts alike."""
+    lake_bucket = _store_apart(moto, s3, tmp_path, "--layout", "batch")
+    objects_bucket = _store_apart(moto, s3, tmp_path)
+    before = _totals(moto, lake_bucket)
+    assert before == _totals(moto, objects_bucket)
+    llm_records = sum(1 for path in CONVENTIONS.glob("*.expected.json")
+                      for record in json.loads(path.read_bytes()) if record["source"] != "otlp") + 2
+    assert sum(row["calls"] for row in before) == llm_records
+    assert any(row["cost"] for row in before)
+    for bucket in (lake_bucket, objects_bucket):
+        for _ in range(2):  # and again: nothing changes
+            done = _cli("compact", "--date", MIXED_DAY, "--bucket", bucket, "--endpoint-url", moto.url)
+            assert done.returncode == 0, done.stderr
+            assert _totals(moto, bucket) == before
+        schemas = _parquet_schemas(s3, bucket)
+        assert schemas and all(schema.equals(lake.SCHEMA, check_metadata=False) for schema in schemas.values()), \
+            {key: schema for key, schema in schemas.items() if not schema.equals(lake.SCHEMA, check_metadata=False)}
+    assert len(_parquet_schemas(s3, lake_bucket)) >= len(_mixed_exports()) - 1  # several files in the hour
+    assert all(key.rsplit("/", 1)[1].startswith("compact-") for key in _parquet_schemas(s3, objects_bucket))

@@ -75,7 +75,10 @@ def _assert_genai_record(s3, bucket: str, spans: list, conversation: str, transp
     assert record["provider"] == "openai" and record["model_author"] == "openai"
     assert (record["input_tokens"], record["output_tokens"], record["total_tokens"]) == (120, 42, 162)
     assert record["cached_tokens"] == 100
-    assert record["reasoning_tokens"] is None and record["cost"] is None  # never invented
+    assert record["reasoning_tokens"] is None
+    # No cost sent: estimated from gpt-4o-mini's published $0.15 / $0.075 cached / $0.60 per million tokens.
+    assert record["cost_source"] == "estimated"
+    assert record["cost"] == pytest.approx((20 * 0.15 + 100 * 0.075 + 42 * 0.60) / 1e6)
     assert record["session_id"] == conversation and record["customer_id"] == "customer-9"
     assert record["finish_reason"] == "stop"
     assert record["time_to_first_token_ms"] == 250.0

@@ -24,7 +24,7 @@ from otel_s3_bridge.otlp import parse_json
 from test_schema import schema  # noqa: F401  (the compiled .proto, a fixture)
 
 FLATTENED = {"ingest", "scope"}  # small nested messages become `<name>_<field>` columns
-TIMESTAMPS = {"timestamp", "ingest_received_at"}  # RFC 3339 strings in the record
+TIMESTAMPS = {"timestamp", "ingest_received_at", "ingest_completed_at"}  # RFC 3339 strings in the record
 
 
 def _records() -> list[dict]:

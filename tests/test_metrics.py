@@ -19,6 +19,7 @@ import uuid
 import grpc
 import orjson
 import promql_parser
+import pytest
 import requests
 from conftest import (ROOT, TOKENS, BridgeProcess, Proxy, S3Bridge, eventually, free_port, list_keys, new_bucket,
                       stored_keys)
@@ -120,12 +121,18 @@ def test_metrics_count_what_was_sent(moto, s3, tmp_path):
             ("otel_s3_bridge_llm_tokens_total", {"model": "gpt-4o", "provider": "openai", "kind": "reasoning"}, 5),
             ("otel_s3_bridge_llm_tokens_total", {"model": "claude-sonnet-4", "provider": "anthropic",
                                                  "kind": "input"}, 7),
-            ("otel_s3_bridge_llm_cost_usd_total", {"model": "claude-sonnet-4", "provider": "anthropic"}, 0.0125),
+            ("otel_s3_bridge_llm_cost_usd_total", {"model": "claude-sonnet-4", "provider": "anthropic",
+                                                   "source": "reported"}, 0.0125),
             ("otel_s3_bridge_spool_entries", {}, 0),
             ("otel_s3_bridge_quarantined_entries", {}, 0),
         ]
         for name, labels, value in expected:
             assert _value(scrape, name, **labels) == value, (name, labels, _value(scrape, name, **labels))
+        # The gpt-4o calls report no cost: estimated at OpenAI's published $2.50 input, $1.25 cached
+        # input and $10 output per million tokens (reasoning tokens are output tokens).
+        estimated = ((60 * 2.5 + 40 * 1.25 + 20 * 10) + 50 * 2.5 + (10 * 2.5 + 2 * 10)) / 1e6
+        assert _value(scrape, "otel_s3_bridge_llm_cost_usd_total", model="gpt-4o", provider="openai",
+                      source="estimated") == pytest.approx(estimated)
         assert _value(scrape, "otel_s3_bridge_upload_failures_total", retryable="true") == 0
         assert _value(scrape, "otel_s3_bridge_last_upload_success_timestamp_seconds") > 0
         assert _value(scrape, "otel_s3_bridge_spool_max_bytes") == 1024 ** 3

@@ -33,16 +33,15 @@ def test_entries_round_trip_and_a_torn_tail_is_reported():
 
 
 def test_batch_layout_entries_carry_their_partition_and_flags():
-    data = (encode_entry("a.json", b"{}", 5, "b1", "p/lake/dt=2026-01-02/hour=03", trace_object=False,
-                         awaits_events=True)
+    data = (encode_entry("a.json", b"{}", 5, "b1", "p/lake/dt=2026-01-02/hour=03", trace_object=False)
             + encode_entry("c.json", b"[]", 6, None, "p/lake/dt=2026-01-02/hour=04")
             + encode_entry("d.json", b"1", 7))
     entries, end, problem = read_entries(data)
     assert end == len(data) and problem is None
-    assert [(e.key, e.bucket, e.body, e.partition, e.trace_object, e.awaits_events) for e in entries] == [
-        ("a.json", "b1", b"{}", "p/lake/dt=2026-01-02/hour=03", False, True),
-        ("c.json", None, b"[]", "p/lake/dt=2026-01-02/hour=04", True, False),
-        ("d.json", None, b"1", None, True, False)]
+    assert [(e.key, e.bucket, e.body, e.partition, e.trace_object) for e in entries] == [
+        ("a.json", "b1", b"{}", "p/lake/dt=2026-01-02/hour=03", False),
+        ("c.json", None, b"[]", "p/lake/dt=2026-01-02/hour=04", True),
+        ("d.json", None, b"1", None, True)]
     assert data[:4] == b"OSB3" and data[-len(encode_entry("d.json", b"1", 7)):][:4] == b"OSB2"
 
 

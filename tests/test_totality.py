@@ -316,7 +316,7 @@ def test_logs_of_any_shape_join_any_span_into_storable_records(document, group):
         events = [event.as_span_event() for event in parsed.events]
         for record in decode(group, key_name="k", transport="t", received_at_unix_nano=NOW).records:
             stored = orjson.loads(encode_json(record))  # as the join store keeps it
-            key, stored = completed_object("k", stored, events)
+            key, stored = completed_object("k", stored, events, NOW)
             assert key == "k" and orjson.loads(stored)["span_id"] == record["span_id"]
 
 

@@ -33,6 +33,7 @@ CREATE EXTERNAL TABLE IF NOT EXISTS llm_traces_json (
   `input_cost` double,
   `output_cost` double,
   `cost` double,
+  `cost_source` string,
   `session_id` string,
   `customer_id` string,
   `api_key_name` string,
@@ -51,7 +52,7 @@ CREATE EXTERNAL TABLE IF NOT EXISTS llm_traces_json (
   `resource` string,
   `scope` struct<name:string,version:string>,
   `source` string,
-  `ingest` struct<received_at:string,key_name:string,transport:string>
+  `ingest` struct<received_at:string,key_name:string,transport:string,completed_at:string>
 )
 PARTITIONED BY (`dt` string)
 ROW FORMAT SERDE 'org.openx.data.jsonserde.JsonSerDe'
