@@ -71,6 +71,7 @@ def write_report(results: dict, path: Path) -> None:
         f"{verdict(decode_batch['parse_ratio'] >= 15)} for small GenAI spans |",
         *_batch_targets(results, verdict),
         *_put_targets(results, verdict),
+        *_answers_targets(results, verdict),
         f"| `--workers 2`: CPU per delivery does not grow (within 10 %, the run-to-run spread here) "
         f"| 1 worker {_f(e2e['cpu_ms_per_delivery'], 3)} ms, 2 workers {_f(e2e_w2['cpu_ms_per_delivery'], 3)} ms "
         f"| {verdict(e2e_w2['cpu_ms_per_delivery'] <= e2e['cpu_ms_per_delivery'] * 1.1)} |",
@@ -184,6 +185,8 @@ def write_report(results: dict, path: Path) -> None:
         lines += _batch_section(results)
     if "put_paths" in results:
         lines += _put_section(results)
+    if "answers" in results:
+        lines += _answers_section(results)
     analysis = HERE / "analysis.md"
     if analysis.exists():
         lines += [analysis.read_text().rstrip(), ""]
@@ -230,6 +233,56 @@ def _put_targets(results: dict, verdict) -> list[str]:
         f"| {_f(new['deliveries_per_second'], 0)} against {_f(old['deliveries_per_second'], 0)} "
         f"({_f(new['deliveries_per_second'] / old['deliveries_per_second'], 2)}×) "
         f"| {verdict(new['deliveries_per_second'] >= 2 * old['deliveries_per_second'])} |",
+    ]
+
+
+JOIN, CONTENT = "without content (a join half each)", "with content on the span"
+
+
+def _answers_targets(results: dict, verdict) -> list[str]:
+    if "answers" not in results:
+        return []
+    join = results["answers"]["join"]
+    without, carrying = _ingest(results, "100 spans, HTTP/protobuf"), \
+        _ingest(results, "100 spans with content on the span, HTTP/protobuf")
+    return [
+        f"| a GenAI span without content (its join half kept) costs no more than one carrying its content, "
+        f"100-span protobuf batches | HTTP: {_f(without['cpu_us_per_span'])} against "
+        f"{_f(carrying['cpu_us_per_span'])} µs/span; in-process: {_f(join[JOIN]['cpu_us_per_span'])} against "
+        f"{_f(join[CONTENT]['cpu_us_per_span'])} µs/span "
+        f"| {verdict(without['cpu_us_per_span'] <= carrying['cpu_us_per_span'] and join[JOIN]['cpu_us_per_span'] <= join[CONTENT]['cpu_us_per_span'])} |",
+    ]
+
+
+def _answers_section(results: dict) -> list[str]:
+    answers = results["answers"]
+    join = answers["join"]
+    without, carrying = _ingest(results, "100 spans, HTTP/protobuf"), \
+        _ingest(results, "100 spans with content on the span, HTTP/protobuf")
+    return [
+        "## 10. The answers: join halves, prices, one row per call",
+        "",
+        "`python -m bench.answers_bench` (in-process: the ingest path `Ingestor.export` with a real spool and "
+        "join store, no HTTP and no uploads, 16 exports at a time, "
+        f"{answers['exports']} exports of {answers['spans_per_export']} spans a run; CPU of the whole process, "
+        "every thread), beside section 2's HTTP rows (wrk, the bridge as its own process, uploads parked):",
+        "",
+        "| 100-span protobuf batches | in-process µs/span | HTTP µs/span (section 2) |",
+        "|---|---|---|",
+        f"| GenAI spans without content: each keeps a half in the join store | {_f(join[JOIN]['cpu_us_per_span'])} "
+        f"({' / '.join(_f(v) for v in join[JOIN]['runs'])}) | {_f(without['cpu_us_per_span'])} |",
+        f"| the same spans carrying their prompt and completion: no half | {_f(join[CONTENT]['cpu_us_per_span'])} "
+        f"({' / '.join(_f(v) for v in join[CONTENT]['runs'])}) | {_f(carrying['cpu_us_per_span'])} |",
+        f"| the join store alone (`JoinStore.put_spans`) | "
+        f"{_f(join['join store alone (put_spans, 100 halves an export)']['cpu_us_per_span'], 2)} | |",
+        "",
+        f"- Pricing a call that reports no cost (`pricing.price_record`, genai-prices' table): "
+        f"{_f(answers['pricing_us_per_call'], 2)} µs ({' / '.join(_f(v, 2) for v in answers['pricing_runs'])}).",
+        f"- Keeping the newest version of each call over a million rows of `report`'s columns "
+        f"(`lake_read.newest_versions`, DuckDB): {_f(answers['dedupe_seconds_per_million'], 2)} s "
+        f"({' / '.join(_f(v, 2) for v in answers['dedupe_runs'])}); section 8's `report` over a million records "
+        "includes it.",
+        "",
     ]
 
 

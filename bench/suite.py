@@ -358,6 +358,13 @@ def measure_metrics(runs: int) -> list[dict]:
             for index in range(len(results[0]))]
 
 
+def measure_answers(runs: int) -> dict:
+    """bench.answers_bench: join halves against spans with content, pricing per call, dedupe."""
+    done = subprocess.run([sys.executable, "-m", "bench.answers_bench", "--runs", str(max(runs, 5))], check=True,
+                          cwd=ROOT, capture_output=True, text=True)
+    return json.loads(done.stdout)
+
+
 def machine() -> dict:
     model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                   if line.startswith("model name")), platform.processor())
@@ -382,6 +389,8 @@ def main() -> None:
         results["decode"] = measure_decode(args.runs)
         step("metrics cost")
         results["metrics"] = measure_metrics(args.runs)
+        step("the answers: join halves against content, pricing, counting once")
+        results["answers"] = measure_answers(args.runs)
         step("machine ceiling: bare aiobotocore PUT loop")
         results["bare_put"] = measure_bare_put(scratch, runs=args.runs)
         step("the write paths side by side")

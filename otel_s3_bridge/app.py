@@ -164,7 +164,7 @@ class Bridge:
             if self.tls is not None:
                 self.tls.reload_if_changed()
             self.publish_state()
-            unmatched = await asyncio.to_thread(self.join.expire_if_due)
+            unmatched = self.join.expire_if_due()
             if unmatched:
                 log.info("join store: GenAI events of %d span(s) expired without their span (a span that was not "
                          "an LLM call, or never sent)", unmatched)

@@ -121,9 +121,7 @@ class Ingestor:
         self._config = config
         self._prices = prices
         self._join = join
-        # Exports that keep or complete a join half write their entries to the spool one at a time,
-        # in the order their halves met: a completed body must be queued after the body it completes.
-        self._join_order = asyncio.Lock()
+        self._join_order = JoinOrder()
         self._sink = sink
         self._spool = spool
         self._pool = pool or DecodePool(0)
@@ -168,7 +166,7 @@ class Ingestor:
         prepared = await self._prepare(body, context, reservation)
         rejected, problems = prepared.rejected_spans, list(prepared.problems)
         joins = signal == LOGS or bool(prepared.halves and self._join is not None)
-        in_order = _HeldUntilWritten(self._join_order if joins else None)
+        in_order = _HeldUntilWritten(self._join_order if joins else None, alone=signal == LOGS)
         async with in_order:
             if signal == LOGS:
                 items = await self._completed_by_events(prepared, principal, reservation)
@@ -200,17 +198,18 @@ class Ingestor:
         if not prepared.halves or self._join is None:
             return
         try:
-            found = await asyncio.to_thread(self._join.put_spans, principal.name, principal.bucket, prepared.halves)
+            found = await self._join.put_spans(principal.name, principal.bucket, prepared.halves)
         except OSError as error:
             self._join_failed(error)
             return  # the records are stored as they are; their events will find nothing to complete
         for half in prepared.halves:
-            item = items[half.index]._replace(join=self._join.name(principal.name, half.pair))
+            name = self._join.name(principal.name, half.pair)
             if half.index in found:
                 events, completed_at = found[half.index]
-                item = item._replace(body=completed_object(half.key, orjson.loads(half.document), events,
-                                                           completed_at)[1])
-            items[half.index] = item
+                body = completed_object(half.key, orjson.loads(half.document), events, completed_at)[1]
+                items[half.index] = items[half.index]._replace(body=body, join=name)
+            else:
+                items[half.index] = items[half.index]._replace(join=name)
 
     async def _completed_by_events(self, prepared: PreparedExport, principal: Principal,
                                    reservation: Reservation) -> list[Item]:
@@ -220,7 +219,7 @@ class Ingestor:
         if self._join is None:
             raise Unavailable("this bridge keeps no join store; GenAI event logs cannot be taken")
         try:
-            completed = await asyncio.to_thread(self._join.put_events, principal.name, prepared.events)
+            completed = await self._join.put_events(principal.name, prepared.events)
         except JoinFull as full:
             raise Unavailable(f"{full}; retry later") from None
         except OSError as error:
@@ -244,7 +243,7 @@ class Ingestor:
         join store has for it (another process may have received them), else `body` as spooled."""
         if self._join is None:
             return body
-        latest = self._join.latest(join_name)  # a few system calls: not worth a thread
+        latest = self._join.latest(join_name)
         if latest is None:
             return body
         half, events, completed_at = latest
@@ -325,24 +324,70 @@ class Ingestor:
             log.error("unexpected failure while storing objects", exc_info=failure)
 
 
-class _HeldUntilWritten:
-    """Holds `lock` (when given) from entering until `release` (the export's entries are written
-    to the spool, in order; their fsync is shared with other exports) or until leaving."""
+class JoinOrder:
+    """The order in which exports that keep or complete join halves reach the spool: a completed
+    body must be queued after the body it completes. Trace exports, which keep span halves (and
+    complete a record only with events already kept), go side by side, so that they share the
+    spool's fsyncs; a logs export, which completes records kept before it, goes alone: after
+    every trace export that came before it has written its entries, and before any that comes
+    after it (which then waits: no logs export waits behind an endless stream of trace exports).
+    Held from entering until the export's entries are written to the spool (`release`, not
+    their fsync), or until leaving."""
 
-    def __init__(self, lock: asyncio.Lock | None) -> None:
-        self._lock = lock
+    def __init__(self) -> None:
+        self._sharing = 0  # trace exports inside
+        self._alone = False  # a logs export inside
+        self._alone_waiting = 0
+        self._waiters: list[asyncio.Future] = []
+
+    def _may_enter(self, alone: bool) -> bool:
+        if alone:
+            return not self._alone and not self._sharing
+        return not self._alone and not self._alone_waiting
+
+    async def acquire(self, *, alone: bool) -> None:
+        while not self._may_enter(alone):
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            self._alone_waiting += alone
+            try:
+                await waiter
+            finally:
+                self._alone_waiting -= alone
+        if alone:
+            self._alone = True
+        else:
+            self._sharing += 1
+
+    def release(self, *, alone: bool) -> None:
+        if alone:
+            self._alone = False
+        else:
+            self._sharing -= 1
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+
+class _HeldUntilWritten:
+    """Holds the join order (when given) from entering until `release` or until leaving."""
+
+    def __init__(self, order: JoinOrder | None, *, alone: bool) -> None:
+        self._order = order
+        self._alone = alone
         self._held = False
 
     async def __aenter__(self) -> _HeldUntilWritten:
-        if self._lock is not None:
-            await self._lock.acquire()
+        if self._order is not None:
+            await self._order.acquire(alone=self._alone)
             self._held = True
         return self
 
     def release(self) -> None:
         if self._held:
             self._held = False
-            self._lock.release()
+            self._order.release(alone=self._alone)
 
     async def __aexit__(self, *exc_info) -> None:
         self.release()

@@ -13,29 +13,32 @@ of time (a tenth of the window, at most a minute), written by every process:
 `owner` is a digest of the key name that sent them: a key can only complete its own records.
 Each process keeps an index (name -> where its halves are) of every line of the live files, and
 reads what other processes appended before it looks anything up. An export's halves cost one
-`write` and one `fdatasync`, whatever their number (a link per call before: the per-span cost of
-a span without content was 1.7x that of a span carrying it); a line is appended and the others'
-lines read under an exclusive `flock` on the directory, so two processes cannot both miss each
-other. A line torn by a crash is never read as a half (every reader stops at the last newline,
+`write` and a share of one `fdatasync` (exports side by side share them), whatever their number
+(before: a symbolic link per call, and a span without content cost 1.7x a span carrying it); a
+line is appended and the others' lines read under an exclusive `flock` on the directory, so two
+processes cannot both miss each other. A line torn by a crash is never read as a half (every reader stops at the last newline,
 and the next writer ends the torn line first). Whichever half arrives second finds the first, and
 the caller stores the completed record under the record's own key (an overwrite); `latest` tells
 an uploader what a record's object must hold now, whichever process received which half. The
 halves wait `--join-window-seconds` (up to a slice more); then their file is deleted (events that
 never met their span are counted: they belonged to no LLM call the bridge stored). Bytes on disk
-are bounded by `--join-max-bytes`. Blocking file I/O: call from a thread (`latest` is a few
-system calls: the loop may call it). Must not decode, encode or upload.
+are bounded by `--join-max-bytes`. Runs in the event loop: appends and reads hit the page cache,
+and what may wait (an fdatasync, a `flock` another worker holds) goes to a thread. (Keeping halves
+in a thread instead cost the loop about 15 µs a span in GIL contention, measured with
+bench/join_bench.py.) Must not decode, encode or upload.
 """
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
+import functools
 import hashlib
 import logging
 import os
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +56,8 @@ EXPIRE_EVERY_MAX_SECONDS = 30.0
 # A file outlives its window by this much, so that a half found just before it expires can still be read.
 GRACE_SECONDS = 60.0
 READ_CHUNK = 4 * 1024 * 1024  # bytes of other processes' lines read at a time
+THREAD_WRITE_BYTES = 256 * 1024  # appends larger than this are written off the event loop
+HALVES_AT_ONCE = 1000  # halves kept in one go (~5 ms of the loop); a larger export in parts
 
 # Where a half is: (slice, offset of its JSON, length of its JSON, when it was received).
 Place = tuple[int, int, int, int]
@@ -62,6 +67,7 @@ class JoinFull(Exception):
     """The store holds `--join-max-bytes` already; it empties as halves expire."""
 
 
+@functools.lru_cache(maxsize=1024)  # key names are the configured keys': few
 def _owner(key_name: str | None) -> str:
     return hashlib.sha256((key_name or "").encode("utf-8", "surrogateescape")).hexdigest()[:12]
 
@@ -82,15 +88,21 @@ class _Call:
 
 
 class _Slice:
-    """One file of halves: its descriptor, and how far this process has read it."""
+    """One file of halves: its descriptor, how far this process has read it, and which of this
+    process's appends to it are on disk."""
 
-    __slots__ = ("number", "fd", "read_to", "names")
+    __slots__ = ("number", "fd", "read_to", "names", "appended", "synced", "syncing", "created", "appending")
 
-    def __init__(self, number: int, fd: int) -> None:
+    def __init__(self, number: int, fd: int, *, created: bool) -> None:
         self.number = number
         self.fd = fd
         self.read_to = 0  # every line before this offset is in the index
         self.names: list[str] = []  # calls with a half in it (to forget them when it expires)
+        self.appended = 0  # appends this process made to it, counted
+        self.synced = 0  # of those, how many an fdatasync covers
+        self.syncing: asyncio.Future | None = None
+        self.created = created  # this process may have made the file: its name is made durable too
+        self.appending = False  # this process is appending to it in a thread
 
 
 class JoinStore:
@@ -105,22 +117,19 @@ class JoinStore:
         self._expired_at = 0.0
         self._calls: dict[str, _Call] = {}
         self._slices: dict[int, _Slice] = {}
-        self._created: set[int] = set()  # slices whose file this process made durable
-        self._mutex = threading.Lock()  # the index and descriptors, between this process's threads
 
     def open(self) -> None:
         """Index what an earlier run (or another worker) left, and delete what has expired."""
         if self.directory.is_dir():
-            with self._mutex:
-                for entry in os.scandir(self.directory):
-                    number = self._slice_number(entry.name)
-                    if number is not None:
-                        self._slice(number, create=False)
-                    else:
-                        log.info("join store: %s is not one of its files (an earlier version's?); deleting it",
-                                 entry.name)
-                        _remove(entry.path)
-                self._catch_up(discover=False)
+            for entry in os.scandir(self.directory):
+                number = self._slice_number(entry.name)
+                if number is not None:
+                    self._slice(number, create=False)
+                else:
+                    log.info("join store: %s is not one of its files (an earlier version's?); deleting it",
+                             entry.name)
+                    _remove(entry.path)
+            self._catch_up(discover=False)
             self.expire()
 
     def _slice_number(self, name: str) -> int | None:
@@ -142,23 +151,23 @@ class JoinStore:
             fd = os.open(self._path(number), flags, 0o644)
         except FileNotFoundError:
             return None
-        if create and number not in self._created:
-            fsync_directory(self.directory)  # the new file's name survives a crash, like its lines
-            self._created.add(number)
-        known = self._slices[number] = _Slice(number, fd)
+        known = self._slices[number] = _Slice(number, fd, created=create)
         return known
 
-    @contextmanager
-    def _locked(self) -> Iterator[None]:
-        """This process's index, and the store's exclusive `flock` (the directory's)."""
+    @asynccontextmanager
+    async def _locked(self) -> AsyncIterator[None]:
+        """The store's exclusive `flock` (the directory's); waited for in a thread when another
+        worker holds it (never long: nobody fsyncs under it)."""
         os.makedirs(self.directory, exist_ok=True)
-        with self._mutex:
-            fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
+        fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-                yield
-            finally:
-                os.close(fd)  # and with it the lock
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                await asyncio.to_thread(fcntl.flock, fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # and with it the lock
 
     # --- reading the files -----------------------------------------------------------------------------
 
@@ -166,13 +175,18 @@ class JoinStore:
         return int(unix_nano / 1e9 // self.slice_seconds)
 
     def _catch_up(self, *, discover: bool = True) -> None:
-        """Index the lines appended since this process last read (files of the current and the
-        previous slice may be new or growing; older ones are complete)."""
+        """Index the lines appended since this process last read: files of the current and the
+        previous slice may be new or growing (and one before them may end in a line that was being
+        written); older ones are complete, and read whole when the store opens (`discover` off)."""
+        oldest = -1
         if discover:
             current = self._slice_of(time.time_ns())
             for number in (current - 1, current):
                 self._slice(number, create=False)
+            oldest = current - 2
         for piece in sorted(self._slices.values(), key=lambda piece: piece.number):
+            if piece.number < oldest or piece.appending:
+                continue
             size = os.fstat(piece.fd).st_size
             while piece.read_to < size:
                 want = min(size - piece.read_to, READ_CHUNK)
@@ -234,9 +248,10 @@ class JoinStore:
 
     # --- writing ------------------------------------------------------------------------------------------
 
-    def _append(self, lines: list[list[bytes]], now_ns: int) -> tuple[_Slice, int]:
-        """Append `lines` (each given as its pieces, ending in a newline) to the current slice's
-        file; (the file, the offset they start at). Call with the store locked, caught up."""
+    async def _append(self, data: bytes, now_ns: int) -> tuple[_Slice, int]:
+        """Append `data` (whole lines) to the current slice's file; (the file, the offset it starts
+        at). Call with the store locked, caught up. A large append is written in a thread, so that
+        it never holds the loop (meanwhile this process's own lock-free reads leave the file be)."""
         piece = self._slice(self._slice_of(now_ns), create=True)
         size = os.fstat(piece.fd).st_size
         if size > piece.read_to:  # a line torn by a crash: end it, so that it stays one bad line
@@ -244,22 +259,55 @@ class JoinStore:
             size += 1
             self.used_bytes += size - piece.read_to
             piece.read_to = size
-        write_all(piece.fd, [part for line in lines for part in line])
+        if len(data) <= THREAD_WRITE_BYTES:
+            write_all(piece.fd, [data])
+            return piece, size
+        piece.appending = True
+        try:
+            await asyncio.to_thread(write_all, piece.fd, [data])
+        finally:
+            piece.appending = False
         return piece, size
 
-    def _write_lines(self, kind: bytes, entries: list[tuple[str, list[bytes]]], now_ns: int) -> int:
-        """Append one line per (name, JSON pieces) and index them; returns the file's descriptor."""
+    async def _write_lines(self, kind: bytes, entries: list[tuple[str, list[bytes]]],
+                           now_ns: int) -> tuple[_Slice, int]:
+        """Append one line per (name, JSON pieces) and index them; returns the file and the
+        append's number in it, for `_durable`."""
         stamp = str(now_ns).encode()
-        lines = [[kind, b" ", name.encode("ascii"), b" ", stamp, b" ", *pieces, b"\n"] for name, pieces in entries]
-        piece, offset = self._append(lines, now_ns)
-        for (name, pieces), line in zip(entries, lines):
-            json_at = offset + len(kind) + len(line[2]) + len(stamp) + 3
-            length = sum(len(part) for part in pieces)
-            self._add(piece, name, kind, (piece.number, json_at, length, now_ns))
-            offset = json_at + length + 1
+        parts, places = [], []
+        for name, pieces in entries:
+            head = b"%b %b %b " % (kind, name.encode("ascii"), stamp)
+            length = sum(map(len, pieces))
+            places.append((name, len(head), length))
+            parts += (head, *pieces, b"\n")
+        piece, offset = await self._append(b"".join(parts), now_ns)
+        for name, head, length in places:
+            self._add(piece, name, kind, (piece.number, offset + head, length, now_ns))
+            offset += head + length + 1
         self.used_bytes += offset - piece.read_to
         piece.read_to = offset
-        return piece.fd
+        piece.appended += 1
+        return piece, piece.appended
+
+    async def _durable(self, piece: _Slice, append: int) -> None:
+        """Return once an fdatasync (in a thread) covers append number `append` of `piece`: one
+        fdatasync for every append made before it started (group commit, as the spool's), so that
+        exports side by side share them."""
+        while piece.synced < append:
+            if piece.syncing is None:
+                piece.syncing = asyncio.ensure_future(self._sync(piece))
+            await asyncio.shield(piece.syncing)
+
+    async def _sync(self, piece: _Slice) -> None:
+        covered = piece.appended
+        try:
+            if piece.created:  # a file this process may have made: its name must survive a crash too
+                await asyncio.to_thread(fsync_directory, self.directory)
+                piece.created = False
+            await asyncio.to_thread(os.fdatasync, piece.fd)
+        finally:
+            piece.syncing = None
+        piece.synced = max(piece.synced, covered)
 
     def _room(self) -> bool:
         if self.used_bytes < self.max_bytes:
@@ -277,8 +325,8 @@ class JoinStore:
 
     # --- the two arrivals ----------------------------------------------------------------------------------
 
-    def put_spans(self, key_name: str | None, bucket: str | None,
-                  halves: list[SpanHalf]) -> dict[int, tuple[list[dict[str, Any]], int]]:
+    async def put_spans(self, key_name: str | None, bucket: str | None,
+                        halves: list[SpanHalf]) -> dict[int, tuple[list[dict[str, Any]], int]]:
         """Keep the span halves; for those whose events are here already, the events and when the
         last of them came (by the half's object index), so that the caller stores the completed
         record at once."""
@@ -287,22 +335,26 @@ class JoinStore:
         found = {}
         owner = _owner(key_name)
         head = b'{"bucket":' + orjson.dumps(bucket)
-        with self._locked():
+        async with self._locked():
             now_ns = time.time_ns()  # under the lock: its slice is one `_catch_up` reads
             self._catch_up()
-            entries = []
-            for half in halves:
-                name = f"{owner}-{half.pair}"
-                entries.append((name, [head, b',"key":', orjson.dumps(half.key), b',"record":', half.document, b"}"]))
-                call = self._calls.get(name)
-                if call is not None and call.events:
-                    found[half.index] = self._events_of(call)
-            fd = self._write_lines(SPAN, entries, now_ns)
-        os.fdatasync(fd)
+            for start in range(0, len(halves), HALVES_AT_ONCE):
+                if start:
+                    await asyncio.sleep(0)  # a large export lets the loop serve others between parts
+                entries = []
+                for half in halves[start:start + HALVES_AT_ONCE]:
+                    name = f"{owner}-{half.pair}"
+                    entries.append((name, [head, b',"key":', orjson.dumps(half.key), b',"record":', half.document,
+                                           b"}"]))
+                    call = self._calls.get(name)
+                    if call is not None and call.events:
+                        found[half.index] = self._events_of(call)
+                written = await self._write_lines(SPAN, entries, now_ns)
+        await self._durable(*written)  # the last part's: an fdatasync covers every part before it
         return found
 
-    def put_events(self, key_name: str | None, events: dict[str, list[dict[str, Any]]]
-                   ) -> list[tuple[str, dict[str, Any], list[dict[str, Any]], int]]:
+    async def put_events(self, key_name: str | None, events: dict[str, list[dict[str, Any]]]
+                         ) -> list[tuple[str, dict[str, Any], list[dict[str, Any]], int]]:
         """Keep the events (those not received before); for each span whose half is here, (the
         call's name, that half, every event of its span so far, when the last of them came).
         Raises JoinFull."""
@@ -312,23 +364,28 @@ class JoinStore:
             raise JoinFull(f"the join store holds {self.used_bytes} bytes (--join-max-bytes {self.max_bytes})")
         completed = []
         owner = _owner(key_name)
-        fd = None
-        with self._locked():
+        written = None
+        async with self._locked():
             now_ns = time.time_ns()
             self._catch_up()
-            entries, waiting = [], []
-            for pair, new_events in events.items():
-                name = f"{owner}-{pair}"
-                call = self._calls.get(name)
-                known = {_event_identity(event) for place in call.events for event in self._read(place) or ()
-                         if isinstance(event, dict)} if call is not None else set()
-                fresh = {identity: event for event in new_events
-                         if (identity := _event_identity(event)) not in known}
-                if fresh:
-                    entries.append((name, [orjson.dumps(list(fresh.values()))]))
-                waiting.append(name)
-            if entries:
-                fd = self._write_lines(EVENTS, entries, now_ns)
+            pairs = list(events.items())
+            waiting = []
+            for start in range(0, len(pairs), HALVES_AT_ONCE):
+                if start:
+                    await asyncio.sleep(0)  # a large export lets the loop serve others between parts
+                entries = []
+                for pair, new_events in pairs[start:start + HALVES_AT_ONCE]:
+                    name = f"{owner}-{pair}"
+                    call = self._calls.get(name)
+                    known = {_event_identity(event) for place in call.events for event in self._read(place) or ()
+                             if isinstance(event, dict)} if call is not None else set()
+                    fresh = {identity: event for event in new_events
+                             if (identity := _event_identity(event)) not in known}
+                    if fresh:
+                        entries.append((name, [orjson.dumps(list(fresh.values()))]))
+                    waiting.append(name)
+                if entries:
+                    written = await self._write_lines(EVENTS, entries, now_ns)
             for name in waiting:
                 call = self._calls.get(name)
                 if call is None or call.span is None or not call.events:
@@ -337,8 +394,8 @@ class JoinStore:
                 if half is not None:
                     all_events, completed_at = self._events_of(call)
                     completed.append((name, half, all_events, completed_at))
-        if fd is not None:
-            os.fdatasync(fd)
+        if written is not None:
+            await self._durable(*written)
         return completed
 
     def latest(self, name: str) -> tuple[dict[str, Any], list[dict[str, Any]], int] | None:
@@ -346,15 +403,14 @@ class JoinStore:
         are here: what its object must hold now, whichever process received which half. Takes no
         `flock` (lines are read up to the last complete one): uploaders ask it before and after
         every put of a record awaiting events."""
-        with self._mutex:
-            self._catch_up()
-            call = self._calls.get(name)
-            if call is None or call.span is None or not call.events:
-                return None
-            half = self._read(call.span)
-            if half is None:
-                return None
-            events, completed_at = self._events_of(call)
+        self._catch_up()
+        call = self._calls.get(name)
+        if call is None or call.span is None or not call.events:
+            return None
+        half = self._read(call.span)
+        if half is None:
+            return None
+        events, completed_at = self._events_of(call)
         return half, events, completed_at
 
     # --- expiry ---------------------------------------------------------------------------------------------
@@ -375,27 +431,25 @@ class JoinStore:
         last_expired = int((now - self.window_seconds - min(GRACE_SECONDS, self.window_seconds))
                            // self.slice_seconds) - 1
         unmatched = 0
-        with self._mutex:
-            try:
-                listed = [number for entry in os.scandir(self.directory)
-                          if (number := self._slice_number(entry.name)) is not None]
-            except FileNotFoundError:
-                listed = []
-            except OSError as error:
-                log.warning("cannot list the join store %s: %s", self.directory, error)
-                return 0
-            for number in sorted(set(listed) | set(self._slices)):
-                if number > last_expired:
-                    continue
-                _remove(self._path(number))
-                piece = self._slices.pop(number, None)
-                if piece is None:
-                    continue
-                os.close(piece.fd)
-                self._created.discard(number)
-                for name in piece.names:
-                    unmatched += self._forget(name, number)
-            self.used_bytes = sum(os.fstat(piece.fd).st_size for piece in self._slices.values())
+        try:
+            listed = [number for entry in os.scandir(self.directory)
+                      if (number := self._slice_number(entry.name)) is not None]
+        except FileNotFoundError:
+            listed = []
+        except OSError as error:
+            log.warning("cannot list the join store %s: %s", self.directory, error)
+            return 0
+        for number in sorted(set(listed) | set(self._slices)):
+            if number > last_expired:
+                continue
+            _remove(self._path(number))
+            piece = self._slices.pop(number, None)
+            if piece is None:
+                continue
+            os.close(piece.fd)
+            for name in piece.names:
+                unmatched += self._forget(name, number)
+        self.used_bytes = sum(os.fstat(piece.fd).st_size for piece in self._slices.values())
         if self.used_bytes < self.max_bytes:
             self._full_warned = False
         self.expired_events += unmatched

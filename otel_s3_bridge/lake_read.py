@@ -158,7 +158,7 @@ def newest_versions(table: pa.Table) -> pa.Table:
     connection = duckdb.connect()
     try:
         connection.register("stored", table)
-        kept = connection.execute(lake.newest_versions_sql("stored", table.column_names)).to_arrow_table()
+        kept = connection.sql(lake.newest_versions_sql("stored", table.column_names)).to_arrow_table()
     finally:
         connection.close()
     return kept.cast(table.schema)

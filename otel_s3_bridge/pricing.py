@@ -31,7 +31,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from .watched_file import WatchedFile
 
@@ -39,13 +39,14 @@ REPORTED, ESTIMATED = "reported", "estimated"
 PER_MILLION = 1_000_000
 MAX_MODEL_CHARS = 256  # longer names are nobody's model: not looked up
 LOOKUPS_REMEMBERED = 4096
-COST_FIELDS = ("input_cost", "output_cost", "cost")
+LAST_NANOS = 253402300799 * 10 ** 9  # 9999-12-31T23:59:59Z: later times are no dates
 
 
 @dataclass(frozen=True, slots=True)
 class Rates:
-    """USD per token of each kind (cache and reasoning tokens are parts of input and output), and
-    per call."""
+    """USD per million tokens of each kind (cache and reasoning tokens are parts of input and
+    output), and USD per call. Sums are divided by a million last: a published $3 and $15 give
+    $0.021, not 0.021000000000000001."""
 
     input: float
     output: float
@@ -56,16 +57,22 @@ class Rates:
     output_per_call: float = 0.0
     other_per_call: float = 0.0
 
+    def rates(self, input_tokens: int) -> Rates:
+        """The rates of a call of that size: the same whatever its size (the deployment's own
+        rates have no tiers)."""
+        return self
+
     def costs(self, tokens: Tokens) -> tuple[float, float, float]:
         """(input cost, output cost, cost) of a call."""
-        input_cost = (self.input_per_call + self.input * tokens.uncached + self.cache_read * tokens.cache_read
-                      + self.cache_write * tokens.cache_write)
-        output_cost = self.output_per_call + self.output * tokens.plain_output + self.reasoning * tokens.reasoning
-        return input_cost, output_cost, input_cost + output_cost + self.other_per_call
+        spent_on_input = (self.input * tokens.uncached + self.cache_read * tokens.cache_read
+                          + self.cache_write * tokens.cache_write)
+        spent_on_output = self.output * tokens.plain_output + self.reasoning * tokens.reasoning
+        per_call = self.input_per_call + self.output_per_call + self.other_per_call
+        return (self.input_per_call + spent_on_input / PER_MILLION, self.output_per_call + spent_on_output / PER_MILLION,
+                per_call + (spent_on_input + spent_on_output) / PER_MILLION)
 
 
-@dataclass(frozen=True, slots=True)
-class Tokens:
+class Tokens(NamedTuple):
     """A call's token counts as partitions: cache reads and writes are parts of the input,
     reasoning part of the output (senders' counts are clamped to agree)."""
 
@@ -151,7 +158,7 @@ def parse_price_file(text: str) -> PriceBook:
                 mine.append(f"line {_line_of(text, key, after=line)}: {key} of {name!r} must be a number "
                             "of USD per million tokens, 0 or more")
             else:
-                values[RATE_KEYS[key]] = float(value) / PER_MILLION
+                values[RATE_KEYS[key]] = float(value)
         missing = [key for key in REQUIRED_KEYS if key not in table]
         if missing:
             mine.append(f"line {line}: {name!r} needs {' and '.join(missing)}")
@@ -280,13 +287,13 @@ class _TablePrice:
         inside = max(inside, 1)
         plain = calc(Usage(input_tokens=inside, output_tokens=0))
 
-        def input_rate(**usage: int) -> float:
-            return float(calc(Usage(input_tokens=inside, output_tokens=0, **usage))["input_price"]
-                         - base["input_price"]) / inside
+        def input_rate(**usage: int) -> float:  # per million tokens, in the table's decimals until the end
+            spent = calc(Usage(input_tokens=inside, output_tokens=0, **usage))["input_price"] - base["input_price"]
+            return float(spent * PER_MILLION / inside)
 
         def output_rate(**usage: int) -> float:
             return float(calc(Usage(input_tokens=inside, output_tokens=PER_MILLION, **usage))["output_price"]
-                         - plain["output_price"]) / PER_MILLION
+                         - plain["output_price"])
 
         return Rates(input=input_rate(), output=output_rate(), cache_read=input_rate(cache_read_tokens=inside),
                      cache_write=input_rate(cache_write_tokens=inside),
@@ -298,13 +305,13 @@ class _TablePrice:
 _table_prices: dict[int, _TablePrice] = {}  # by id of the table's ModelPrice (each held, so ids stay its)
 
 
-def table_costs(found: tuple[Any, Any], tokens: Tokens, when: datetime.datetime) -> tuple[float, float, float]:
-    """(input cost, output cost, cost) of a call by the table's price of the model at `when`."""
+def table_price(found: tuple[Any, Any], when: datetime.datetime) -> _TablePrice:
+    """The table's price of the model (as found by `table_lookup`) for a call at `when`."""
     model_price = found[1].get_prices(when)
     price = _table_prices.get(id(model_price))
     if price is None or price.model_price is not model_price:
         price = _table_prices[id(model_price)] = _TablePrice(model_price)
-    return price.rates(tokens.input).costs(tokens)
+    return price
 
 
 def table_usage(tokens: Tokens) -> Any:
@@ -317,35 +324,49 @@ def table_usage(tokens: Tokens) -> Any:
 
 # --- the record -------------------------------------------------------------------------------------
 
-def _moment(record: Mapping[str, Any], fallback_unix_nano: int) -> datetime.datetime:
-    nanos = record.get("start_time_unix_nano")
-    if type(nanos) is not int or not 0 < nanos < 253402300799 * 10 ** 9:
-        nanos = fallback_unix_nano
-    return datetime.datetime.fromtimestamp(nanos / 1e9, datetime.UTC)
+_priced: dict[tuple, Rates | _TablePrice | None] = {}  # what `_price_for` found, for the book below
+_priced_book: list[PriceBook | None] = [None]
+MINUTE_NANOS = 60 * 10 ** 9  # the table's prices change on dates and on times of day in whole minutes
+
+
+def _price_for(book: PriceBook, provider: Any, model: Any, requested: Any, start_unix_nano: int
+               ) -> Rates | _TablePrice | None:
+    """The price of a call: the deployment's own rates for its response model, else for its
+    requested model; else the table's for either (remembered per names and minute: the calls of
+    an export are mostly one model)."""
+    if _priced_book[0] is not book or len(_priced) > LOOKUPS_REMEMBERED:
+        _priced.clear()
+        _priced_book[0] = book
+    memo = (provider, model, requested, start_unix_nano // MINUTE_NANOS)
+    if memo in _priced:
+        return _priced[memo]
+    names = [name for name in (model, requested) if isinstance(name, str) and name]
+    price = next((rates for name in names if (rates := book.rates_for(name)) is not None), None)
+    if price is None:
+        when = datetime.datetime.fromtimestamp(start_unix_nano / 1e9, datetime.UTC)
+        found = next((found for name in names
+                      if (found := table_lookup(provider if isinstance(provider, str) else None, name))), None)
+        price = table_price(found, when) if found is not None else None
+    _priced[memo] = price
+    return price
 
 
 def price_record(record: dict[str, Any], book: PriceBook, received_at_unix_nano: int) -> None:
     """Fill the record's cost fields when its sender reported none (see the module's docstring)."""
-    if record.get("cost_source") == REPORTED or any(record.get(name) is not None for name in COST_FIELDS):
+    if (record.get("cost_source") == REPORTED or record.get("cost") is not None
+            or record.get("input_cost") is not None or record.get("output_cost") is not None):
         record["cost_source"] = REPORTED
         return
     tokens = Tokens.of(record)
     if tokens is None:
         return
-    names = [name for name in (record.get("model"), record.get("requested_model")) if isinstance(name, str) and name]
-    costs = None
-    for name in names:
-        rates = book.rates_for(name)
-        if rates is not None:
-            costs = rates.costs(tokens)
-            break
-    else:
-        for name in names:
-            found = table_lookup(record.get("provider") or record.get("model_author"), name)
-            if found is not None:
-                costs = table_costs(found, tokens, _moment(record, received_at_unix_nano))
-                break
-    if costs is None:
+    start = record.get("start_time_unix_nano")
+    if type(start) is not int or not 0 < start < LAST_NANOS:
+        start = received_at_unix_nano
+    price = _price_for(book, record.get("provider") or record.get("model_author"), record.get("model"),
+                       record.get("requested_model"), start)
+    if price is None:
         return
-    record["input_cost"], record["output_cost"], record["cost"] = costs
+    input_cost, output_cost, cost = price.rates(tokens.input).costs(tokens)
+    record["input_cost"], record["output_cost"], record["cost"] = input_cost, output_cost, cost
     record["cost_source"] = ESTIMATED

@@ -322,3 +322,23 @@ def test_batch_layout_in_the_local_directory_and_report_reads_it(tmp_path):
                              "--output-dir", str(out)], capture_output=True, text=True, timeout=120)
     assert report.returncode == 0, report.stderr
     assert orjson.loads(report.stdout)["rows"][0]["calls"] == 9 and "batch layout" in report.stderr
+
+
+def test_an_export_of_thousands_of_spans_without_content_keeps_every_half(moto, s3, tmp_path):
+    """The join store keeps a large export's halves a part at a time (the loop serves others in
+    between): a call in its last part is still completed by its events."""
+    bucket = new_bucket(s3)
+    bridge = S3Bridge(moto, bucket, tmp_path / "bridge.log", ["--layout", "batch", "--batch-max-age-seconds", "1"])
+    try:
+        start = time.time_ns()
+        calls = [ids() for _ in range(2500)]
+        export = orjson.dumps(request(*(call_span(trace_id, span_id, start) for trace_id, span_id in calls)))
+        assert bridge.post(export, key="sdk").status_code == 200  # the key its events come with
+        trace_id, span_id = calls[-7]
+        assert post_logs(bridge, logs_request(*message_events(trace_id, span_id, start))).status_code == 200
+        bridge.wait_until_uploaded()
+    finally:
+        assert bridge.stop() == 0
+    assert _query(moto, bucket, "SELECT count(*) AS calls FROM records") == [{"calls": 2500}]
+    [row] = _query(moto, bucket, f"SELECT prompt FROM records WHERE span_id = '{span_id}'")
+    assert orjson.loads(row["prompt"])[-1]["content"] == QUESTION

@@ -139,7 +139,7 @@ def test_calls_without_a_reported_cost_are_priced_from_their_tokens(priced, s3):
         record = records[body["spanId"]]
         assert record["cost_source"] == "estimated", name
         assert _costs(record) == pytest.approx(expected, rel=1e-9, abs=1e-15), name
-    assert records[cases["openinference"][0]["spanId"]]["cost"] == pytest.approx(0.021)
+    assert records[cases["openinference"][0]["spanId"]]["cost"] == 0.021  # to the digit
 
 
 def test_a_model_no_table_knows_keeps_a_null_cost_and_a_reported_cost_is_kept(priced, s3):
@@ -283,5 +283,4 @@ def test_price_file_problems_name_their_line(text, problem):
 def test_cache_rates_default_to_the_input_rate():
     book = pricing.parse_price_file('[models."Acme/M"]\ninput_per_million = 4\noutput_per_million = 8\n')
     rates = book.rates_for("acme/m")
-    assert (rates.input, rates.cache_read, rates.cache_write, rates.output, rates.reasoning) == \
-        (4 / M, 4 / M, 4 / M, 8 / M, 8 / M)
+    assert (rates.input, rates.cache_read, rates.cache_write, rates.output, rates.reasoning) == (4, 4, 4, 8, 8)

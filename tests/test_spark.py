@@ -88,10 +88,11 @@ def _spark_ddl() -> tuple[str, str]:
 
 @pytest.fixture(scope="module")
 def spark():
-    pyspark_sql = pytest.importorskip("pyspark.sql", reason="pyspark is in the test extra (.ci/run installs it)")
+    from pyspark.sql import SparkSession  # in the test extra: .ci/run installs it
+
     if shutil.which("java") is None:
         pytest.fail("Java 17 is needed for Spark: .ci/run installs Debian's openjdk-17-jre-headless")
-    session = (pyspark_sql.SparkSession.builder.master("local[2]").appName("otel-s3-bridge-tests")
+    session = (SparkSession.builder.master("local[2]").appName("otel-s3-bridge-tests")
                .config("spark.ui.enabled", "false").config("spark.sql.session.timeZone", "UTC")
                .config("spark.sql.shuffle.partitions", "2").config("spark.driver.memory", "512m")
                .getOrCreate())
