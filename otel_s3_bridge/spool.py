@@ -170,6 +170,7 @@ class Spool:
                 log.warning("spool file %s: %s; the %d entries before it are replayed, the rest is skipped "
                             "(a write cut short by a crash was never acknowledged)", path.name, problem, len(entries))
             for entry in entries:
+                self.queue.remember(entry.bucket, entry.key, entry.enqueued_unix_nano)
                 if entry.offset in uploaded:
                     segment.done += 1
                     continue
@@ -335,8 +336,12 @@ class Spool:
         return decode_entry(os.pread(segment.read_fd, ref.length, ref.offset)).body
 
     def done(self, ref: Ref) -> None:
-        """The sink has the entry (or it is quarantined, or superseded): forget it."""
-        self.queue.forget(ref)
+        """The sink has the entry (or it is quarantined, or superseded): forget it, and the older
+        entries of its object still waiting with it (their bodies must never be put after it)."""
+        if ref.finished:
+            return
+        for older in self.queue.forget(ref):
+            self.done(older)
         segment = ref.segment
         segment.done += 1
         segment.record_done(ref.offset)

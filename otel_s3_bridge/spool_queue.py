@@ -3,10 +3,13 @@
 An entry whose upload failed waits out its own backoff (`retry_later`) while the others go
 ahead, so one bad entry never holds an uploader. Bodies of recent entries stay in memory up to a
 byte budget; the rest are read back from their segment when their turn comes. When one object is
-spooled again (a record completed by its GenAI events), only its newest entry is uploaded: an
-older one that comes up later is `superseded`, so a retried stale body never overwrites the
-completed one. Must not touch
-files or the sink: `spool` owns the files, `uploader` the sink.
+spooled again (a record completed by its GenAI events), only its newest entry (the latest spool
+time) is uploaded: an older one that comes up later is `superseded`, also once the newer one is
+done (the newest version of each object seen this run is remembered, queued, done or replayed,
+for the last `VERSIONS_REMEMBERED` objects), and `forget` of an entry hands back the older entries
+of its object, for the spool to mark done: a retried stale body never overwrites the completed one,
+before or after a restart. Must not touch files or the sink: `spool` owns the files, `uploader`
+the sink.
 """
 
 from __future__ import annotations
@@ -15,9 +18,11 @@ import asyncio
 import collections
 import heapq
 import itertools
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
+
+VERSIONS_REMEMBERED = 100_000  # objects whose newest spool time is remembered (~15 MB)
 
 
 @dataclass(slots=True, eq=False)
@@ -46,7 +51,10 @@ class UploadQueue:
         self._changed = asyncio.Event()
         self._body_cache_limit = body_cache_bytes
         self.cached_bytes = 0
-        self._newest: dict[tuple[str | None, str], Ref] = {}  # (bucket, key) -> its newest entry
+        self._newest: dict[tuple[str | None, str], Ref] = {}  # (bucket, key) -> its newest unfinished entry
+        self._older: dict[tuple[str | None, str], list[Ref]] = {}  # its other unfinished entries
+        # (bucket, key) -> the latest spool time of an entry of it seen this run, least recent first
+        self._versions: collections.OrderedDict[tuple[str | None, str], int] = collections.OrderedDict()
         self._arrival: collections.deque[Ref] = collections.deque()  # every entry, first put first
         self._unfinished = 0
 
@@ -54,7 +62,15 @@ class UploadQueue:
         return len(self._ready) + len(self._delayed)
 
     def put(self, ref: Ref) -> None:
-        self._newest[(ref.bucket, ref.key)] = ref
+        place = (ref.bucket, ref.key)
+        newest = self._newest.get(place)
+        if newest is None or ref.enqueued_unix_nano >= newest.enqueued_unix_nano:
+            if newest is not None:
+                self._older.setdefault(place, []).append(newest)
+            self._newest[place] = ref
+        else:  # an older body put later (a quarantined one sent back by `spool retry`)
+            self._older.setdefault(place, []).append(ref)
+        self.remember(ref.bucket, ref.key, ref.enqueued_unix_nano)
         self._arrival.append(ref)
         self._unfinished += 1
         if ref.body is not None:
@@ -70,19 +86,43 @@ class UploadQueue:
         heapq.heappush(self._delayed, (due, next(self._order), ref))
         self._changed.set()
 
-    def superseded(self, ref: Ref) -> bool:
-        """A newer entry for the same object is queued: this one need not be uploaded."""
-        return self._newest.get((ref.bucket, ref.key), ref) is not ref
+    def remember(self, bucket: str | None, key: str, enqueued_unix_nano: int) -> None:
+        """An entry of the object was spooled at that time (queued now, or done: a replayed entry
+        the sink already has counts as much as one still waiting)."""
+        place = (bucket, key)
+        if self._versions.get(place, -1) < enqueued_unix_nano:
+            self._versions[place] = enqueued_unix_nano
+        self._versions.move_to_end(place)
+        if len(self._versions) > VERSIONS_REMEMBERED:
+            self._versions.popitem(last=False)
 
-    def forget(self, ref: Ref) -> None:
-        """The entry is done: let go of its body and of it."""
+    def superseded(self, ref: Ref) -> bool:
+        """A newer entry of the same object is queued, or was spooled (and perhaps uploaded)
+        already: this one must not be uploaded."""
+        place = (ref.bucket, ref.key)
+        newest = self._newest.get(place)
+        if newest is not None and newest is not ref:
+            return True
+        return self._versions.get(place, ref.enqueued_unix_nano) > ref.enqueued_unix_nano
+
+    def forget(self, ref: Ref) -> list[Ref]:
+        """The entry is done: let go of its body and of it. Returns the older entries of its
+        object still waiting: superseded by it, to be marked done too."""
         self.forget_body(ref)
         ref.finished = True
         self._unfinished -= 1
         if len(self._arrival) > 2 * self._unfinished + 1024:  # finished ones behind a stuck first one
             self._arrival = collections.deque(other for other in self._arrival if not other.finished)
-        if self._newest.get((ref.bucket, ref.key)) is ref:
-            del self._newest[(ref.bucket, ref.key)]
+        place = (ref.bucket, ref.key)
+        if self._newest.get(place) is not ref:
+            others = self._older.get(place)
+            if others is not None:
+                others[:] = [other for other in others if other is not ref]
+                if not others:
+                    del self._older[place]
+            return []
+        del self._newest[place]
+        return [other for other in self._older.pop(place, ()) if not other.finished]
 
     def oldest_enqueued_unix_nano(self) -> int | None:
         """When the first-queued entry not yet finished was spooled (None: nothing waits)."""

@@ -85,6 +85,8 @@ class Uploader:
                 self._unexpected(ref, f"{type(error).__name__}: {error}", error)
 
     async def _upload(self, ref: Ref) -> None:
+        if ref.finished:  # marked done while it waited: a newer body of its object is stored
+            return
         if self._spool.queue.superseded(ref):
             self._spool.done(ref)  # a newer body of the same object is queued
             return

@@ -1,12 +1,14 @@
 """A fault-injecting HTTP proxy in front of an S3 server, run as its own process by the durability
 tests: `python faulty_s3_proxy.py --port P --upstream URL [--fail-rate R --kinds 500,503,reset,stall,lost]
-[--refuse-keys TEXT] [--hold-keys TEXT]`.
+[--refuse-keys TEXT] [--hold-keys TEXT] [--fail-bodies-without TEXT]`.
 
 Object PUTs fail at the given rate with one of the kinds (500 InternalError, 503 SlowDown, a
 connection reset, a stall longer than the client's timeout before forwarding, or `lost`: forwarded,
 so the object is stored, then the connection is reset before the answer); PUTs of keys containing
 the --refuse-keys TEXT are refused for good (403 AccessDenied); PUTs of keys containing the
---hold-keys TEXT are forwarded and their answer is held back for an hour; everything else is
+--hold-keys TEXT are forwarded and their answer is held back for an hour; PUTs whose body lacks
+the --fail-bodies-without TEXT fail (503 SlowDown, or 403 AccessDenied with --bodies-refused), every
+time (counted by path; the bridge's check probe passes); everything else is
 forwarded unchanged. `GET /__faults__` answers the counters, with the access key ids that signed the
 PUTs and how many carried a session token.
 """
@@ -35,6 +37,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--refuse-keys", default=None)
     parser.add_argument("--hold-keys", default=None)
+    parser.add_argument("--fail-bodies-without", default=None)
+    parser.add_argument("--bodies-refused", action="store_true")
     args = parser.parse_args()
     chance = random.Random(args.seed)
     kinds = args.kinds.split(",")
@@ -58,6 +62,13 @@ def main() -> None:
         if is_object_put and args.refuse_keys and args.refuse_keys in request.path:
             xml = "<?xml version='1.0'?><Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>"
             return web.Response(status=403, body=xml.encode(), content_type="application/xml")
+        if (is_object_put and args.fail_bodies_without and args.fail_bodies_without.encode() not in body
+                and ".otel-s3-bridge-check-" not in request.path):  # the bridge's own probe passes
+            counters.setdefault("failed_bodies", {})
+            counters["failed_bodies"][request.path] = counters["failed_bodies"].get(request.path, 0) + 1
+            status, code = (403, "AccessDenied") if args.bodies_refused else (503, "SlowDown")
+            xml = f"<?xml version='1.0'?><Error><Code>{code}</Code><Message>Not this body.</Message></Error>"
+            return web.Response(status=status, body=xml.encode(), content_type="application/xml")
         if is_object_put and args.hold_keys and args.hold_keys in request.path:
             await forward(request, body, session)
             counters["held"] = counters.get("held", 0) + 1

@@ -11,6 +11,8 @@ from __future__ import annotations
 import base64
 import os
 import signal
+import subprocess
+import sys
 import time
 import uuid
 
@@ -367,3 +369,72 @@ def test_a_join_store_that_cannot_be_written_never_makes_clients_retry_forever(m
         assert "cannot write the join store" in bridge.log
     finally:
         assert bridge.stop() == 0
+
+
+def test_an_older_body_never_overwrites_a_completed_object_after_restarts(moto, s3, tmp_path):
+    """A record without content keeps failing (S3 refuses bodies without the prompt), the bridge
+    is killed, and on restart (the stale body replayed, failing, waiting out a growing backoff) its
+    events complete it: the completed body is stored, then the bridge is killed again with the
+    stale body still spooled. A third start, S3 healthy, must not put the stale body over the
+    completed object: an acknowledged prompt would be lost."""
+    bucket = new_bucket(s3)
+    spool = tmp_path / "spool"
+    proxy = Proxy(moto.url).start("--fail-bodies-without", QUESTION)
+    args = ["--endpoint-url", proxy.url, "--spool-dir", str(spool), "--upload-retry-max-seconds", "30"]
+    trace_id, span_id = ids()
+    start = time.time_ns()
+
+    def failures() -> int:  # of the call's object
+        return sum(count for path, count in proxy.counters().get("failed_bodies", {}).items() if trace_id in path)
+
+    bridge = S3Bridge(moto, bucket, tmp_path / "bridge-1.log", args)
+    try:
+        assert post_spans(bridge, call_span(trace_id, span_id, start)).status_code == 200
+        eventually(lambda: failures() >= 1)
+        os.kill(bridge.process.pid, signal.SIGKILL)
+        bridge.process.wait(10)
+        bridge = S3Bridge(moto, bucket, tmp_path / "bridge-2.log", args)  # the stale body replayed, failing
+        before = failures()
+        eventually(lambda: failures() >= before + 5)  # its backoff is now seconds long
+        assert post_logs(bridge, logs_request(*message_events(trace_id, span_id, start))).status_code == 200
+        only_record(s3, bucket, trace_id, completed)  # the completed body is stored
+        os.kill(bridge.process.pid, signal.SIGKILL)
+        bridge.process.wait(10)
+        proxy.stop()
+        proxy.start()  # S3 healthy
+        bridge = S3Bridge(moto, bucket, tmp_path / "bridge-3.log", args)
+        bridge.wait_until_uploaded()
+        assert completed(only_record(s3, bucket, trace_id))
+    finally:
+        bridge.stop()
+        proxy.stop()
+
+
+def test_spool_retry_of_an_older_body_never_overwrites_the_completed_object(moto, s3, tmp_path):
+    """A record without content is refused for good (quarantined); its events complete it and the
+    completed body is stored. `spool retry` beside the running bridge sends the old body back:
+    it is superseded, never put over the completed object."""
+    bucket = new_bucket(s3)
+    spool = tmp_path / "spool"
+    proxy = Proxy(moto.url).start("--fail-bodies-without", QUESTION, "--bodies-refused")
+    bridge = S3Bridge(moto, bucket, tmp_path / "bridge.log", ["--endpoint-url", proxy.url, "--spool-dir", str(spool)])
+    try:
+        trace_id, span_id = ids()
+        start = time.time_ns()
+        assert post_spans(bridge, call_span(trace_id, span_id, start)).status_code == 200
+        eventually(lambda: bridge.readiness()["quarantined_total"] == 1)
+        assert post_logs(bridge, logs_request(*message_events(trace_id, span_id, start))).status_code == 200
+        only_record(s3, bucket, trace_id, completed)
+        proxy.stop()
+        proxy.start()  # S3 takes any body now
+        retried = subprocess.run([sys.executable, "-m", "otel_s3_bridge", "spool", "retry", "--spool-dir", str(spool)],
+                                 capture_output=True, text=True, timeout=60)
+        assert retried.returncode == 0, retried.stderr
+        eventually(lambda: not list((spool / "quarantine").glob("*.seg")))
+        eventually(lambda: "queued for upload" in bridge.log, 30, lambda: bridge.log)  # adopted
+        bridge.wait_until_uploaded()
+        assert completed(only_record(s3, bucket, trace_id))
+        assert proxy.counters()["puts"] == 0  # the old body was not even tried
+    finally:
+        bridge.stop()
+        proxy.stop()
