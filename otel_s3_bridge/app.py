@@ -110,7 +110,9 @@ class Bridge:
                         if config.metrics_port else None)
         self.tls: TlsFiles | None = None
         self._sink_verified = False
+        self._last_check_problem: str | None = None
         self._maintenance: asyncio.Task | None = None
+        self._maintenance_problems: set[str] = set()  # causes logged once each
 
     async def start(self) -> None:
         """Raises SinkError (permanent, or any failure without the spool) or OSError (ports, spool).
@@ -136,7 +138,7 @@ class Bridge:
                     log.info("batch layout: %d file(s) a crash left half written are written again", rewritten)
                 self.batches.start()
                 self.uploader.start()
-            self._maintenance = asyncio.create_task(self._maintain())
+            self._start_maintenance()
             await self.pool.start()
             config = self.config
             if config.tls:
@@ -153,38 +155,77 @@ class Bridge:
             await self.stop(drain_seconds=0)
             raise
 
+    def _start_maintenance(self) -> None:
+        self._maintenance = asyncio.create_task(self._maintain(), name="maintenance")
+        self._maintenance.add_done_callback(self._maintenance_ended)
+
+    def _maintenance_ended(self, task: asyncio.Task) -> None:
+        if task.cancelled():
+            return  # stopping
+        log.error("the maintenance loop ended (%r); starting it again", task.exception())
+        self._start_maintenance()
+
     async def _maintain(self) -> None:
-        last_problem: str | None = None
+        """Every few seconds, each of the chores below; one that fails is logged (once per cause)
+        and the others go on, and so does the loop: a key added to the token file is never missed
+        because the spool's directory held a surprise."""
+        chores = [("logs", logs.flush_due), ("token file", self.authenticator.reload_if_changed)]
+        if self.prices is not None:
+            chores.append(("prices file", self.prices.reload_if_changed))
+        chores += [("TLS files", self._reload_tls), ("state", self.publish_state), ("join store", self._expire_join)]
+        if self.spool is not None:
+            chores += [("spool room", self.spool.recheck_room), ("spool adoption", self._adopt_moved)]
+        chores.append(("sink check", self._check_sink_again))
         while True:
             await asyncio.sleep(MAINTENANCE_SECONDS)
-            logs.flush_due()
-            self.authenticator.reload_if_changed()
-            if self.prices is not None:
-                self.prices.reload_if_changed()
-            if self.tls is not None:
-                self.tls.reload_if_changed()
-            self.publish_state()
-            unmatched = self.join.expire_if_due()
-            if unmatched:
-                log.info("join store: GenAI events of %d span(s) expired without their span (a span that was not "
-                         "an LLM call, or never sent)", unmatched)
-            if self.spool is not None:
-                self.spool.recheck_room()
-                adopted = self.spool.adopt_segments()
-                if adopted:
-                    log.info("spool: %d entries moved back from quarantine are queued for upload", adopted)
-            if self._sink_verified:
-                continue
-            try:
-                verified = await self.sink.check()
-            except SinkError as error:
-                if error.message != last_problem:
-                    level = logging.WARNING if error.retryable else logging.ERROR
-                    log.log(level, "%s still fails its check: %s", self.sink.description, error.message)
-                    last_problem = error.message
-                continue
-            self._sink_verified = True
-            log.info("%s answers now (%s); uploading the spool", self.sink.description, "; ".join(verified))
+            failed = False
+            for name, chore in chores:
+                try:
+                    outcome = chore()
+                    if asyncio.iscoroutine(outcome):
+                        await outcome
+                except asyncio.CancelledError:
+                    raise
+                except Exception as error:  # a bug, or a surprise on disk: the other chores go on
+                    failed = True
+                    cause = f"{name}: {type(error).__name__}: {error}"
+                    if cause not in self._maintenance_problems:
+                        if len(self._maintenance_problems) >= 100:  # causes may name files: bounded
+                            self._maintenance_problems.clear()
+                        self._maintenance_problems.add(cause)
+                        log.error("maintenance: %s failed (%s); it is tried again every %ss", name, cause,
+                                  MAINTENANCE_SECONDS, exc_info=error)
+            if not failed:
+                metrics.maintenance_succeeded()
+
+    def _reload_tls(self) -> None:
+        if self.tls is not None:
+            self.tls.reload_if_changed()
+
+    def _expire_join(self) -> None:
+        unmatched = self.join.expire_if_due()
+        if unmatched:
+            log.info("join store: GenAI events of %d span(s) expired without their span (a span that was not "
+                     "an LLM call, or never sent)", unmatched)
+
+    async def _adopt_moved(self) -> None:
+        adopted = await self.spool.adopt_moved_segments()
+        if adopted:
+            log.info("spool: %d entries moved back from quarantine are queued for upload", adopted)
+
+    async def _check_sink_again(self) -> None:
+        if self._sink_verified:
+            return
+        try:
+            verified = await self.sink.check()
+        except SinkError as error:
+            if error.message != self._last_check_problem:
+                level = logging.WARNING if error.retryable else logging.ERROR
+                log.log(level, "%s still fails its check: %s", self.sink.description, error.message)
+                self._last_check_problem = error.message
+            return
+        self._sink_verified = True
+        log.info("%s answers now (%s); uploading the spool", self.sink.description, "; ".join(verified))
 
     def publish_state(self) -> None:
         """Set the state gauges (spool, memory, join store) from what the parts hold now."""

@@ -65,6 +65,9 @@ QUARANTINED = Gauge("otel_s3_bridge_quarantined_entries", "Records the sink refu
                     "spool's quarantine until `otel-s3-bridge spool retry`", multiprocess_mode="livesum")
 LAST_UPLOAD_SUCCESS = Gauge("otel_s3_bridge_last_upload_success_timestamp_seconds",
                             "Unix time of the last object written to the sink", multiprocess_mode="max")
+MAINTENANCE_SUCCESS = Gauge("otel_s3_bridge_maintenance_last_success_timestamp_seconds",
+                            "Unix time the maintenance loop (key, prices and TLS files re-read, join expiry, spool "
+                            "adoption, state) last ran every chore without a failure", multiprocess_mode="livemin")
 INFLIGHT_BYTES = Gauge("otel_s3_bridge_inflight_bytes", "Request bytes held in memory "
                        "(against --max-inflight-bytes)", multiprocess_mode="livesum")
 JOIN_BYTES = Gauge("otel_s3_bridge_join_bytes", "Bytes the join store holds (against --join-max-bytes)",
@@ -151,6 +154,10 @@ def observe_put(seconds: float, failure_retryable: bool | None) -> None:
         LAST_UPLOAD_SUCCESS.set(time.time())
     else:
         _series(UPLOAD_FAILURES, "true" if failure_retryable else "false").inc()
+
+
+def maintenance_succeeded() -> None:
+    MAINTENANCE_SUCCESS.set(time.time())
 
 
 def count_batch_file(file_format: str, records: int) -> None:

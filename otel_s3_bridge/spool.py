@@ -43,6 +43,7 @@ SEGMENT_MAX_BYTES = 16 * 1024 * 1024
 RECLAIM_BYTES = 1024 * 1024  # a fully uploaded active segment this large is replaced and deleted
 BODY_CACHE_BYTES = 64 * 1024 * 1024  # entries waiting beyond this are read back from disk
 THREAD_WRITE_BYTES = 256 * 1024  # appends larger than this are encoded and written off the event loop
+RESCAN_SECONDS = 30.0  # the spool's directories are looked at whatever their times say, this often
 MIN_FREE_BYTES = 16 * 1024 * 1024  # after a full disk, appends are tried again once this much
                                    # (or a quarter of a smaller disk) is free
 
@@ -130,6 +131,8 @@ class Spool:
         self.syncs_total = 0
         self._reasons_logged: set[str] = set()
         self._linked_unreadable: set[Path] = set()
+        self._looked_at: tuple[tuple, float] = ((), 0.0)  # the directories' stamps at the last look, and when
+        self._unreadable_warned: set[Path] = set()
 
     # --- opening and replay -----------------------------------------------------------------------
 
@@ -153,18 +156,42 @@ class Spool:
 
     def adopt_segments(self) -> int:
         """Queue the entries of segment files this run did not write: an earlier run's, or ones
-        `spool retry` moved back from quarantine. Returns how many entries were queued."""
+        `spool retry` moved back from quarantine; recount the quarantine. Returns how many entries
+        were queued. Reads files in the calling thread: at start, and in tests; the maintenance loop
+        calls `adopt_moved_segments`."""
+        found = _read_new_segments(self.segments_dir, set(self._segments))
+        self._quarantine_bytes, self.quarantined_files = _count_quarantine(self.quarantine_dir)
+        return self._adopt(found)
+
+    async def adopt_moved_segments(self) -> int:
+        """`adopt_segments` for the maintenance loop: only when the spool's directories changed
+        (`spool retry` moved files), or every `RESCAN_SECONDS` whatever their times say, with the
+        files listed and read in a thread, so that a large quarantine never holds the loop."""
+        stamps = _stamps(self.segments_dir, self.quarantine_dir)
+        now = time.monotonic()
+        if stamps == self._looked_at[0] and now - self._looked_at[1] < RESCAN_SECONDS:
+            return 0
+        looked = self._looked_at[0]
+        recount = not looked or stamps[1] != looked[1] or now - self._looked_at[1] >= RESCAN_SECONDS
+        self._looked_at = (stamps, now)
+        known = set(self._segments)
+        found = await asyncio.to_thread(_read_new_segments, self.segments_dir, known)
+        if recount:
+            self._quarantine_bytes, self.quarantined_files = await asyncio.to_thread(
+                _count_quarantine, self.quarantine_dir)
+        return self._adopt(found)
+
+    def _adopt(self, found: list[tuple[Path, int, list, str | None, set[int]]]) -> int:
         adopted = 0
-        quarantined = _segment_files(self.quarantine_dir)
-        self._quarantine_bytes = sum(path.stat().st_size for path in quarantined)
-        self.quarantined_files = len(quarantined)
-        for path in sorted(self.segments_dir.glob("*" + SEGMENT_SUFFIX)):
+        for path, size, entries, problem, uploaded in found:
             if path in self._segments:
                 continue  # this run's own (registered before its file was created)
-            data = path.read_bytes()
-            entries, _, problem = read_entries(data)
-            uploaded = read_done(path)
-            segment = Segment(path, size=len(data), entries=len(entries), sealed=True)
+            if not size and not entries and problem is not None:  # cannot be read: tried again at the next look
+                if path not in self._unreadable_warned:
+                    self._unreadable_warned.add(path)
+                    log.warning("spool file %s cannot be read (%s); it is left where it is", path, problem)
+                continue
+            segment = Segment(path, size=size, entries=len(entries), sealed=True)
             self._segments[path] = segment
             if problem is not None:
                 log.warning("spool file %s: %s; the %d entries before it are replayed, the rest is skipped "
@@ -473,8 +500,57 @@ def _link_durably(source: Path, target: Path) -> None:
         fsync_directory(target.parent)
 
 
+def _stamps(*directories: Path) -> tuple:
+    """What changes when a file comes into or leaves a directory (and its mtime's coarse clock
+    may hide, hence the periodic look whatever they say)."""
+    stamps = []
+    for directory in directories:
+        try:
+            stat = os.stat(directory)
+            stamps.append((stat.st_mtime_ns, stat.st_ino))
+        except OSError:
+            stamps.append(None)
+    return tuple(stamps)
+
+
+def _read_new_segments(directory: Path, known: set[Path]) -> list[tuple[Path, int, list, str | None, set[int]]]:
+    """(path, size, entries, problem, uploaded offsets) of each segment file not in `known`; a file
+    that cannot be read is (path, 0, [], the error, set()). One that vanishes meanwhile (`spool
+    retry` moving it) is left for the next look."""
+    found = []
+    for path in _segment_files(directory):
+        if path in known:
+            continue
+        try:
+            data = path.read_bytes()
+            uploaded = read_done(path)
+        except FileNotFoundError:
+            continue
+        except OSError as error:
+            found.append((path, 0, [], error.strerror or str(error), set()))
+            continue
+        entries, _, problem = read_entries(data)
+        found.append((path, len(data), entries, problem, uploaded))
+    return found
+
+
+def _count_quarantine(directory: Path) -> tuple[int, int]:
+    """(bytes, files) in the quarantine."""
+    size = files = 0
+    for path in _segment_files(directory):
+        try:
+            size += path.stat().st_size
+        except FileNotFoundError:  # `spool retry` moved it meanwhile
+            continue
+        files += 1
+    return size, files
+
+
 def _segment_files(directory: Path) -> list[Path]:
-    return sorted(directory.glob("*" + SEGMENT_SUFFIX)) if directory.is_dir() else []
+    try:
+        return sorted(Path(entry.path) for entry in os.scandir(directory) if entry.name.endswith(SEGMENT_SUFFIX))
+    except FileNotFoundError:
+        return []
 
 
 __all__ = ["DamagedEntry", "Ref", "Segment", "SegmentFiles", "Spool", "SpoolFull", "SpoolTooSmall"]
