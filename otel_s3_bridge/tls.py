@@ -1,9 +1,11 @@
 """TLS for both receivers from one certificate, re-read when its files change.
 
 `TlsFiles` holds the PEM files named by `--tls-cert-file`, `--tls-key-file` and (for mutual TLS)
-`--tls-client-ca-file`. The HTTP receiver serves with `ssl_context`, one `SSLContext` whose
-certificate is replaced in place, so new handshakes get the new one and the listener stays up; gRPC
-gets `grpc_credentials`, whose fetcher hands the server the new files at its next handshake.
+`--tls-client-ca-file`. The HTTP receiver's listener keeps one `ssl_context`, which wraps each new
+connection with the context built from the files read last: a fresh one at every change, since a
+context's certificate store only grows (a client CA taken out of the file must stop being
+trusted); the listener stays up and open connections keep their handshake. gRPC gets
+`grpc_credentials`, whose fetcher hands the server the new files at its next handshake.
 `reload_if_changed` is called periodically: cert-manager and Kubernetes Secrets replace files by
 renaming, and a pair caught half-written (a new certificate, the old key) is kept out until both
 match. Must not log key material.
@@ -28,15 +30,33 @@ class _Pem:
     client_ca: bytes | None
 
 
+class _CurrentContext(ssl.SSLContext):
+    """The listener's context: each connection is wrapped by the context in use now (`current`);
+    the event loop's TLS transport calls `wrap_bio`, in asyncio and uvloop alike."""
+
+    current: ssl.SSLContext
+
+    def wrap_bio(self, incoming, outgoing, server_side=False, server_hostname=None, session=None):
+        return self.current.wrap_bio(incoming, outgoing, server_side=server_side, server_hostname=server_hostname,
+                                     session=session)
+
+
+def _new_context() -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.set_alpn_protocols(["http/1.1"])
+    return context
+
+
 class TlsFiles:
     def __init__(self, cert_file: str, key_file: str, client_ca_file: str | None = None) -> None:
         self._cert_file, self._key_file, self._client_ca_file = cert_file, key_file, client_ca_file
         self._stamp = self._file_stamp()
         self._pem = self._read()
-        self.ssl_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self.ssl_context.minimum_version = ssl.TLSVersion.TLSv1_2
-        self.ssl_context.set_alpn_protocols(["http/1.1"])
-        self._load(self.ssl_context)  # raises ssl.SSLError / OSError: start-up refuses
+        current = _new_context()
+        self._load(current)  # raises ssl.SSLError / OSError: start-up refuses
+        self.ssl_context = _CurrentContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ssl_context.current = current
         self.version = 1
         self._grpc_served_version = 1
         self._last_problem: str | None = None
@@ -78,9 +98,8 @@ class TlsFiles:
             return False
         try:
             pem = self._read()
-            # Checked on a scratch context first: a mismatched pair must not touch the one in use.
-            self._load(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER))
-            self._load(self.ssl_context)
+            context = _new_context()
+            self._load(context)  # a mismatched pair fails here: the context in use is untouched
         except (OSError, ssl.SSLError) as error:
             problem = f"{type(error).__name__}: {getattr(error, 'strerror', None) or error}"
             if problem != self._last_problem:
@@ -88,6 +107,7 @@ class TlsFiles:
                             problem)
                 self._last_problem = problem
             return False
+        self.ssl_context.current = context
         self._stamp, self._pem, self._last_problem = stamp, pem, None
         self.version += 1
         log.info("TLS certificate re-read from %s", self._cert_file)

@@ -203,3 +203,44 @@ def test_a_connection_that_never_starts_its_tls_handshake_is_closed_at_the_heade
                              verify=str(certificates.ca_file), timeout=30).status_code == 200
     finally:
         assert bridge.stop() == 0
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_a_client_ca_removed_on_rotation_is_refused_over_https_and_grpc(moto, s3, tmp_path, loop):
+    """The client CA file held two CAs, then only the second: the first one's clients were still
+    accepted over HTTPS after the rotation (a context's store only ever grows), not over gRPC."""
+    certificates = Certificates(tmp_path)
+    old_ca, new_ca = trustme.CA(), trustme.CA()
+    client_ca_file = tmp_path / "client-ca.pem"
+    client_ca_file.write_bytes(old_ca.cert_pem.bytes() + new_ca.cert_pem.bytes())
+    bridge = S3Bridge(moto, new_bucket(s3), tmp_path / "bridge.log",
+                      ["--ack", "upload", *certificates.args, "--tls-client-ca-file", str(client_ca_file),
+                       "--event-loop", loop])
+    clients = {}
+    for name, ca in (("old", old_ca), ("new", new_ca)):
+        leaf = ca.issue_cert(f"{name}.example")
+        cert, key = tmp_path / f"{name}.crt", tmp_path / f"{name}.key"
+        cert.write_bytes(b"".join(pem.bytes() for pem in leaf.cert_chain_pems))
+        leaf.private_key_pem.write_to_path(str(key))
+        clients[name] = (leaf, (str(cert), str(key)))
+
+    def https(name: str) -> int | None:
+        try:
+            return requests.post(https_url(bridge), json=_export(), headers=bridge.headers(),
+                                 verify=str(certificates.ca_file), cert=clients[name][1], timeout=10).status_code
+        except requests.exceptions.ConnectionError:
+            return None
+
+    root = certificates.ca.cert_pem.bytes()
+    try:
+        assert https("old") == https("new") == 200
+        staged = tmp_path / "client-ca.new"
+        staged.write_bytes(new_ca.cert_pem.bytes())
+        os.replace(staged, client_ca_file)
+        eventually(lambda: "TLS certificate re-read" in bridge.log, 30, lambda: bridge.log)
+        assert https("old") is None  # refused at the handshake
+        assert https("new") == 200
+        assert _grpc_export(bridge, root, clients["old"][0]) == grpc.StatusCode.UNAVAILABLE
+        assert _grpc_export(bridge, root, clients["new"][0]) == grpc.StatusCode.OK
+    finally:
+        assert bridge.stop() == 0
