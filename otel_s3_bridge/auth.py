@@ -63,7 +63,9 @@ def parse_token_file(text: str) -> list[tuple[str, bytes]]:
         if not line or line.startswith("#"):
             continue
         name, sep, secret = (part.strip() for part in line.partition("="))
-        if not sep or not name or not secret:
+        if sep and secret.startswith("="):  # `TOKEN==`: a bare base64 token, not a key named TOKEN
+            problems.append(f"line {number} has no name: a token ending in '=' needs one (NAME=TOKEN)")
+        elif not sep or not name or not secret:
             problems.append(f"line {number} is not NAME=TOKEN")
         elif any(ch.isspace() for ch in secret):
             problems.append(f"line {number} ({name}) has whitespace in its token")

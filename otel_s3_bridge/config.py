@@ -94,7 +94,9 @@ def _named(entries: list[str], parse_value: Callable[[str], Any], what: str) -> 
     for position, entry in enumerate(entries, start=1):
         name, sep, raw = entry.partition("=")
         name, raw = name.strip(), raw.strip()
-        if not sep or not name or not raw:
+        if sep and raw.startswith("="):  # `VALUE==`: a bare base64 value, not one named VALUE
+            problems.append(f"entry {position} has no name: a value ending in '=' needs one (NAME={what})")
+        elif not sep or not name or not raw:
             problems.append(f"entry {position} is not NAME={what}")
         elif any(existing == name for existing, _ in named):
             problems.append(f"entry {position} repeats the name {name!r}")

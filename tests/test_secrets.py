@@ -23,6 +23,7 @@ from bench import attacks
 from conftest import (PRESENTED_TOKENS, TOKENS, BridgeProcess, S3Bridge, eventually, free_port, key_for, list_keys,
                       new_bucket, read_json)
 from otel_s3_bridge.sample import sample_delivery
+from test_cli import run_cli
 
 
 def _raw(port: int, request: bytes) -> bytes:
@@ -185,3 +186,21 @@ def test_a_key_routed_to_a_missing_bucket_stops_start_up(moto, s3, tmp_path):
          "--spool-dir", str(tmp_path / "spool"), "--http-port", str(free_port()), "--grpc-port", "0"],
         capture_output=True, text=True, timeout=60)
     assert result.returncode == 1 and "'no-such-bucket-for-sdk' does not exist" in result.stderr
+
+
+BARE_TOKEN = "dG9rLWJhc2U2NC1zZWNyZXQtOTk4NzY1NDMyMQ=="  # base64, two '=' of padding, no name
+
+
+def test_a_bare_base64_token_without_a_name_is_refused_never_taken_for_a_name(tmp_path):
+    """`TOKEN==` parsed as the key named TOKEN whose token is `=`: `Bearer =` authenticated, and
+    the real token's text went into the log, records and object keys as the key's name. Refused,
+    from the token file and from --token, naming the line or entry, never the text."""
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"# keys\n{BARE_TOKEN}\n")
+    for args in (["--token-file", str(tokens)], ["--token", BARE_TOKEN]):
+        result = run_cli("serve", *args, "--output-dir", str(tmp_path / "out"), "--http-port", str(free_port()),
+                         "--grpc-port", "0", "--metrics-port", "0", timeout=30)
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert ("line 2" if "--token-file" in args else "entry 1") in result.stderr
+        assert "has no name" in result.stderr
+        assert BARE_TOKEN not in result.stderr + result.stdout and BARE_TOKEN[:-2] not in result.stderr
