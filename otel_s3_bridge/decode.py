@@ -39,6 +39,8 @@ class DecodeResult:
     records: list[dict[str, Any]] = field(default_factory=list)
     connection_tests: int = 0
     dropped_spans: int = 0
+    failed_spans: int = 0  # calls a bug kept from being decoded: rejected alone, never a retry forever
+    first_failure: str | None = None
 
 
 def rfc3339(unix_nano: int) -> str:
@@ -185,8 +187,15 @@ def iter_records(spans: Iterable[Span], result: DecodeResult, *, key_name: str |
                 owner = next((a for a in _ancestors(span, by_id) if a in record_ids), record_spans[0].span_id)
                 observations[owner].append(span)
         for span in record_spans:
-            yield build_record(span, observations[span.span_id], key_name=key_name, transport=transport,
-                               received_at=received_at)
+            try:
+                record = build_record(span, observations[span.span_id], key_name=key_name, transport=transport,
+                                      received_at=received_at)
+            except Exception as error:  # a bug: the same span would fail again, so it is rejected alone
+                result.failed_spans += 1
+                if result.first_failure is None:
+                    result.first_failure = f"{type(error).__name__}: {error}"[:300]
+                continue
+            yield record
 
 
 def decode(spans: Iterable[Span], *, key_name: str | None, transport: str, received_at_unix_nano: int,

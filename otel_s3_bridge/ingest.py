@@ -127,6 +127,7 @@ class Ingestor:
         self._pool = pool or DecodePool(0)
         self._clock = clock
         self._last_failure: str | None = None
+        self._decode_failures: set[str] = set()
         self.inflight = InflightBytes(config.max_inflight_bytes)
         self.accepting = True
 
@@ -164,6 +165,12 @@ class Ingestor:
             max_resource_bytes=config.max_resource_bytes, max_output_bytes=config.decoded_bytes_limit, signal=signal,
             lake=config.writes_batches, prices=self._prices.value if self._prices is not None else PriceBook())
         prepared = await self._prepare(body, context, reservation)
+        if prepared.decode_failure is not None and prepared.decode_failure not in self._decode_failures:
+            if len(self._decode_failures) >= 100:  # the causes carry text from payloads: bounded
+                self._decode_failures.clear()
+            self._decode_failures.add(prepared.decode_failure)
+            log.error("a span could not be decoded (%s): it is rejected in partial_success, the rest stored; "
+                      "please report this as a bug", prepared.decode_failure)
         rejected, problems = prepared.rejected_spans, list(prepared.problems)
         joins = signal == LOGS or bool(prepared.halves and self._join is not None)
         in_order = _HeldUntilWritten(self._join_order if joins else None, alone=signal == LOGS)

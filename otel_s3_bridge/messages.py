@@ -16,6 +16,8 @@ import orjson
 
 from .values import MAX_VALUE_DEPTH, nested_deeper_than
 
+MAX_INDEX_DIGITS = 9  # a longer "index" is no list's: int() of 4,300 digits raises, and lists are not that long
+
 
 def json_text(value: Any) -> Any:
     """The JSON document carried in a string, or None when it is not one (e.g. truncated, or
@@ -103,7 +105,7 @@ def _lists(node: Any) -> Any:
     if not isinstance(node, dict):
         return node
     converted = {key: _lists(value) for key, value in node.items()}
-    if converted and all(key.isascii() and key.isdigit() for key in converted):
+    if converted and all(len(key) <= MAX_INDEX_DIGITS and key.isascii() and key.isdigit() for key in converted):
         return [converted[key] for key in sorted(converted, key=int)]
     return converted
 

@@ -75,6 +75,7 @@ class PreparedExport:
     rejections: dict[str, int] = field(default_factory=dict)  # of `rejected_spans`, by reason
     usage: Usage = field(default_factory=dict)
     partitions: list[str] = field(default_factory=list)  # with `lake`: each object's lake partition
+    decode_failure: str | None = None  # a span a bug kept from being decoded (the first), for the log
 
 
 def _add_usage(usage: Usage, record: dict[str, Any]) -> None:
@@ -129,10 +130,15 @@ def prepare_export(body: bytes, context: ExportContext) -> PreparedExport:
     if decoded.dropped_spans:
         problems.append(f"{decoded.dropped_spans} span(s) of traces without an LLM call dropped "
                         "(--non-llm-spans drop)")
-    return PreparedExport(objects, len(body), output_bytes, parsed.rejected_spans + decoded.dropped_spans, problems,
-                          halves, received=len(parsed.spans) + parsed.rejected_spans,
-                          rejections={"invalid": parsed.rejected_spans, "non_llm": decoded.dropped_spans}, usage=usage,
-                          partitions=partitions)
+    if decoded.failed_spans:
+        problems.append(f"{decoded.failed_spans} span(s) could not be decoded, a fault of the bridge's "
+                        f"({decoded.first_failure}); the others are stored")
+    rejected = parsed.rejected_spans + decoded.dropped_spans + decoded.failed_spans
+    return PreparedExport(objects, len(body), output_bytes, rejected, problems, halves,
+                          received=len(parsed.spans) + parsed.rejected_spans,
+                          rejections={"invalid": parsed.rejected_spans + decoded.failed_spans,
+                                      "non_llm": decoded.dropped_spans},
+                          usage=usage, partitions=partitions, decode_failure=decoded.first_failure)
 
 
 def _prepare_logs(body: bytes, context: ExportContext) -> PreparedExport:

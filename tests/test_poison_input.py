@@ -149,3 +149,24 @@ def test_client_errors_are_not_logged_as_errors(bridge):
     assert bridge.post(b"{not json").status_code == 400
     assert not re.search(r" (ERROR|CRITICAL) ", bridge.log), bridge.log[-2000:]
     assert "Traceback" not in bridge.log
+
+
+def test_a_flattened_message_index_of_thousands_of_digits_is_kept_as_an_attribute(bridge, s3):
+    """`llm.input_messages.<4,400 digits>.message.content` made int() raise (Python's digit limit):
+    503 + Retry-After forever and a traceback per attempt. Such a "index" is no list index: the
+    attribute stays in `attributes`, the call is stored, the others beside it too."""
+    index = "9" * 4400
+    trace_id = uuid.uuid4().hex
+    poisoned = span(trace_id, trace_id[:16], "ChatCompletion", {
+        "openinference.span.kind": "LLM", "llm.model_name": "gpt-4o-mini",
+        f"llm.input_messages.{index}.message.content": "hi", "llm.input_messages.0.message.role": "user",
+        "llm.input_messages.0.message.content": "hello", f"llm.output_messages.{index}.message.content": "x"})
+    neighbour = _llm(uuid.uuid4().hex)
+    response = bridge.post(orjson.dumps(request(poisoned, neighbour)))
+    assert response.status_code == 200, response.text
+    [key] = [key for key in list_keys(s3, bridge.bucket) if trace_id in key]
+    record = read_json(s3, bridge.bucket, key)
+    assert record["prompt"] == [{"role": "user", "content": "hello"}]
+    assert record["attributes"][f"llm.input_messages.{index}.message.content"] == "hi"
+    assert any(neighbour["traceId"] in key for key in list_keys(s3, bridge.bucket))
+    assert "Traceback" not in bridge.log

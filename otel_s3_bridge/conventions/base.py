@@ -14,7 +14,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..messages import completion_from_chat, completion_from_text, json_or_value, json_text, messages_from_text
+from ..messages import (MAX_INDEX_DIGITS, completion_from_chat, completion_from_text, json_or_value, json_text,
+                        messages_from_text)
 from ..otlp import Span
 from ..values import as_float, as_int, as_text
 
@@ -205,7 +206,7 @@ def structured_list(a: Attributes, key: str) -> list[Any] | None:
 
 
 def _is_index(segment: str) -> bool:
-    return segment.isascii() and segment.isdigit()
+    return len(segment) <= MAX_INDEX_DIGITS and segment.isascii() and segment.isdigit()
 
 
 def indexed(a: Attributes, prefix: str) -> dict[str, Any]:
