@@ -55,7 +55,8 @@ FLUSHES_AT_ONCE = 2  # files being encoded or uploaded at once: each holds its f
 PART_RECORDS = 20_000  # records made into columns (one Parquet row group) at a time
 DUCKDB_MEMORY = "256MB"  # what DuckDB may hold while it reads a file's records
 RETRY_INITIAL_SECONDS = 0.2
-UNEXPECTED_FAILURES_MAX = 3  # then the members go to the spool's quarantine (kept, for `spool retry`)
+UNEXPECTED_FAILURES_MAX = 3  # and UNEXPECTED_FAILURES_SECONDS since the first: then the members go to the
+UNEXPECTED_FAILURES_SECONDS = 60.0  # spool's quarantine (kept, for `spool retry`); never a burst of failures
 MANIFEST, UPLOADED = ".batch", ".uploaded"
 
 
@@ -70,6 +71,8 @@ class Batch:
     file_format: str | None = None
     manifest: Path | None = None
     failures: int = 0  # unexpected failures to write it
+    first_failure_at: float = 0.0  # loop time of the first of them
+    disk_failures: int = 0  # local disk errors (retried with backoff, never a reason to quarantine)
 
 
 @dataclass
@@ -95,6 +98,7 @@ class BatchWriter:
         self._wake = asyncio.Event()
         self._timer: asyncio.Task | None = None
         self._draining = False
+        self._disk_problem: str | None = None  # logged once until the disk works again
 
     # --- taking entries ---------------------------------------------------------------------------
 
@@ -145,18 +149,32 @@ class BatchWriter:
         async with self._slots:
             try:
                 await self._write(batch)
+                self._disk_problem = None
+                return
             except asyncio.CancelledError:
                 raise  # stopping: the manifest (if any) and the entries stay; the next start finishes it
+            except OSError as error:  # the local disk (staging, manifest): full, or a blip; it comes back
+                batch.disk_failures += 1
+                retry_in = self._backoff(batch.disk_failures)
+                cause = error.strerror or str(error)
+                if cause != self._disk_problem:
+                    self._disk_problem = cause
+                    log.warning("cannot write a batch file's parts on the local disk (%s, under %s); retrying with "
+                                "backoff", cause, self.directory)
             except Exception as error:  # a bug must not lose entries: they are tried again, then kept aside
                 cause = f"{type(error).__name__}: {error}"
+                now = asyncio.get_running_loop().time()
                 batch.failures += 1
-                if batch.failures >= UNEXPECTED_FAILURES_MAX:
-                    await self._refused(batch, f"the batch file cannot be made ({cause})")
+                batch.first_failure_at = batch.first_failure_at or now
+                if (batch.failures >= UNEXPECTED_FAILURES_MAX
+                        and now - batch.first_failure_at >= UNEXPECTED_FAILURES_SECONDS):
+                    await self._refused(batch, f"the batch file cannot be made ({cause})", by_sink=False)
                     return
                 log.error("writing a batch file for %s failed unexpectedly (%s); its records are tried again",
                           batch.folder, cause, exc_info=error)
-                await asyncio.sleep(self._backoff(batch.failures))
-                self._close(batch)  # the same members (and manifest, if any) again
+                retry_in = self._backoff(batch.failures)
+        await asyncio.sleep(retry_in)  # its flush slot free meanwhile, for other partitions
+        self._close(batch)  # the same members (and manifest, if any) again
 
     def _requeue(self, batch: Batch) -> None:
         """The batch's entries go round again (its manifest, if any, is kept: the same file)."""
@@ -216,7 +234,7 @@ class BatchWriter:
                 return True
             except SinkError as error:
                 if not error.retryable:
-                    await self._refused(batch, error.message)
+                    await self._refused(batch, error.message, by_sink=True)
                     return False
                 failures += 1
                 if failures == 1:
@@ -224,10 +242,10 @@ class BatchWriter:
                                 self._sink.description, error.message)
                 await asyncio.sleep(self._backoff(failures))
 
-    async def _refused(self, batch: Batch, cause: str) -> None:
-        log.error("%s refused the batch file %s for good: %s. Its %d records are kept in %s; fix the cause, then "
-                  "run `otel-s3-bridge spool retry`", self._sink.description, batch.key, cause, len(batch.refs),
-                  self._spool.quarantine_dir)
+    async def _refused(self, batch: Batch, cause: str, *, by_sink: bool) -> None:
+        log.error("%s refused the batch file %s for good: %s. Its %d records are kept in %s; fix the cause, "
+                  "then run `otel-s3-bridge spool retry`", self._sink.description if by_sink else "the bridge",
+                  batch.key or f"for {batch.folder}", cause, len(batch.refs), self._spool.quarantine_dir)
         for ref in batch.refs:
             if ref.finished:
                 continue

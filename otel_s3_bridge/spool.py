@@ -80,6 +80,7 @@ class Segment:
     sealed: bool = False
     read_fd: int | None = None
     done_fd: int | None = None
+    marks_lost: bool = False  # a done mark could not be written: a replay would upload those entries again
 
     @property
     def finished(self) -> bool:
@@ -90,8 +91,8 @@ class Segment:
             if self.done_fd is None:
                 self.done_fd = os.open(done_path(self.path), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
             os.write(self.done_fd, DONE_RECORD.pack(offset))
-        except OSError:  # e.g. a full disk: the mark only saves a re-upload after a restart
-            pass
+        except OSError:  # e.g. a full disk: for an object, the mark only saves a re-upload after a restart;
+            self.marks_lost = True  # for a batch file's member, `done_durably` must say it is not on disk
 
     def close_files(self) -> None:
         for fd in (self.read_fd, self.done_fd):
@@ -448,7 +449,7 @@ class Spool:
         for ref in refs:
             self.done(ref)
         segments = {ref.segment for ref in refs if self._segments.get(ref.segment.path) is ref.segment}
-        if any(segment.done_fd is None for segment in segments):
+        if any(segment.done_fd is None or segment.marks_lost for segment in segments):
             return False
         try:
             await asyncio.to_thread(_sync_and_close, [os.dup(segment.done_fd) for segment in segments])

@@ -4,6 +4,8 @@ object keys from hostile ids on the local sink, a sink that refuses an object fo
 
 from __future__ import annotations
 
+import asyncio
+import gzip
 import json
 import subprocess
 import time
@@ -12,8 +14,9 @@ import uuid
 import orjson
 import requests
 
-from conftest import BridgeProcess, S3Bridge, eventually, new_bucket
+from conftest import BridgeProcess, S3Bridge, eventually, list_keys, new_bucket
 from otel_s3_bridge.sample import sample_delivery
+from otel_s3_bridge.spool import Spool
 from test_durability import Proxy
 
 
@@ -111,3 +114,84 @@ def test_readiness_comes_back_when_a_full_disk_frees_with_nothing_to_upload(moto
             bridge.stop()
     finally:
         subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+class SmallDisk:
+    """A tmpfs of `size` mounted for the test (the suite runs as root, as CI does)."""
+
+    def __init__(self, path, size: str) -> None:
+        self.path = path
+        path.mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=True)
+        self.filler = path / "filler"
+
+    def fill(self) -> None:
+        """Someone else fills the disk, to the last page."""
+        with open(self.filler, "ab", buffering=0) as handle:
+            for chunk in (65536, 4096):
+                try:
+                    while True:
+                        handle.write(b"\0" * chunk)
+                except OSError:
+                    pass
+
+    def free(self) -> None:
+        self.filler.unlink()
+
+    def unmount(self) -> None:
+        subprocess.run(["umount", "-l", str(self.path)], check=False)
+
+
+def test_a_disk_full_blip_never_quarantines_a_batch(moto, s3, tmp_path):
+    """The disk under the spool is full for a moment while a batch file is made: its staging
+    file and manifest cannot be written. Three quick failures sent the whole batch to the
+    quarantine (and the log blamed the sink for a file named None); now the batch is tried again
+    with backoff and written once the disk has room."""
+    disk = SmallDisk(tmp_path / "small-disk", "4m")
+    bucket = new_bucket(s3)
+    try:
+        bridge = S3Bridge(moto, bucket, tmp_path / "bridge.log",
+                          ["--spool-dir", str(disk.path / "spool"), "--layout", "batch", "--batch-max-age-seconds", "2",
+                           "--batch-format", "ndjson"])
+        try:
+            for _ in range(10):
+                assert bridge.post(_delivery()).status_code == 200
+            disk.fill()  # before the batch is flushed (2 s after its first record)
+            eventually(lambda: "cannot write a batch file's parts" in bridge.log or "failed unexpectedly" in bridge.log,
+                       30, lambda: bridge.log)
+            time.sleep(1.5)  # the blip lasts a second and a half: longer than the old burst of three tries
+            disk.free()
+            bridge.wait_until_uploaded()
+            assert bridge.readiness()["quarantined_total"] == 0
+        finally:
+            assert bridge.stop() == 0
+        rows = sum(len(gzip.decompress(s3.get_object(Bucket=bucket, Key=key)["Body"].read()).splitlines())
+                   for key in list_keys(s3, bucket, "openrouter-traces/lake/"))
+        assert rows == 10
+        assert "None" not in bridge.log.split("ready:", 1)[1]
+    finally:
+        disk.unmount()
+
+
+def test_a_done_mark_a_full_disk_refused_is_never_reported_durable(tmp_path):
+    """A batch file's members are marked done, the marks fsynced, and only then is its manifest
+    deleted. A mark the full disk refused was swallowed and the marks reported durable: the
+    manifest went, and after a crash the same records landed in a second file."""
+    disk = SmallDisk(tmp_path / "small-disk", "1m")
+
+    async def scenario() -> tuple[bool, bool]:
+        spool = Spool(str(disk.path / "spool"), max_bytes=1 << 30)
+        spool.open()
+        await spool.append([(f"k{n}", b"x", None) for n in range(513)])
+        refs = [await spool.next() for _ in range(513)]
+        first = await spool.done_durably(refs[:512])  # the done file is one full page now
+        disk.fill()
+        last = await spool.done_durably(refs[512:])  # its mark needs a page the disk has not got
+        disk.free()
+        await spool.close()
+        return first, last
+
+    try:
+        assert asyncio.run(scenario()) == (True, False)
+    finally:
+        disk.unmount()
