@@ -8,8 +8,12 @@ rules: addressing style, region, custom endpoints), credentials come from aiobot
 chain (refreshed when they near expiry: environment, profiles, web identity, container and
 instance metadata), and each PUT is signed and sent as it is. Its answer is read as S3 answers:
 2xx is stored, anything else becomes botocore's `ClientError` with S3's error code, so that the
-sink's one classifier decides what is retryable, as it does for the client. Must not retry (the
-spool does) nor log credentials.
+sink's one classifier decides what is retryable, as it does for the client: the whole error body is
+read (bounded), never a first chunk that may lack its `<Code>`. A redirect is never followed (a
+signed request re-sent to another host would leak its session token, and that host's 2xx would
+count as stored): it is S3's answer, `PermanentRedirect` or `TemporaryRedirect`, with the region
+the bucket says it is in. Each PUT has a deadline that grows with its body, so a peer that stops
+reading cannot hold it forever. Must not retry (the spool does) nor log credentials.
 """
 
 from __future__ import annotations
@@ -28,8 +32,11 @@ from yarl import URL
 from .sigv4 import Signer
 
 UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
+_REDIRECTS = {301: "PermanentRedirect", 307: "TemporaryRedirect", 302: "Found"}  # codes of bodiless redirects
 _ERROR_CODE = re.compile(rb"<Code>([^<]{1,200})</Code>")
 _ERROR_MESSAGE = re.compile(rb"<Message>([^<]{0,500})</Message>")
+ERROR_BODY_MAX = 64 * 1024  # an S3 error document is a few hundred bytes
+MIN_SEND_BYTES_PER_SECOND = 512 * 1024  # a PUT's deadline: connect and read timeouts, plus its body at this rate
 
 
 class Place(NamedTuple):
@@ -44,7 +51,10 @@ class Place(NamedTuple):
 def place(base_url: str) -> Place:
     parts = urlsplit(base_url)
     default = {"http": 80, "https": 443}.get(parts.scheme)
-    host = parts.hostname if parts.port in (None, default) else f"{parts.hostname}:{parts.port}"
+    hostname = parts.hostname or ""
+    if ":" in hostname:  # an IPv6 literal keeps its brackets in the Host header (and so in the signature)
+        hostname = f"[{hostname}]"
+    host = hostname if parts.port in (None, default) else f"{hostname}:{parts.port}"
     return Place(base_url, host, parts.path, parts.scheme == "https")
 
 
@@ -57,6 +67,7 @@ class PutPath:
         self._resolve = base_url
         self._places: dict[str, Place] = {}
         self._timeout = aiohttp.ClientTimeout(total=None, connect=connect_timeout, sock_read=read_timeout)
+        self._connect_timeout, self._read_timeout = connect_timeout, read_timeout
         self._max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None
 
@@ -78,16 +89,28 @@ class PutPath:
         payload = UNSIGNED_PAYLOAD if where.https else hashlib.sha256(body).hexdigest()
         headers = self._signer.put_headers(where.host, where.path + quoted, content_type, payload, credentials,
                                            time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()))
-        async with self._session.put(URL(where.base + quoted, encoded=True), data=body, headers=headers) as response:
+        deadline = self._connect_timeout + self._read_timeout + len(body) / MIN_SEND_BYTES_PER_SECOND
+        timeout = aiohttp.ClientTimeout(total=deadline, connect=self._connect_timeout, sock_read=self._read_timeout)
+        async with self._session.put(URL(where.base + quoted, encoded=True), data=body, headers=headers,
+                                     allow_redirects=False, timeout=timeout) as response:
             if response.status < 300:
                 await response.read()
                 return
-            answer = await response.content.read(64 * 1024)
+            answer = b""
+            while len(answer) < ERROR_BODY_MAX:  # `read(n)` may answer a first chunk only
+                chunk = await response.content.read(ERROR_BODY_MAX - len(answer))
+                if not chunk:
+                    break
+                answer += chunk
+            region = response.headers.get("x-amz-bucket-region")
         code = _ERROR_CODE.search(answer)
         message = _ERROR_MESSAGE.search(answer)
-        raise ClientError({"Error": {"Code": code.group(1).decode(errors="replace") if code else str(response.status),
-                                     "Message": message.group(1).decode(errors="replace") if message else ""},
-                           "ResponseMetadata": {"HTTPStatusCode": response.status}}, "PutObject")
+        error = {"Code": code.group(1).decode(errors="replace") if code else _REDIRECTS.get(response.status,
+                                                                                            str(response.status)),
+                 "Message": message.group(1).decode(errors="replace") if message else ""}
+        if region:
+            error["Region"] = region
+        raise ClientError({"Error": error, "ResponseMetadata": {"HTTPStatusCode": response.status}}, "PutObject")
 
     async def aclose(self) -> None:
         if self._session is not None:

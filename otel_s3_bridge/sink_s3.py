@@ -34,7 +34,8 @@ from .s3_put import PutPath
 
 MULTIPART_PARTS_AT_ONCE = 4
 RETRYABLE_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "InternalError",
-                   "ServiceUnavailable", "ExpiredToken", "RequestTimeTooSkewed", "OperationAborted"}
+                   "ServiceUnavailable", "ExpiredToken", "RequestTimeTooSkewed", "OperationAborted",
+                   "TemporaryRedirect"}  # a new bucket's DNS not yet everywhere: S3 says to retry
 
 
 def _freeze_user_agent(client: Any) -> None:
@@ -162,8 +163,10 @@ class S3Sink:
                                  "(they need s3:PutObject)", retryable=False)
             if code in ("KeyTooLongError", "InvalidArgument", "InvalidObjectName"):
                 return SinkError(f"{where} refuses this object key ({code})", retryable=False)
-            if code in ("PermanentRedirect", "AuthorizationHeaderMalformed", "IllegalLocationConstraintException"):
-                return SinkError(f"bucket {bucket!r} is in another region than {self.config.region!r} "
+            if code in ("PermanentRedirect", "AuthorizationHeaderMalformed", "IllegalLocationConstraintException",
+                        "Found"):
+                region = f" (it says {error['Region']!r})" if error.get("Region") else ""
+                return SinkError(f"bucket {bucket!r} is in another region than {self.config.region!r}{region} "
                                  f"({code}); set --region", retryable=False)
             return SinkError(f"{where} refused the write: {code or status} {error.get('Message', '')}".strip(),
                              retryable=False)

@@ -8,7 +8,11 @@ so the object is stored, then the connection is reset before the answer); PUTs o
 the --refuse-keys TEXT are refused for good (403 AccessDenied); PUTs of keys containing the
 --hold-keys TEXT are forwarded and their answer is held back for an hour; PUTs whose body lacks
 the --fail-bodies-without TEXT fail (503 SlowDown, or 403 AccessDenied with --bodies-refused), every
-time (counted by path; the bridge's check probe passes); everything else is
+time (counted by path; the bridge's check probe passes). The first PUT of each key containing:
+--split-error-keys TEXT is answered 400 RequestTimeout, its XML sent in two parts a moment apart;
+--redirect-keys TEXT (its first two PUTs) is answered 307 TemporaryRedirect to --redirect-to URL;
+--trickle-keys TEXT gets `100 Continue` every half second for an hour, its body never read (each
+byte resets a client's read timeout). Everything else is
 forwarded unchanged. `GET /__faults__` answers the counters, with the access key ids that signed the
 PUTs and how many carried a session token.
 """
@@ -39,6 +43,10 @@ def main() -> None:
     parser.add_argument("--hold-keys", default=None)
     parser.add_argument("--fail-bodies-without", default=None)
     parser.add_argument("--bodies-refused", action="store_true")
+    parser.add_argument("--split-error-keys", default=None)
+    parser.add_argument("--redirect-keys", default=None)
+    parser.add_argument("--redirect-to", default=None)
+    parser.add_argument("--trickle-keys", default=None)
     args = parser.parse_args()
     chance = random.Random(args.seed)
     kinds = args.kinds.split(",")
@@ -52,11 +60,41 @@ def main() -> None:
             reply = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP}
             return web.Response(status=upstream.status, headers=reply, body=payload)
 
+    seen: dict[str, int] = {}  # PUTs of each path so far
+
     async def handle(request: web.Request) -> web.StreamResponse:
         if request.path == "/__faults__":
             return web.json_response(counters)
         counters["requests"] += 1
+        if request.method == "PUT":
+            seen[request.path] = seen.get(request.path, 0) + 1
+        first = seen.get(request.path, 0)
+        if request.method == "PUT" and args.trickle_keys and args.trickle_keys in request.path and first == 1:
+            counters["trickled"] = counters.get("trickled", 0) + 1
+            for _ in range(7200):  # the body is never read
+                if request.transport is None or request.transport.is_closing():
+                    break
+                request.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                await asyncio.sleep(0.5)
+            return web.Response(status=500)
         body = await request.read()
+        if request.method == "PUT" and args.split_error_keys and args.split_error_keys in request.path and first == 1:
+            counters["split"] = counters.get("split", 0) + 1
+            xml = (b"<?xml version='1.0' encoding='UTF-8'?>\n<Error><Code>RequestTimeout</Code><Message>Your "
+                   b"socket connection to the server was not read from or written to within the timeout period."
+                   b"</Message></Error>")
+            response = web.StreamResponse(status=400, headers={"Content-Type": "application/xml"})
+            response.enable_chunked_encoding()
+            await response.prepare(request)
+            await response.write(xml[:40])  # before the <Code>
+            await asyncio.sleep(0.3)
+            await response.write(xml[40:])
+            await response.write_eof()
+            return response
+        if request.method == "PUT" and args.redirect_keys and args.redirect_keys in request.path and first <= 2:
+            counters["redirected"] = counters.get("redirected", 0) + 1
+            return web.Response(status=307, headers={"Location": args.redirect_to + request.path_qs,
+                                                     "x-amz-bucket-region": "eu-west-1"})
         session = request.app["session"]
         is_object_put = request.method == "PUT" and request.path.count("/") >= 2 and not request.query
         if is_object_put and args.refuse_keys and args.refuse_keys in request.path:

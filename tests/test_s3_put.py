@@ -1,0 +1,164 @@
+"""The bridge's own S3 PUT (`--s3-put-path direct`) against what S3 and the network really do: an
+error document that arrives in parts, a redirect to another host, a peer that stops reading the
+body, an endpoint at an IPv6 literal. The bridge runs as a process; the fault-injecting proxy (or
+a bare HTTP server of the test's) plays the network; results are read back from moto."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+import pytest
+
+from conftest import BridgeProcess, Proxy, S3Bridge, free_port, key_for, new_bucket, \
+    read_json
+from otel_s3_bridge.sample import sample_delivery
+
+
+def _delivery(prompt_bytes: int = 0) -> tuple[bytes, str, int]:
+    """An OpenRouter delivery (with a prompt of `prompt_bytes`), its generation id and start."""
+    generation = f"gen-{uuid.uuid4().hex}"
+    start = time.time_ns()
+    document = sample_delivery(generation, start)
+    if prompt_bytes:
+        for attribute in document["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["attributes"]:
+            if attribute["key"] == "gen_ai.prompt":
+                attribute["value"]["stringValue"] = json.dumps({"messages": [
+                    {"role": "user", "content": "x" * prompt_bytes}]})
+    return json.dumps(document).encode(), generation, start
+
+
+def test_an_error_document_in_two_parts_is_read_whole(moto, s3, tmp_path):
+    """S3's `RequestTimeout` (retryable) arrived in two reads: only the first, without its <Code>,
+    was parsed, and the record was quarantined as refused for good."""
+    body, generation, start = _delivery()
+    proxy = Proxy(moto.url).start("--split-error-keys", generation)
+    bridge = S3Bridge(moto, new_bucket(s3), tmp_path / "bridge.log", ["--endpoint-url", proxy.url])
+    try:
+        assert bridge.post(body).status_code == 200
+        assert read_json(s3, bridge.bucket, key_for(generation, start))["generation_id"] == generation
+        assert proxy.counters()["split"] == 1 and bridge.readiness()["quarantined_total"] == 0
+    finally:
+        assert bridge.stop() == 0
+        proxy.stop()
+
+
+class _Elsewhere(http.server.BaseHTTPRequestHandler):
+    """Another host: answers 200 to anything, and remembers what reached it."""
+
+    received: list[dict] = []
+
+    def do_PUT(self) -> None:  # noqa: N802 (http.server's name)
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        _Elsewhere.received.append(dict(self.headers))
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_a_redirect_is_never_followed(moto, s3, tmp_path):
+    """A 307 to another host was followed: the PUT went there (without its signature, but with a
+    session token when there is one) and that host's 200 counted as stored. Now it is S3's
+    `TemporaryRedirect`, retried where the bucket is."""
+    elsewhere = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Elsewhere)
+    threading.Thread(target=elsewhere.serve_forever, daemon=True).start()
+    body, generation, start = _delivery()
+    proxy = Proxy(moto.url).start("--redirect-keys", generation, "--redirect-to",
+                                  f"http://127.0.0.1:{elsewhere.server_address[1]}")
+    bridge = S3Bridge(moto, new_bucket(s3), tmp_path / "bridge.log", ["--endpoint-url", proxy.url],
+                      env={"AWS_SESSION_TOKEN": "session-token-for-the-test"})
+    try:
+        assert bridge.post(body).status_code == 200
+        assert read_json(s3, bridge.bucket, key_for(generation, start))["generation_id"] == generation
+        assert proxy.counters()["redirected"] == 2
+        assert _Elsewhere.received == []
+    finally:
+        assert bridge.stop() == 0
+        proxy.stop()
+        elsewhere.shutdown()
+
+
+def test_a_peer_that_never_answers_but_trickles_does_not_hold_the_put_forever(moto, s3, tmp_path):
+    """The first PUT is answered `100 Continue` every half second, its body never read: each byte
+    reset the read timeout, and with no deadline on the whole request the upload hung for good.
+    Now the PUT's deadline (timeouts plus the body at 512 KiB/s) ends it, and the retry stores it."""
+    body, generation, start = _delivery()
+    proxy = Proxy(moto.url).start("--trickle-keys", generation)
+    bridge = S3Bridge(moto, new_bucket(s3), tmp_path / "bridge.log",
+                      ["--endpoint-url", proxy.url, "--s3-timeout-seconds", "2"])
+    try:
+        assert bridge.post(body).status_code == 200
+        assert read_json(s3, bridge.bucket, key_for(generation, start), wait_seconds=60)["generation_id"] == generation
+        assert proxy.counters()["trickled"] == 1
+    finally:
+        assert bridge.stop() == 0
+        proxy.stop()
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+def test_an_endpoint_at_an_ipv6_literal_is_signed_as_it_is_sent(tmp_path):
+    """`--endpoint-url http://[::1]:PORT`: the signed Host lost its brackets, so every PUT failed
+    as "bad credentials" against an S3 server that checks signatures."""
+    if not _ipv6_loopback():
+        pytest.fail("this machine has no IPv6 loopback (::1), which the test needs")
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "::1", "-p", str(port)],
+                              env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "4"},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("::1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and server.poll() is None, "moto did not listen on ::1"
+                time.sleep(0.05)
+        import boto3
+
+        url = f"http://[::1]:{port}"
+        setup = {"endpoint_url": url, "region_name": "us-east-1", "aws_access_key_id": "setup",
+                 "aws_secret_access_key": "setup"}
+        boto3.client("s3", **setup).create_bucket(Bucket="ipv6-traces")  # 1
+        iam = boto3.client("iam", **setup)
+        iam.create_user(UserName="writer")  # 2
+        iam.put_user_policy(UserName="writer", PolicyName="p", PolicyDocument=json.dumps({  # 3
+            "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": ["s3:*"], "Resource": "*"}]}))
+        key = iam.create_access_key(UserName="writer")["AccessKey"]  # 4: the last unchecked call
+        env = {"AWS_ACCESS_KEY_ID": key["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"]}
+        body, generation, start = _delivery()
+        bridge = BridgeProcess(["--bucket", "ipv6-traces", "--endpoint-url", url, "--spool-dir",
+                                str(tmp_path / "spool")], tmp_path / "bridge.log", env=env)
+        try:
+            import requests
+
+            assert requests.post(bridge.url, data=body, headers={"Content-Type": "application/json"},
+                                 timeout=30).status_code == 200
+            bridge.wait_until_uploaded()
+            assert bridge.readiness()["quarantined_total"] == 0, bridge.log
+        finally:
+            assert bridge.stop() == 0
+        reader = boto3.client("s3", endpoint_url=url, region_name="us-east-1", aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+                              aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
+        assert reader.head_object(Bucket="ipv6-traces", Key=key_for(generation, start))
+    finally:
+        server.terminate()
+        server.wait(10)
