@@ -9,6 +9,7 @@ overwrites it, whatever order the uploads run in.
 from __future__ import annotations
 
 import base64
+import fcntl
 import os
 import signal
 import subprocess
@@ -285,6 +286,26 @@ def test_events_whose_span_never_comes_expire_and_free_the_store(moto, s3, tmp_p
         assert post_spans(bridge, call_span(trace_id, span_id, start)).status_code == 200
         bridge.wait_until_uploaded()
         assert only_record(s3, bridge.bucket, trace_id)["prompt"] is None  # its events are gone
+    finally:
+        assert bridge.stop() == 0
+
+
+def test_expiry_never_waits_for_the_join_stores_lock(moto, s3, tmp_path):
+    """Expiry held the store's cross-worker `flock` for its whole scan (about 1.2 s at 100,000
+    links), blocking every worker's exports meanwhile. It now needs no lock at all: with the lock
+    held by someone else the whole time, expired halves still go."""
+    bridge = S3Bridge(moto, new_bucket(s3), tmp_path / "bridge.log", ["--join-window-seconds", "1"])
+    join = tmp_path / "spool" / "join"
+    try:
+        trace_id, span_id = ids()
+        assert post_logs(bridge, logs_request(*message_events(trace_id, span_id, time.time_ns()))).status_code == 200
+        holder = os.open(join, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fcntl.flock(holder, fcntl.LOCK_EX)  # another worker, say, holds it for as long as this test
+            eventually(lambda: bridge.readiness()["join_bytes"] == 0 and not list(join.iterdir()), 30,
+                       lambda: bridge.log)
+        finally:
+            os.close(holder)
     finally:
         assert bridge.stop() == 0
 
