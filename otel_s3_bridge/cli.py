@@ -167,12 +167,16 @@ async def _serve(config: BridgeConfig, *, share_ports: bool = False) -> int:
     gc.freeze()
     gc.set_threshold(50_000, 50, 100)
     stop = asyncio.Event()
+    stopping_since = [0.0]
 
     def on_signal() -> None:
+        if stop.is_set() and worker_index() is not None and time.monotonic() - stopping_since[0] < 2:
+            return  # a worker's copy of the same stop: the supervisor's forward, and a signal to its cgroup
         if stop.is_set():  # a second signal: leave now; everything acknowledged is in the spool
             log.warning("second signal: exiting at once; the spool is replayed at the next start")
             logging.shutdown()
             os._exit(EXIT_FAILED)
+        stopping_since[0] = time.monotonic()
         stop.set()
 
     # Installed before start-up, so that a SIGTERM arriving while the bridge starts stops it cleanly.
@@ -191,11 +195,24 @@ async def _serve(config: BridgeConfig, *, share_ports: bool = False) -> int:
         return EXIT_FAILED
     loop = type(asyncio.get_running_loop()).__module__.split(".", 1)[0]
     log.info("%s; event loop: %s", _ready_message(config), "uvloop" if loop == "uvloop" else "asyncio")
+    supervisor = asyncio.create_task(_follow_supervisor(stop)) if worker_index() is not None else None
     await stop.wait()
+    if supervisor is not None:
+        supervisor.cancel()
     log.info("stopping: no new exports, finishing in-flight ones")
     await bridge.stop(drain_seconds=config.drain_seconds)
     log.info("stopped")
     return EXIT_OK
+
+
+async def _follow_supervisor(stop: asyncio.Event) -> None:
+    """A worker (in a session of its own) stops, draining, once its supervisor is gone (a
+    `kill -9`, an OOM kill): no worker is left behind serving on its own."""
+    parent = os.getppid()
+    while os.getppid() == parent:
+        await asyncio.sleep(1.0)
+    log.warning("the supervisor (pid %d) is gone: stopping this worker", parent)
+    stop.set()
 
 
 async def _check(config: BridgeConfig) -> int:

@@ -405,6 +405,9 @@ def load_config(flags: Mapping[str, Any], env: Mapping[str, str] = os.environ) -
             read_price_file(config.prices)
         except PriceFileError as error:
             problems.append(f"--prices: {error}")
+    if config.grpc_port and config.grpc_port == config.http_port:
+        problems.append(f"--grpc-port: {config.grpc_port} is also --http-port; give each receiver its own port, "
+                        "or 0 to disable gRPC")
     if config.metrics_port and config.metrics_port in (config.http_port, config.grpc_port) \
             and config.metrics_address == config.host:
         problems.append(f"--metrics-port: {config.metrics_port} is also a receiver's port; choose another, or 0")

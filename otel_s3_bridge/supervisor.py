@@ -1,5 +1,6 @@
 """`--workers N`: runs N bridge processes that share the ports (SO_REUSEPORT), each with its own
-spool directory; forwards SIGTERM/SIGINT to them and restarts one that dies after start-up.
+spool directory, each in a session of its own; forwards SIGTERM/SIGINT to them and restarts one that
+dies after start-up.
 Workers write their metrics to one fresh directory (`<spool-dir>/metrics`), which worker 0 serves
 summed; a worker's live gauges are dropped when it ends. Must not touch data: every worker is a
 complete bridge.
@@ -42,7 +43,9 @@ def supervise(config: BridgeConfig, argv: Sequence[str]) -> int:
     os.makedirs(metrics_dir, exist_ok=True)
 
     def spawn(index: int) -> None:
-        process = subprocess.Popen([sys.executable, "-m", "otel_s3_bridge", *argv],
+        # In a session of its own: a signal to the supervisor's process group (Ctrl-C, `timeout`) reaches
+        # the workers once, forwarded, not twice (a second signal means "exit at once", without a drain).
+        process = subprocess.Popen([sys.executable, "-m", "otel_s3_bridge", *argv], start_new_session=True,
                                    env={**os.environ, WORKER_ENV: str(index), metrics.MULTIPROCESS_ENV: metrics_dir})
         children[index] = (process, time.monotonic())
 
