@@ -34,6 +34,7 @@ import asyncio
 import logging
 import os
 import random
+import shutil
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -284,6 +285,11 @@ class BatchWriter:
         """Finish the files a crash left half done (call after the spool is open, before the
         uploaders start). Returns how many files are written again."""
         self.directory.mkdir(parents=True, exist_ok=True)
+        for leftover in [*self.directory.glob("*.partial"), *self.directory.glob("*.spill")]:  # a crash's scratch
+            if leftover.is_dir():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                leftover.unlink(missing_ok=True)
         rewritten = 0
         for path in sorted(self.directory.iterdir()):
             if path.suffix not in (MANIFEST, UPLOADED):
@@ -390,14 +396,15 @@ def _duckdb_tables(staged: Path) -> Iterator[Any]:
     from . import lake
 
     # One thread: the other cores serve exports. Its memory is bounded, spilling beside the file.
-    connection = duckdb.connect(config={"threads": 1, "memory_limit": DUCKDB_MEMORY,
-                                        "temp_directory": str(staged.parent)})
+    spill = staged.with_suffix(".spill")  # this build's own: two builds at once must not share one
+    connection = duckdb.connect(config={"threads": 1, "memory_limit": DUCKDB_MEMORY, "temp_directory": str(spill)})
     try:
         relation = connection.read_json(str(staged), format="newline_delimited", columns=lake.DUCKDB_TYPES)
         for batch in relation.project(lake.DUCKDB_SELECT).to_arrow_reader(PART_RECORDS):
             yield pa.Table.from_batches([batch])
     finally:
         connection.close()
+        shutil.rmtree(spill, ignore_errors=True)
 
 
 def _staged_records(staged: Path) -> Iterator[list[dict[str, Any]]]:

@@ -24,7 +24,9 @@ from .spool_commands import adopt_orphan_spools
 log = logging.getLogger("otel_s3_bridge.supervisor")
 
 WORKER_ENV = "OTEL_S3_BRIDGE_WORKER_INDEX"
-START_GRACE_SECONDS = 10.0  # a worker that exits sooner failed to start: stop everything
+START_GRACE_SECONDS = 10.0  # a worker that exits sooner at its first start failed to start: stop everything
+RESTART_BACKOFF_SECONDS = 1.0  # a worker restarted, then dying again soon, waits this, doubled each time,
+RESTART_BACKOFF_MAX_SECONDS = 60.0  # up to this, before its next start
 
 
 def worker_index() -> int | None:
@@ -57,6 +59,7 @@ def supervise(config: BridgeConfig, argv: Sequence[str]) -> int:
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    restarts = [0] * config.workers  # restarts of each worker in a row, each soon after the one before
     for index in range(config.workers):
         spawn(index)
     log.info("started %d workers sharing the ports", config.workers)
@@ -73,11 +76,16 @@ def supervise(config: BridgeConfig, argv: Sequence[str]) -> int:
         if stopping["signals"]:
             status = max(status, process.returncode)
             continue
-        if time.monotonic() - started < START_GRACE_SECONDS:
+        quick = time.monotonic() - started < START_GRACE_SECONDS
+        if quick and not restarts[index]:  # the first start: a configuration the others share fails too
             log.error("worker %d failed to start (exit %s); stopping the others", index, process.returncode)
             forward(signal.SIGTERM, None)
             status = 1
             continue
-        log.warning("worker %d exited with %s; starting it again", index, process.returncode)
-        spawn(index)
+        restarts[index] = restarts[index] + 1 if quick else 1  # dying again at once: wait longer each time
+        delay = min(RESTART_BACKOFF_SECONDS * 2 ** (restarts[index] - 1), RESTART_BACKOFF_MAX_SECONDS)
+        log.warning("worker %d exited with %s; starting it again in %.0f s", index, process.returncode, delay)
+        time.sleep(delay)  # signals are still forwarded meanwhile
+        if not stopping["signals"]:
+            spawn(index)
     return status

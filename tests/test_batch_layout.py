@@ -342,3 +342,19 @@ def test_an_export_of_thousands_of_spans_without_content_keeps_every_half(moto, 
     assert _query(moto, bucket, "SELECT count(*) AS calls FROM records") == [{"calls": 2500}]
     [row] = _query(moto, bucket, f"SELECT prompt FROM records WHERE span_id = '{span_id}'")
     assert orjson.loads(row["prompt"])[-1]["content"] == QUESTION
+
+
+def test_scratch_files_a_crash_left_are_deleted_at_start(tmp_path):
+    """A batch file's staged records (`*.ndjson.partial`) and DuckDB's spill directory were never
+    cleaned after a crash: they went at no start and filled the disk under the spool."""
+    batches = tmp_path / "spool" / "batches"
+    batches.mkdir(parents=True)
+    (batches / "0123.ndjson.partial").write_bytes(b"{}\n" * 1000)
+    (batches / "0123.ndjson.spill").mkdir()
+    (batches / "0123.ndjson.spill" / "duckdb_temp_block.tmp").write_bytes(b"\0" * 4096)
+    bridge = BridgeProcess(["--output-dir", str(tmp_path / "out"), "--spool-dir", str(tmp_path / "spool"),
+                            "--layout", "batch"], tmp_path / "bridge.log")
+    try:
+        assert sorted(path.name for path in batches.iterdir()) == []
+    finally:
+        assert bridge.stop() == 0

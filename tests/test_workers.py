@@ -8,10 +8,12 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import requests
 
 from conftest import eventually, free_port
+from otel_s3_bridge.supervisor import START_GRACE_SECONDS
 from test_cli import run_cli
 from test_spool_limits import _delivery
 
@@ -75,3 +77,36 @@ def test_workers_stop_and_drain_when_their_supervisor_is_killed(tmp_path):
                log_path.read_text)
     text = log_path.read_text()
     assert text.count("the supervisor") == 2 and text.count("stopped") >= 2, text
+
+
+def test_a_worker_that_dies_again_soon_after_a_restart_is_restarted_with_backoff(tmp_path):
+    """A restarted worker that died within the start grace (10 s) made the supervisor stop every
+    worker. Now it is started again, after a growing wait, and the others serve meanwhile."""
+    http_port = free_port()
+    log_path = tmp_path / "bridge.log"
+    with open(log_path, "wb") as log:
+        supervisor = subprocess.Popen(
+            [sys.executable, "-m", "otel_s3_bridge", "serve", "--workers", "2", "--http-port", str(http_port),
+             "--grpc-port", "0", "--metrics-port", "0", "--output-dir", str(tmp_path / "out"),
+             "--spool-dir", str(tmp_path / "spool")], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def workers() -> list[int]:
+        return [int(pid) for pid in subprocess.run(["pgrep", "-P", str(supervisor.pid)], capture_output=True,
+                                                     text=True).stdout.split()]
+    try:
+        eventually(lambda: log_path.read_text().count("ready:") == 2, 60, log_path.read_text)
+        time.sleep(START_GRACE_SECONDS)  # past its first start: from now on a death is the worker's, not the setup's
+        for which in ("-o", "-n"):  # one killed, restarted, and that one (the newest) killed again at once
+            victim = int(subprocess.run(["pgrep", which, "-P", str(supervisor.pid)], capture_output=True,
+                                        text=True).stdout)
+            os.kill(victim, signal.SIGKILL)
+            eventually(lambda: len(workers()) == 2 and victim not in workers(), 30, log_path.read_text)
+        eventually(lambda: log_path.read_text().count("ready:") >= 3, 60, log_path.read_text)
+        assert supervisor.poll() is None, log_path.read_text()
+        ok = requests.post(f"http://127.0.0.1:{http_port}/v1/traces", data=_delivery(),
+                           headers={"Content-Type": "application/json"}, timeout=30)
+        assert ok.status_code == 200
+        assert "starting it again in 2 s" in log_path.read_text()
+    finally:
+        os.killpg(supervisor.pid, signal.SIGTERM)
+        assert supervisor.wait(60) == 0
