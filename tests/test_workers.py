@@ -18,6 +18,30 @@ from test_cli import run_cli
 from test_spool_limits import _delivery
 
 
+class Workers:
+    """`serve --workers 2` as a shell starts it: a process group of its own, its log in a file."""
+
+    def __init__(self, tmp_path, *args: str) -> None:
+        self.http_port = free_port()
+        self.url = f"http://127.0.0.1:{self.http_port}/v1/traces"
+        self.log_path = tmp_path / "bridge.log"
+        with open(self.log_path, "wb") as log:
+            self.supervisor = subprocess.Popen(
+                [sys.executable, "-m", "otel_s3_bridge", "serve", "--workers", "2", "--http-port", str(self.http_port),
+                 "--grpc-port", "0", "--metrics-port", "0", "--spool-dir", str(tmp_path / "spool"), *args],
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        eventually(lambda: self.log.count("ready:") == 2, 60, lambda: self.log)
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    def workers(self, which: str = "") -> list[int]:
+        found = subprocess.run(["pgrep", *([which] if which else []), "-P", str(self.supervisor.pid)],
+                               capture_output=True, text=True).stdout
+        return [int(pid) for pid in found.split()]
+
+
 def test_the_same_port_for_http_and_grpc_is_refused_at_start(tmp_path):
     """With --workers both receivers bound the one port (SO_REUSEPORT), logged ready, and every
     gRPC export failed."""
@@ -31,82 +55,50 @@ def test_the_same_port_for_http_and_grpc_is_refused_at_start(tmp_path):
 def test_a_signal_to_the_process_group_drains_every_worker_once(tmp_path):
     """Workers shared the supervisor's process group: a group signal reached each of them twice
     (directly, and forwarded), the second copy meaning "exit at once", so none drained."""
-    http_port = free_port()
-    log_path = tmp_path / "bridge.log"
     unreachable = f"http://127.0.0.1:{free_port()}"  # nothing listens: records stay spooled
-    with open(log_path, "wb") as log:
-        supervisor = subprocess.Popen(
-            [sys.executable, "-m", "otel_s3_bridge", "serve", "--workers", "2", "--http-port", str(http_port),
-             "--grpc-port", "0", "--metrics-port", "0", "--bucket", "nowhere", "--endpoint-url", unreachable,
-             "--spool-dir", str(tmp_path / "spool"), "--drain-seconds", "2"],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)  # its own group, as a shell's job
+    bridge = Workers(tmp_path, "--bucket", "nowhere", "--endpoint-url", unreachable, "--drain-seconds", "2")
     try:
-        eventually(lambda: log_path.read_text().count("ready:") == 2, 60, log_path.read_text)
-        answers = [requests.post(f"http://127.0.0.1:{http_port}/v1/traces", data=_delivery(),
-                                 headers={"Content-Type": "application/json"}, timeout=30).status_code
-                   for _ in range(6)]
+        answers = [requests.post(bridge.url, data=_delivery(), headers={"Content-Type": "application/json"},
+                                 timeout=30).status_code for _ in range(6)]
         assert answers == [200] * 6
-        os.killpg(supervisor.pid, signal.SIGTERM)  # what Ctrl-C or `timeout` does
-        assert supervisor.wait(60) == 0
+        os.killpg(bridge.supervisor.pid, signal.SIGTERM)  # what Ctrl-C or `timeout` does
+        assert bridge.supervisor.wait(60) == 0
     finally:
-        if supervisor.poll() is None:
-            os.killpg(supervisor.pid, signal.SIGKILL)
-    text = log_path.read_text()
-    assert "second signal" not in text
-    assert text.count("stopped") >= 2, text
+        if bridge.supervisor.poll() is None:
+            os.killpg(bridge.supervisor.pid, signal.SIGKILL)
+    assert "second signal" not in bridge.log
+    assert bridge.log.count("stopped") >= 2, bridge.log
 
 
 def test_workers_stop_and_drain_when_their_supervisor_is_killed(tmp_path):
     """In sessions of their own, workers are no longer reached by their supervisor's group: when
     it is killed (-9), each notices and stops, draining, instead of serving on alone."""
-    http_port = free_port()
-    log_path = tmp_path / "bridge.log"
-    with open(log_path, "wb") as log:
-        supervisor = subprocess.Popen(
-            [sys.executable, "-m", "otel_s3_bridge", "serve", "--workers", "2", "--http-port", str(http_port),
-             "--grpc-port", "0", "--metrics-port", "0", "--output-dir", str(tmp_path / "out"),
-             "--spool-dir", str(tmp_path / "spool")], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    eventually(lambda: log_path.read_text().count("ready:") == 2, 60, log_path.read_text)
-    workers = [int(pid) for pid in subprocess.run(["pgrep", "-P", str(supervisor.pid)], capture_output=True,
-                                                    text=True).stdout.split()]
+    bridge = Workers(tmp_path, "--output-dir", str(tmp_path / "out"))
+    workers = bridge.workers()
     assert len(workers) == 2
-    supervisor.kill()
-    supervisor.wait(10)
+    bridge.supervisor.kill()
+    bridge.supervisor.wait(10)
     eventually(lambda: not any(os.path.exists(f"/proc/{pid}") and
                                open(f"/proc/{pid}/stat").read().split()[2] != "Z" for pid in workers), 30,
-               log_path.read_text)
-    text = log_path.read_text()
-    assert text.count("the supervisor") == 2 and text.count("stopped") >= 2, text
+               lambda: bridge.log)
+    assert bridge.log.count("the supervisor") == 2 and bridge.log.count("stopped") >= 2, bridge.log
 
 
 def test_a_worker_that_dies_again_soon_after_a_restart_is_restarted_with_backoff(tmp_path):
     """A restarted worker that died within the start grace (10 s) made the supervisor stop every
     worker. Now it is started again, after a growing wait, and the others serve meanwhile."""
-    http_port = free_port()
-    log_path = tmp_path / "bridge.log"
-    with open(log_path, "wb") as log:
-        supervisor = subprocess.Popen(
-            [sys.executable, "-m", "otel_s3_bridge", "serve", "--workers", "2", "--http-port", str(http_port),
-             "--grpc-port", "0", "--metrics-port", "0", "--output-dir", str(tmp_path / "out"),
-             "--spool-dir", str(tmp_path / "spool")], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-
-    def workers() -> list[int]:
-        return [int(pid) for pid in subprocess.run(["pgrep", "-P", str(supervisor.pid)], capture_output=True,
-                                                     text=True).stdout.split()]
+    bridge = Workers(tmp_path, "--output-dir", str(tmp_path / "out"))
     try:
-        eventually(lambda: log_path.read_text().count("ready:") == 2, 60, log_path.read_text)
         time.sleep(START_GRACE_SECONDS)  # past its first start: from now on a death is the worker's, not the setup's
         for which in ("-o", "-n"):  # one killed, restarted, and that one (the newest) killed again at once
-            victim = int(subprocess.run(["pgrep", which, "-P", str(supervisor.pid)], capture_output=True,
-                                        text=True).stdout)
+            [victim] = bridge.workers(which)
             os.kill(victim, signal.SIGKILL)
-            eventually(lambda: len(workers()) == 2 and victim not in workers(), 30, log_path.read_text)
-        eventually(lambda: log_path.read_text().count("ready:") >= 3, 60, log_path.read_text)
-        assert supervisor.poll() is None, log_path.read_text()
-        ok = requests.post(f"http://127.0.0.1:{http_port}/v1/traces", data=_delivery(),
-                           headers={"Content-Type": "application/json"}, timeout=30)
-        assert ok.status_code == 200
-        assert "starting it again in 2 s" in log_path.read_text()
+            eventually(lambda: len(bridge.workers()) == 2 and victim not in bridge.workers(), 30, lambda: bridge.log)
+        eventually(lambda: bridge.log.count("ready:") >= 3, 60, lambda: bridge.log)
+        assert bridge.supervisor.poll() is None, bridge.log
+        assert requests.post(bridge.url, data=_delivery(), headers={"Content-Type": "application/json"},
+                             timeout=30).status_code == 200
+        assert "starting it again in 2 s" in bridge.log
     finally:
-        os.killpg(supervisor.pid, signal.SIGTERM)
-        assert supervisor.wait(60) == 0
+        os.killpg(bridge.supervisor.pid, signal.SIGTERM)
+        assert bridge.supervisor.wait(60) == 0
