@@ -6,7 +6,7 @@
   same spans carrying their prompt and completion (no half), 16 exports at a time, and the join
   store alone (`JoinStore.put_spans`). No HTTP, no uploads: only the bridge's own work;
 - pricing: `pricing.price_record` per call with no reported cost;
-- counting once: `lake_read.newest_versions` over a million rows of `report`'s columns.
+- counting once: `lake.read.newest_versions` over a million rows of `report`'s columns.
 
   python -m bench.answers_bench [--exports 400] [--runs 5]   (prints JSON)
 """
@@ -43,12 +43,12 @@ class _NoSink:
 
 async def _ingest(directory: Path, bodies: list[bytes]) -> float:
     """CPU seconds of the process to take every body through `Ingestor.export`."""
-    from otel_s3_bridge import otlp
-    from otel_s3_bridge.auth import Principal
+    from otel_s3_bridge.decode import otlp
+    from otel_s3_bridge.receive.auth import Principal
     from otel_s3_bridge.config import load_config
-    from otel_s3_bridge.ingest import Ingestor
-    from otel_s3_bridge.join import JoinStore
-    from otel_s3_bridge.spool import Spool
+    from otel_s3_bridge.receive.ingest import Ingestor
+    from otel_s3_bridge.decode.join import JoinStore
+    from otel_s3_bridge.deliver.spool import Spool
 
     config = load_config({"spool_dir": str(directory / "spool"), "output_dir": str(directory / "out")}, env={})
     spool = Spool(config.spool_dir, 1 << 40)
@@ -85,8 +85,8 @@ def _bodies(content: bool, exports: int, seed: int) -> list[bytes]:
 
 def _join_store_alone(directory: Path, exports: int) -> float:
     """CPU µs per half of `JoinStore.put_spans` with 100 halves an export."""
-    from otel_s3_bridge.join import JoinStore
-    from otel_s3_bridge.prepare import SpanHalf
+    from otel_s3_bridge.decode.join import JoinStore
+    from otel_s3_bridge.decode.prepare import SpanHalf
 
     store = JoinStore(directory / "alone", window_seconds=600, max_bytes=1 << 40)
     store.open()
@@ -104,7 +104,7 @@ def _join_store_alone(directory: Path, exports: int) -> float:
 
 def _pricing_us(records: int = 20_000) -> float:
     """µs to price one call (gpt-4o-mini via OpenTelemetry GenAI, 120 input and 42 output tokens)."""
-    from otel_s3_bridge import pricing
+    from otel_s3_bridge.enrich import pricing
 
     template = {"model": "gpt-4o-mini-2024-07-18", "requested_model": "gpt-4o-mini", "provider": "openai",
                 "input_tokens": 120, "output_tokens": 42, "cached_tokens": 100, "cost": None, "input_cost": None,
@@ -123,22 +123,22 @@ def _dedupe_seconds(rows: int = 1_000_000) -> float:
     """Seconds to keep the newest version of each call of `rows` rows (report's columns)."""
     import pyarrow as pa
 
-    from otel_s3_bridge import lake
-    from otel_s3_bridge.lake_read import newest_versions
-    from otel_s3_bridge.report import REPORT_COLUMNS
+    from otel_s3_bridge.lake import schema as lake_schema
+    from otel_s3_bridge.lake.read import newest_versions
+    from otel_s3_bridge.lake.report import REPORT_COLUMNS
 
-    names = sorted(set(REPORT_COLUMNS) | {"timestamp", *lake.VERSION_COLUMNS}, key=lake.SCHEMA.names.index)
+    names = sorted(set(REPORT_COLUMNS) | {"timestamp", *lake_schema.VERSION_COLUMNS}, key=lake_schema.SCHEMA.names.index)
     now = int(time.time() * 1000)
     columns = {}
     for name in names:
-        kind = lake.SCHEMA.field(name).type
+        kind = lake_schema.SCHEMA.field(name).type
         if name == "trace_id":
             columns[name] = pa.array([f"gen-1795000000-{n:020d}" for n in range(rows)])
         elif name == "span_id":
             columns[name] = pa.array([f"{n:016x}" for n in range(rows)])
         elif name == "ingest_completed_at":
             columns[name] = pa.nulls(rows, kind)
-        elif kind == lake.UTC_MS:
+        elif kind == lake_schema.UTC_MS:
             columns[name] = pa.array([now] * rows, kind)
         else:
             columns[name] = pa.array([None] * rows, kind)

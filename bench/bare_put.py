@@ -29,7 +29,7 @@ async def aiobotocore_writer(endpoint_url: str, concurrency: int):
 
 async def bridge_writer(endpoint_url: str, concurrency: int):
     from otel_s3_bridge.config import load_config
-    from otel_s3_bridge.sink_s3 import S3Sink
+    from otel_s3_bridge.deliver.sink_s3 import S3Sink
 
     sink = S3Sink(load_config({"bucket": "bench", "endpoint_url": endpoint_url, "region": "us-east-1"}, {}))
     await sink.open()

@@ -10,8 +10,8 @@ from google.protobuf import json_format
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from bench.payloads import batch_template, openrouter_delivery, to_json, to_protobuf
-from otel_s3_bridge.decode import decode
-from otel_s3_bridge.otlp import parse_json, parse_protobuf
+from otel_s3_bridge.decode.records import decode
+from otel_s3_bridge.decode.otlp import parse_json, parse_protobuf
 
 START = 1790000000000000000
 

@@ -158,7 +158,7 @@ def unauthenticated_grpc(scratch: Path) -> dict:
 
 
 def gzip_members() -> dict:
-    from otel_s3_bridge.compression import inflate
+    from otel_s3_bridge.decode.compression import inflate
 
     timings = {}
     for mebibytes in (1, 2, 4, 8):

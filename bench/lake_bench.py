@@ -23,11 +23,11 @@ from pathlib import Path
 
 import orjson
 
-from otel_s3_bridge import lake, lake_keys
-from otel_s3_bridge.prepare import ExportContext, prepare_export
-from otel_s3_bridge.keys import compile_template
+from otel_s3_bridge.lake import schema as lake_schema, partitions
+from otel_s3_bridge.decode.prepare import ExportContext, prepare_export
+from otel_s3_bridge.lake.keys import compile_template
 from otel_s3_bridge.sample import sample_delivery
-from otel_s3_bridge import otlp
+from otel_s3_bridge.decode import otlp
 
 ROOT = Path(__file__).resolve().parent.parent
 PREFIX = "openrouter-traces"
@@ -75,7 +75,7 @@ def build_batch(directory: Path, count: int) -> int:
     files = 0
     group: list[dict] = []
     for record in records(count):
-        if group and lake_keys.partition(group[0]) != lake_keys.partition(record):
+        if group and partitions.partition(group[0]) != partitions.partition(record):
             files += _write_file(directory, group)
             group = []
         group.append(record)
@@ -85,11 +85,11 @@ def build_batch(directory: Path, count: int) -> int:
 
 
 def _write_file(directory: Path, group: list[dict]) -> int:
-    key = lake_keys.file_key(lake_keys.partition_dir(PREFIX, group[0]), map(lake_keys.identity, group),
-                             lake_keys.PARQUET)
+    key = partitions.file_key(partitions.partition_dir(PREFIX, group[0]), map(partitions.identity, group),
+                             partitions.PARQUET)
     path = directory / key
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(lake.encode_parts([group[start:start + 20_000] for start in range(0, len(group), 20_000)]))
+    path.write_bytes(lake_schema.encode_parts([group[start:start + 20_000] for start in range(0, len(group), 20_000)]))
     return 1
 
 

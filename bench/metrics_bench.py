@@ -25,9 +25,10 @@ def _per_call_us(function, seconds: float = 1.5) -> float:
 
 def measure() -> list[dict]:
     from bench.payloads import batch_template, openrouter_delivery, to_json
-    from otel_s3_bridge import metrics, otlp
-    from otel_s3_bridge.keys import compile_template
-    from otel_s3_bridge.prepare import ExportContext, prepare_export
+    from otel_s3_bridge import metrics
+    from otel_s3_bridge.decode import otlp
+    from otel_s3_bridge.lake.keys import compile_template
+    from otel_s3_bridge.decode.prepare import ExportContext, prepare_export
 
     context = ExportContext(encoding=otlp.JSON, coding="", key_name="bench", transport="http/json",
                             received_at_unix_nano=START, non_llm_spans="drop",

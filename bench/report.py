@@ -279,7 +279,7 @@ def _answers_section(results: dict) -> list[str]:
         f"- Pricing a call that reports no cost (`pricing.price_record`, genai-prices' table): "
         f"{_f(answers['pricing_us_per_call'], 2)} µs ({' / '.join(_f(v, 2) for v in answers['pricing_runs'])}).",
         f"- Keeping the newest version of each call over a million rows of `report`'s columns "
-        f"(`lake_read.newest_versions`, DuckDB): {_f(answers['dedupe_seconds_per_million'], 2)} s "
+        f"(`lake.read.newest_versions`, DuckDB): {_f(answers['dedupe_seconds_per_million'], 2)} s "
         f"({' / '.join(_f(v, 2) for v in answers['dedupe_runs'])}); section 8's `report` over a million records "
         "includes it.",
         "",

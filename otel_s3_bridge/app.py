@@ -20,22 +20,22 @@ import resource
 import time
 
 from . import logs, metrics
-from .auth import Authenticator, Route
-from .batch_writer import BatchSettings, BatchWriter
+from .receive.auth import Authenticator, Route
+from .deliver.batch_writer import BatchSettings, BatchWriter
 from .config import BridgeConfig
-from .decode_pool import DecodePool
+from .decode.pool import DecodePool
 from .errors import SinkError
-from .http_connections import ConnectionLimits
-from .ingest import Ingestor
-from .join import JoinStore
-from .metrics_server import MetricsServer
-from .pricing import watch_price_file
-from .receiver_grpc import GrpcReceiver
-from .receiver_http import STOP_GRACE_SECONDS, HttpReceiver
-from .sink import MeteredSink, build_sink
-from .spool import Spool
-from .tls import TlsFiles
-from .uploader import Uploader
+from .receive.connections import ConnectionLimits
+from .receive.ingest import Ingestor
+from .decode.join import JoinStore
+from .receive.metrics_server import MetricsServer
+from .enrich.pricing import watch_price_file
+from .receive.grpc import GrpcReceiver
+from .receive.http import STOP_GRACE_SECONDS, HttpReceiver
+from .deliver.sink import MeteredSink, build_sink
+from .deliver.spool import Spool
+from .receive.tls import TlsFiles
+from .deliver.uploader import Uploader
 
 log = logging.getLogger("otel_s3_bridge")
 

@@ -26,14 +26,14 @@ import orjson
 from . import __version__, logs
 from .app import Bridge
 from .config import BridgeConfig, add_config_arguments, load_config
-from .decode import decode
+from .decode.records import decode
 from .errors import ConfigError, InvalidRequest, SinkError
-from .keys import object_key
-from .otlp import ParsedRequest, parse_json, parse_protobuf
-from .pricing import PriceBook, price_record, read_price_file
+from .lake.keys import object_key
+from .decode.otlp import ParsedRequest, parse_json, parse_protobuf
+from .enrich.pricing import PriceBook, price_record, read_price_file
 from .sample import new_generation_id, sample_delivery
-from .sink import build_sink
-from .spool_commands import adopt_orphan_spools, retry_quarantined, stats
+from .deliver.sink import build_sink
+from .deliver.spool_commands import adopt_orphan_spools, retry_quarantined, stats
 from .supervisor import supervise, worker_index
 
 log = logging.getLogger("otel_s3_bridge")
@@ -373,8 +373,8 @@ def _read(args: argparse.Namespace, config: BridgeConfig) -> int:
     (pyarrow and DuckDB are imported here only: `serve` never loads them.)"""
     import duckdb
 
-    from .lake_read import Window, read_records
-    from .report import REPORT_COLUMNS, as_csv, as_json, as_table, parse_by, parse_since, report_sql, run
+    from .lake.read import Window, read_records
+    from .lake.report import REPORT_COLUMNS, as_csv, as_json, as_table, parse_by, parse_since, report_sql, run
 
     now = datetime.datetime.now(datetime.UTC)
     try:
@@ -402,7 +402,7 @@ def _read(args: argparse.Namespace, config: BridgeConfig) -> int:
         print(f"otel-s3-bridge {args.command}: {error}", file=sys.stderr)
         return EXIT_FAILED
     if getattr(args, "html", None):
-        from .report_html import PAGE_QUERIES, render
+        from .lake.report_html import PAGE_QUERIES, render
 
         answers = {name: run(table, sql)[1] for name, sql in PAGE_QUERIES.items()}
         page = render(answers, title="LLM calls: spend, tokens, latency, errors",
@@ -424,7 +424,7 @@ def _read(args: argparse.Namespace, config: BridgeConfig) -> int:
 
 
 def _compact(args: argparse.Namespace, config: BridgeConfig) -> int:
-    from .compact import CompactionFailed, compact_day
+    from .lake.compact import CompactionFailed, compact_day
 
     try:
         day = datetime.date.fromisoformat(args.date)

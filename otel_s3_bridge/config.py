@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from .auth import TokenFileError, read_token_file
+from .receive.auth import TokenFileError, read_token_file
 from .errors import ConfigError
-from .keys import KeyTemplate, compile_template, validate_prefix
-from .pricing import PriceFileError, read_price_file
+from .lake.keys import KeyTemplate, compile_template, validate_prefix
+from .enrich.pricing import PriceFileError, read_price_file
 from .values import bounded_int
 
 ENV_PREFIX = "OTEL_S3_BRIDGE_"

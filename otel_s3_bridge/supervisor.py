@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 from . import metrics
 from .config import BridgeConfig
-from .spool_commands import adopt_orphan_spools
+from .deliver.spool_commands import adopt_orphan_spools
 
 log = logging.getLogger("otel_s3_bridge.supervisor")
 

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 import requests
 from conftest import BridgeProcess, Proxy, S3Bridge, eventually, list_keys, new_bucket, read_json
-from otel_s3_bridge import lake
+from otel_s3_bridge.lake import schema as lake_schema
 from otel_s3_bridge.sample import sample_delivery
 from test_durability import FAST_RETRIES, Load, post_all, restart
 from otlp_builders import request
@@ -78,7 +78,7 @@ def test_batch_layout_writes_parquet_files_by_hour_with_the_schema(moto, s3, pro
             head = s3.head_object(Bucket=bucket, Key=key)
             assert head["ContentType"] == "application/vnd.apache.parquet" and "ContentEncoding" not in head
         schema = pq.read_schema(io.BytesIO(s3.get_object(Bucket=bucket, Key=next(iter(files)))["Body"].read()))
-        assert schema.equals(lake.SCHEMA, check_metadata=False)
+        assert schema.equals(lake_schema.SCHEMA, check_metadata=False)
         row = next(iter(files.values()))[0]
         assert row["model"] == "openai/gpt-4-turbo" and isinstance(row["input_tokens"], int)
         assert orjson.loads(row["prompt"])[0]["role"] and row["ingest_transport"] == "http/json"

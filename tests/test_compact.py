@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import requests
 
 from conftest import BridgeProcess, S3Bridge, list_keys, new_bucket
-from otel_s3_bridge import lake
+from otel_s3_bridge.lake import schema as lake_schema
 from otlp_builders import request, span
 from test_conventions import CONVENTIONS
 from test_genai_events import call_span
@@ -199,7 +199,7 @@ def test_a_day_of_every_convention_with_and_without_content_compacts_in_either_l
             assert done.returncode == 0, done.stderr
             assert _totals(moto, bucket) == before
         schemas = _parquet_schemas(s3, bucket)
-        assert schemas and all(schema.equals(lake.SCHEMA, check_metadata=False) for schema in schemas.values()), \
-            {key: schema for key, schema in schemas.items() if not schema.equals(lake.SCHEMA, check_metadata=False)}
+        assert schemas and all(schema.equals(lake_schema.SCHEMA, check_metadata=False) for schema in schemas.values()), \
+            {key: schema for key, schema in schemas.items() if not schema.equals(lake_schema.SCHEMA, check_metadata=False)}
     assert len(_parquet_schemas(s3, lake_bucket)) >= len(_mixed_exports()) - 1  # several files in the hour
     assert all(key.rsplit("/", 1)[1].startswith("compact-") for key in _parquet_schemas(s3, objects_bucket))

@@ -22,9 +22,9 @@ from opentelemetry.semconv_ai import SpanAttributes as Traceloop
 from opentelemetry.trace import SpanKind, set_span_in_context
 
 from conftest import CAPTURES, capture_lines
-from otel_s3_bridge.decode import decode
-from otel_s3_bridge.otlp import parse_json, parse_protobuf
-from otel_s3_bridge.record import RECORD_FIELDS, SOURCES
+from otel_s3_bridge.decode.records import decode
+from otel_s3_bridge.decode.otlp import parse_json, parse_protobuf
+from otel_s3_bridge.lake.record import RECORD_FIELDS, SOURCES
 
 CONVENTIONS = pathlib.Path(__file__).parent / "data" / "conventions"
 NAMES = sorted(path.name.removesuffix(".request.json") for path in CONVENTIONS.glob("*.request.json"))

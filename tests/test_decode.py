@@ -6,9 +6,9 @@ import orjson
 import pytest
 
 from conftest import CAPTURES, capture_lines
-from otel_s3_bridge.decode import decode
-from otel_s3_bridge.otlp import parse_json, parse_protobuf
-from otel_s3_bridge.record import RECORD_FIELDS
+from otel_s3_bridge.decode.records import decode
+from otel_s3_bridge.decode.otlp import parse_json, parse_protobuf
+from otel_s3_bridge.lake.record import RECORD_FIELDS
 from otlp_builders import request, span, to_protobuf
 
 NOW = 1795000000000000000
@@ -209,8 +209,8 @@ def test_a_time_without_a_zone_is_utc_whatever_the_host_zone():
 
     script = (
         "import orjson, sys\n"
-        "from otel_s3_bridge.decode import decode\n"
-        "from otel_s3_bridge.otlp import parse_json\n"
+        "from otel_s3_bridge.decode.records import decode\n"
+        "from otel_s3_bridge.decode.otlp import parse_json\n"
         "[record] = decode(parse_json(sys.stdin.buffer.read()).spans, key_name=None, transport='t',\n"
         "                  received_at_unix_nano=0).records\n"
         "print(record['time_to_first_token_ms'])\n")

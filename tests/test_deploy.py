@@ -21,7 +21,7 @@ import yaml
 
 from conftest import ROOT, Proxy, eventually, free_port, list_keys, new_bucket
 from otel_s3_bridge.config import load_config
-from otel_s3_bridge.receiver_http import STOP_GRACE_SECONDS
+from otel_s3_bridge.receive.http import STOP_GRACE_SECONDS
 from podman import BRIDGE_IMAGE, Podman, missing_tools
 
 KUBERNETES = ROOT / "deploy" / "kubernetes"

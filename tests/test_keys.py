@@ -7,7 +7,7 @@ import hashlib
 
 import pytest
 
-from otel_s3_bridge.keys import compile_template, object_key, sanitize, validate_prefix
+from otel_s3_bridge.lake.keys import compile_template, object_key, sanitize, validate_prefix
 
 
 def marked(cleaned: str, original: str) -> str:

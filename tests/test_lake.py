@@ -1,4 +1,4 @@
-"""The `batch` layout's files (`otel_s3_bridge.lake`): the columnar schema is the record schema of
+"""The `batch` layout's files (`otel_s3_bridge.lake.schema`): the columnar schema is the record schema of
 `proto/otel_s3_bridge/v1/trace_record.proto` with fixed types, Parquet files read back in DuckDB
 with those types and the records' values, gzip NDJSON holds the records as stored, and file keys
 are Hive partitions named from what they hold."""
@@ -17,10 +17,11 @@ import pytest
 from google.protobuf.descriptor import FieldDescriptor
 
 from conftest import ROOT, capture_lines
-from otel_s3_bridge import batch_writer, lake, lake_keys
-from otel_s3_bridge.encode import encode_json
-from otel_s3_bridge.decode import decode
-from otel_s3_bridge.otlp import parse_json
+from otel_s3_bridge.deliver import batch_writer
+from otel_s3_bridge.lake import schema as lake_schema, partitions
+from otel_s3_bridge.lake.encode import encode_json
+from otel_s3_bridge.decode.records import decode
+from otel_s3_bridge.decode.otlp import parse_json
 from test_schema import schema  # noqa: F401  (the compiled .proto, a fixture)
 
 FLATTENED = {"ingest", "scope"}  # small nested messages become `<name>_<field>` columns
@@ -56,10 +57,10 @@ def _expected_columns(message) -> dict[str, str]:
 
 
 def test_the_columnar_schema_is_the_record_schema_with_fixed_types(schema):  # noqa: F811
-    arrow_kinds = {pa.string(): "string", pa.int64(): "int64", pa.float64(): "double", lake.UTC_MS: "timestamp"}
-    actual = {field.name: arrow_kinds[field.type] for field in lake.SCHEMA}
+    arrow_kinds = {pa.string(): "string", pa.int64(): "int64", pa.float64(): "double", lake_schema.UTC_MS: "timestamp"}
+    actual = {field.name: arrow_kinds[field.type] for field in lake_schema.SCHEMA}
     expected = _expected_columns(schema.TraceRecord)
-    for name in lake.JSON_COLUMNS:
+    for name in lake_schema.JSON_COLUMNS:
         assert expected[name] == "json"
         expected[name] = "string"  # JSON text
     assert actual == expected
@@ -68,7 +69,7 @@ def test_the_columnar_schema_is_the_record_schema_with_fixed_types(schema):  # n
 def test_parquet_reads_back_in_duckdb_with_types_and_values(tmp_path):
     records = _records()
     path = tmp_path / "records.parquet"
-    path.write_bytes(lake.encode(records, lake_keys.PARQUET))
+    path.write_bytes(lake_schema.encode(records, partitions.PARQUET))
     connection = duckdb.connect()
     types = dict(connection.execute(f"SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM '{path}')")
                  .fetchall())
@@ -90,19 +91,19 @@ def test_parquet_reads_back_in_duckdb_with_types_and_values(tmp_path):
 
 def test_ndjson_holds_the_records_as_stored_and_the_same_records_give_the_same_bytes():
     records = _records()
-    data = lake.encode(records, lake_keys.NDJSON)
+    data = lake_schema.encode(records, partitions.NDJSON)
     assert [orjson.loads(line) for line in gzip.decompress(data).splitlines()] == records
-    assert lake.encode(records, lake_keys.NDJSON) == data
+    assert lake_schema.encode(records, partitions.NDJSON) == data
 
 
 def test_file_keys_are_hive_partitions_named_from_what_they_hold(tmp_path):
     records = _records()
-    groups = lake_keys.by_partition(records)
+    groups = partitions.by_partition(records)
     assert sum(len(group) for group in groups.values()) == len(records)
 
     def key_of(group):
-        return lake_keys.file_key(lake_keys.partition_dir("openrouter-traces", group[0]),
-                                  map(lake_keys.identity, group), lake_keys.PARQUET)
+        return partitions.file_key(partitions.partition_dir("openrouter-traces", group[0]),
+                                  map(partitions.identity, group), partitions.PARQUET)
 
     for (dt, hour), group in groups.items():
         key = key_of(group)
@@ -114,7 +115,7 @@ def test_file_keys_are_hive_partitions_named_from_what_they_hold(tmp_path):
             assert key_of(group[:1]) != key_of(group[1:2])
         target = tmp_path / key
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(lake.encode(group, lake_keys.PARQUET))
+        target.write_bytes(lake_schema.encode(group, partitions.PARQUET))
     # Partition values come from the path: DuckDB's Hive partitioning reads them back.
     rows = duckdb.connect().execute(
         f"SELECT dt, hour, count(*) FROM read_parquet('{tmp_path}/openrouter-traces/lake/*/*/*.parquet', "
@@ -124,19 +125,19 @@ def test_file_keys_are_hive_partitions_named_from_what_they_hold(tmp_path):
     # The partition is the span start in UTC, to the hour.
     start = records[0]["start_time_unix_nano"]
     moment = datetime.datetime.fromtimestamp(start / 1e9, datetime.UTC)
-    assert lake_keys.partition(records[0]) == (moment.strftime("%Y-%m-%d"), moment.strftime("%H"))
+    assert partitions.partition(records[0]) == (moment.strftime("%Y-%m-%d"), moment.strftime("%H"))
 
 
 def test_a_table_of_some_columns_is_those_columns_of_the_whole_table():
     records = _records()
-    whole = lake.table(records)
+    whole = lake_schema.table(records)
     for columns in (["timestamp", "model", "cost"], ["ingest_key_name", "scope_name", "prompt", "input_tokens"],
-                    list(lake.SCHEMA.names)):
-        assert lake.table(records, columns).equals(whole.select(columns))
+                    list(lake_schema.SCHEMA.names)):
+        assert lake_schema.table(records, columns).equals(whole.select(columns))
 
 
 def test_the_batch_writers_parquet_holds_what_lake_table_makes_of_the_records(tmp_path, caplog):
-    """The writer reads spooled bodies with DuckDB's JSON reader; `lake.table` is the reference.
+    """The writer reads spooled bodies with DuckDB's JSON reader; `lake_schema.table` is the reference.
     Real records, and one with every awkward string a prompt can hold."""
     records = _records()
     awkward = dict(records[0], span_id="f" * 16, name="tab\there \u2028 \u202e \U0001f600 \x00\x1f \"q\" \\ é",
@@ -146,11 +147,11 @@ def test_the_batch_writers_parquet_holds_what_lake_table_makes_of_the_records(tm
     records.append(awkward)
     bodies = [encode_json(record) for record in records]
     written = pq.read_table(io.BytesIO(batch_writer._build([(None, 0, 0, body) for body in bodies],
-                                                           lake_keys.PARQUET, tmp_path)))
-    expected = lake.table(records)
-    assert written.schema.equals(lake.SCHEMA, check_metadata=False) and written.num_rows == len(records)
-    for name in lake.SCHEMA.names:
-        if name in lake.JSON_COLUMNS:  # the same JSON, whoever wrote the text
+                                                           partitions.PARQUET, tmp_path)))
+    expected = lake_schema.table(records)
+    assert written.schema.equals(lake_schema.SCHEMA, check_metadata=False) and written.num_rows == len(records)
+    for name in lake_schema.SCHEMA.names:
+        if name in lake_schema.JSON_COLUMNS:  # the same JSON, whoever wrote the text
             assert [None if text is None else orjson.loads(text) for text in written.column(name).to_pylist()] \
                 == [None if text is None else orjson.loads(text) for text in expected.column(name).to_pylist()], name
         else:

@@ -21,7 +21,7 @@ import pytest
 
 from conftest import S3Bridge, attribute, capture_lines, eventually, list_keys, new_bucket, read_json, \
     root_span
-from otel_s3_bridge import pricing
+from otel_s3_bridge.enrich import pricing
 from otlp_builders import request, span
 from test_report import _cli
 

@@ -20,8 +20,8 @@ import requests
 from PIL import Image
 
 from conftest import BridgeProcess, S3Bridge, eventually, list_keys, new_bucket
-from otel_s3_bridge import lake, lake_keys
-from otel_s3_bridge.report_html import PALETTE
+from otel_s3_bridge.lake import schema as lake_schema, partitions
+from otel_s3_bridge.lake.report_html import PALETTE
 from otlp_builders import request, span
 
 DAY_NS = 86_400 * 10 ** 9
@@ -141,13 +141,13 @@ def test_report_and_query_over_the_local_directory_in_both_layouts(tmp_path):
 
     # The same records as batch files (what the batch layout and `compact` write): the same report.
     records = [json.loads(path.read_bytes()) for path in (out / "openrouter-traces").rglob("*.json")]
-    for (dt, hour), group in lake_keys.by_partition(records).items():
-        for file_format in (lake_keys.PARQUET, lake_keys.NDJSON):  # half the partitions each way
-            if (int(hour) % 2 == 0) == (file_format == lake_keys.PARQUET):
-                target = out / lake_keys.file_key(lake_keys.partition_dir("openrouter-traces", group[0]),
-                                                  map(lake_keys.identity, group), file_format)
+    for (dt, hour), group in partitions.by_partition(records).items():
+        for file_format in (partitions.PARQUET, partitions.NDJSON):  # half the partitions each way
+            if (int(hour) % 2 == 0) == (file_format == partitions.PARQUET):
+                target = out / partitions.file_key(partitions.partition_dir("openrouter-traces", group[0]),
+                                                  map(partitions.identity, group), file_format)
                 target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(lake.encode(group, file_format))
+                target.write_bytes(lake_schema.encode(group, file_format))
     batch = _cli("report", "--by", "model", "--format", "json", *where)
     _check_report(batch, calls)
     assert "batch layout" in batch.stderr

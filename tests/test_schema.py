@@ -12,9 +12,9 @@ from google.protobuf import json_format
 from grpc_tools import protoc
 
 from conftest import ROOT, capture_lines
-from otel_s3_bridge.decode import decode
-from otel_s3_bridge.otlp import parse_json
-from otel_s3_bridge.record import RECORD_FIELDS
+from otel_s3_bridge.decode.records import decode
+from otel_s3_bridge.decode.otlp import parse_json
+from otel_s3_bridge.lake.record import RECORD_FIELDS
 from otlp_builders import request, span
 
 

@@ -12,7 +12,7 @@ from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import ReadOnlyCredentials
 
-from otel_s3_bridge.sigv4 import Credentials, Signer
+from otel_s3_bridge.deliver.sigv4 import Credentials, Signer
 
 KEYS = ["openrouter-traces/2026-11-30/gen-1-abc.json", "a b/ü ñ/😀.json", "weird/!*'();:@&=+$,?#[]%.json",
         "tilde~/dots../x", "lake/dt=2026-11-30/hour=07/0123abcd.parquet"]

@@ -17,7 +17,7 @@ import uuid
 import pytest
 
 from conftest import S3Bridge, list_keys, new_bucket
-from otel_s3_bridge import lake
+from otel_s3_bridge.lake import schema as lake_schema
 from otlp_builders import request, span
 from test_athena_ddl import ATHENA, _columns
 from test_genai_events import call_span, logs_request, message_events, post_logs, post_spans
@@ -125,4 +125,4 @@ def test_spark_reads_a_compacted_day_with_the_athena_table_and_view(moto, s3, tm
     assert row["hour"] == "08"  # partitions as the DDL types them: strings
     types = dict(spark.table("llm_calls").dtypes)
     assert types["timestamp"] == "timestamp" and types["input_tokens"] == "bigint" and types["cost"] == "double"
-    assert set(types) == {*lake.SCHEMA.names, "dt", "hour"}
+    assert set(types) == {*lake_schema.SCHEMA.names, "dt", "hour"}

@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
-from otel_s3_bridge.spool import Spool, SpoolFull
-from otel_s3_bridge.spool_commands import retry_quarantined, stats
-from otel_s3_bridge.spool_format import encode_entry, read_entries
+from otel_s3_bridge.deliver.spool import Spool, SpoolFull
+from otel_s3_bridge.deliver.spool_commands import retry_quarantined, stats
+from otel_s3_bridge.deliver.spool_format import encode_entry, read_entries
 
 
 def run(coroutine):
@@ -60,7 +60,7 @@ def test_concurrent_appends_share_fsyncs(tmp_path):
 
 FIRST_RUN = """
 import asyncio, os, sys
-from otel_s3_bridge.spool import Spool
+from otel_s3_bridge.deliver.spool import Spool
 
 async def first_run():
     spool = Spool(sys.argv[1], max_bytes=1 << 30, segment_max_bytes=300)

@@ -16,7 +16,7 @@ import requests
 
 from conftest import BridgeProcess, S3Bridge, eventually, list_keys, new_bucket
 from otel_s3_bridge.sample import sample_delivery
-from otel_s3_bridge.spool import Spool
+from otel_s3_bridge.deliver.spool import Spool
 from test_durability import Proxy
 
 

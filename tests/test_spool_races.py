@@ -15,10 +15,10 @@ import threading
 from pathlib import Path
 
 from otel_s3_bridge.errors import SinkError
-from otel_s3_bridge.spool import SegmentFiles, Spool
-from otel_s3_bridge.spool_commands import retry_quarantined
-from otel_s3_bridge.spool_format import read_entries
-from otel_s3_bridge.uploader import Uploader
+from otel_s3_bridge.deliver.spool import SegmentFiles, Spool
+from otel_s3_bridge.deliver.spool_commands import retry_quarantined
+from otel_s3_bridge.deliver.spool_format import read_entries
+from otel_s3_bridge.deliver.uploader import Uploader
 
 
 def run(coroutine):
@@ -209,7 +209,7 @@ def test_the_local_sink_makes_each_rename_durable_before_the_spool_forgets_it(tm
     has already forgotten. Traced with strace: every rename is followed by an fsync of a directory."""
     script = (
         "import asyncio, sys\n"
-        "from otel_s3_bridge.sink_local import LocalDirectorySink\n"
+        "from otel_s3_bridge.deliver.sink_local import LocalDirectorySink\n"
         "asyncio.run(LocalDirectorySink(sys.argv[1], 'p').put('p/2026-01-01/a.json', b'{}', 'application/json'))\n")
     traced = subprocess.run(["strace", "-f", "-e", "trace=rename,renameat,renameat2,fsync,openat", sys.executable,
                              "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=60)

@@ -18,15 +18,15 @@ from hypothesis import strategies as st
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
-from otel_s3_bridge.compression import inflate
-from otel_s3_bridge.conventions import FIELD_ORDER
-from otel_s3_bridge.decode import OPERATION_DETAILS_EVENT, decode
-from otel_s3_bridge.encode import encode_json
+from otel_s3_bridge.decode.compression import inflate
+from otel_s3_bridge.decode.conventions import FIELD_ORDER
+from otel_s3_bridge.decode.records import OPERATION_DETAILS_EVENT, decode
+from otel_s3_bridge.lake.encode import encode_json
 from otel_s3_bridge.errors import InvalidRequest, PayloadTooLarge
-from otel_s3_bridge.keys import compile_template, object_key
-from otel_s3_bridge.otlp import Span, parse_json, parse_protobuf
-from otel_s3_bridge.otlp_logs import parse_logs_json, parse_logs_protobuf
-from otel_s3_bridge.prepare import completed_object
+from otel_s3_bridge.lake.keys import compile_template, object_key
+from otel_s3_bridge.decode.otlp import Span, parse_json, parse_protobuf
+from otel_s3_bridge.decode.otlp_logs import parse_logs_json, parse_logs_protobuf
+from otel_s3_bridge.decode.prepare import completed_object
 
 settings.register_profile("ci", max_examples=600, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

@@ -1,7 +1,7 @@
 -- Athena (or Glue) table over the batch layout's Parquet files: {prefix}/lake/dt=YYYY-MM-DD/hour=HH/*.parquet
 -- Replace my-llm-traces (bucket) and openrouter-traces (--prefix). Partition projection: no crawler and
 -- no MSCK REPAIR; a query that filters on dt (and hour) reads only those folders.
--- The columns are otel_s3_bridge/lake.py's SCHEMA (tests/test_athena_ddl.py keeps the two equal);
+-- The columns are otel_s3_bridge/lake/schema.py's SCHEMA (tests/test_athena_ddl.py keeps the two equal);
 -- prompt, completion, metadata, observations, events, links, attributes and resource are JSON text:
 --   SELECT json_extract_scalar(prompt, '$[0].role') FROM llm_traces WHERE dt = '2026-12-01'
 -- Only Parquet is described here; gzip NDJSON batch files are read by DuckDB and
@@ -81,7 +81,7 @@ TBLPROPERTIES (
 );
 
 -- One row per LLM call: of the versions of a call (trace_id, span_id), the one completed last by its
--- GenAI events, else the one received last (otel_s3_bridge/lake.py's NEWEST_FIRST; the bridge's
+-- GenAI events, else the one received last (otel_s3_bridge/lake/schema.py's NEWEST_FIRST; the bridge's
 -- report, query and compact keep the same). Every version of a call is in its span start's partition,
 -- so ranking within dt and hour is the same and lets a filter on dt (and hour) prune partitions.
 -- (A view is Trino SQL: identifiers in double quotes, not the DDL's backticks.)

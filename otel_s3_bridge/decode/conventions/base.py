@@ -1,0 +1,258 @@
+"""What every convention module is made of: the `Convention` interface and the `Attributes` view.
+
+A convention says, in its own module, which attribute keys fill which record fields (in its own
+order), which keys make a span an LLM call, how to tell its spans apart, and where its prompt,
+completion, finish reason, metadata and time to first token live. `Attributes` is the LLM span's
+attributes as the conventions read them: it remembers what a field consumed, so that everything
+else stays visible in the record's `attributes`. Pure; must not decide precedence between
+conventions (that is the registry in `__init__`) nor build records (that is `decode`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..messages import MAX_INDEX_DIGITS, completion_from_chat, completion_from_text, json_or_value, json_text, messages_from_text
+from ..otlp import Span
+from ...values import as_float, as_int, as_text
+
+# A prompt source returns the message list or None; a completion source returns None when the
+# span does not use it, else (completion or None, finish reason carried inside that source).
+CompletionFound = tuple[dict[str, Any] | None, str | None] | None
+PromptSource = Callable[["Attributes", list[dict[str, Any]], set[int]], Any]
+CompletionSource = Callable[["Attributes", list[dict[str, Any]], set[int]], CompletionFound]
+
+# Record fields filled straight from one attribute, and how each is read.
+FIELD_TYPES: dict[str, Callable[[Any], Any]] = {
+    "generation_id": as_text, "name": as_text, "model": as_text, "requested_model": as_text,
+    "provider": as_text, "model_author": as_text,
+    "input_tokens": as_int, "output_tokens": as_int, "total_tokens": as_int, "cached_tokens": as_int,
+    "cache_write_tokens": as_int, "reasoning_tokens": as_int,
+    "input_cost": as_float, "output_cost": as_float, "cost": as_float,
+    "session_id": as_text, "customer_id": as_text, "api_key_name": as_text, "native_finish_reason": as_text,
+}
+# Flattened message attributes (`llm.input_messages.3.message.content`) deeper than this are not
+# unflattened: they stay in `attributes` as they came.
+MAX_FLATTENED_SEGMENTS = 16
+
+
+@dataclass(frozen=True)
+class Convention:
+    """One LLM span convention. Every tuple is in this convention's own precedence order."""
+
+    source: str  # the record's `source`
+    detects: Callable[[Span, Attributes], bool]  # is this span one of this convention's
+    fields: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # record field -> attribute keys
+    llm_keys: tuple[str, ...] = ()  # any of these with a value makes a span an LLM call
+    llm_if: Callable[[Mapping[str, Any]], bool] | None = None  # or this says so
+    wraps: Callable[[Span], bool] | None = None  # a span around its calls (never a record, whatever it carries)
+    content_heads: frozenset[str] = frozenset()  # key heads ("gen_ai.prompt") its prompt/completion use
+    prompt: tuple[PromptSource, ...] = ()
+    prompt_fallbacks: tuple[PromptSource, ...] = ()  # tried after every convention's `prompt`
+    completion: tuple[CompletionSource, ...] = ()
+    completion_fallbacks: tuple[CompletionSource, ...] = ()
+    finish_reason_keys: tuple[str, ...] = ()
+    status_message_keys: tuple[str, ...] = ()
+    metadata_prefixes: tuple[str, ...] = ()  # `prefix.key` attributes become `metadata.key`
+    own_prefixes: tuple[str, ...] = ()  # keys only this convention sends: they mark its spans, never metadata
+    metadata_json_keys: tuple[str, ...] = ()  # JSON objects whose entries become metadata
+    json_object_keys: tuple[str, ...] = ()  # JSON objects whose entries map to fields as `key.entry`
+    json_lookup_keys: tuple[str, ...] = ()  # the same, but the JSON text itself stays in `attributes`
+    time_to_first_token_ms: Callable[[Attributes, int], float | None] | None = None
+    content_in_logs: bool = False  # its instrumentations may send prompt and completion as OTLP log records
+
+
+@dataclass(frozen=True)
+class Tables:
+    """What the registry derives from every convention at once, for `Attributes`."""
+
+    key_fields: Mapping[str, tuple[tuple[str, int], ...]]  # attribute key -> (field, rank) it can fill
+    metadata_prefixes: tuple[str, ...]
+    metadata_heads: frozenset[str]
+    json_object_keys: tuple[str, ...]
+    json_lookup_keys: tuple[str, ...]
+    own_prefixes: tuple[str, ...]  # keys that mark a convention's spans and are never metadata
+
+
+KEY_PLAIN, KEY_METADATA, KEY_MARKED = 0, 1, 2
+# What reading needs to know of an attribute key, computed once per distinct key: the same few
+# dozen keys arrive on every span. Bounded in count and key length, since keys come from clients.
+_KEY_INFO: dict[str, tuple[str, str, tuple[tuple[str, int], ...], int]] = {}
+KEY_INFO_LIMIT = 50_000
+KEY_INFO_MAX_KEY_LENGTH = 128
+
+
+def _key_info(key: str, tables: Tables) -> tuple[str, str, tuple[tuple[str, int], ...], int]:
+    first = key.find(".")
+    second = key.find(".", first + 1) if first >= 0 else -1
+    head = key[:second] if second >= 0 else key
+    kind = KEY_PLAIN
+    if head in tables.metadata_heads and key.startswith(tables.metadata_prefixes):
+        kind = KEY_MARKED if key.startswith(tables.own_prefixes) else KEY_METADATA
+    info = (key[:first] if first >= 0 else key, head, tables.key_fields.get(key, ()), kind)
+    if len(_KEY_INFO) < KEY_INFO_LIMIT and len(key) <= KEY_INFO_MAX_KEY_LENGTH:
+        _KEY_INFO[key] = info
+    return info
+
+
+def _flat_entries(key: str, document: dict[str, Any]) -> dict[str, Any]:
+    """`{"a": 1, "b": {"c": 2}}` under `key` -> `{"key.a": 1, "key.b.c": 2}` (two levels, as usage
+    details nest OpenAI's `prompt_tokens_details`; deeper objects stay whole)."""
+    flat: dict[str, Any] = {}
+    for part, value in document.items():
+        if isinstance(value, dict) and value and all(not isinstance(v, (dict, list)) for v in value.values()):
+            flat.update({f"{key}.{part}.{name}": inner for name, inner in value.items()})
+        else:
+            flat[f"{key}.{part}"] = value
+    return flat
+
+
+class Attributes:
+    """The LLM span's attributes, remembering which ones a record field consumed."""
+
+    def __init__(self, attributes: dict[str, Any], tables: Tables) -> None:
+        self.values = attributes
+        self.used: set[str] = set()
+        self.added: dict[str, Any] = {}
+        for key in tables.json_object_keys:  # JSON objects whose parts map to separate fields
+            document = json_text(attributes.get(key))
+            if isinstance(document, dict):
+                self.values = values = {name: value for name, value in self.values.items() if name != key}
+                values.update(_flat_entries(key, document))
+        # One pass over the keys: the first one and two dotted segments of each ("gen_ai",
+        # "gen_ai.prompt") let each convention skip a span that carries nothing of it; the
+        # candidates of every field and the metadata keys are collected on the way.
+        self.roots: set[str] = set()
+        self.heads: set[str] = set()
+        self.candidates: dict[str, list[tuple[int, str, Any]]] = {}
+        self.metadata_keys: list[str] = []
+        self.marked = False  # carries a key of a convention that marks its spans (OpenRouter)
+        for key, value in self.values.items():
+            root, head, fields, kind = _KEY_INFO.get(key) or _key_info(key, tables)
+            self.roots.add(root)
+            self.heads.add(head)
+            for field_name, rank in fields:
+                self.candidates.setdefault(field_name, []).append((rank, key, value))
+            if kind == KEY_MARKED:
+                self.marked = True
+            elif kind == KEY_METADATA:
+                self.metadata_keys.append(key)
+        for key in tables.json_lookup_keys:  # e.g. the requested model, only inside the call's parameters
+            document = json_text(attributes.get(key))
+            if isinstance(document, dict):
+                for entry, value in _flat_entries(key, document).items():
+                    for field_name, rank in tables.key_fields.get(entry, ()):
+                        self.candidates.setdefault(field_name, []).append((rank, entry, value))
+
+    def _choose(self, candidates: Iterable[tuple[str, Any]], convert: Callable[[Any], Any]) -> Any:
+        """The first candidate (in precedence order) with a usable value wins; equal losers are
+        duplicates and are consumed too, a disagreeing loser stays visible in `attributes`."""
+        winner = None
+        for key, value in candidates:
+            value = convert(value)
+            if value is None:
+                continue
+            if winner is None:
+                winner = value
+                self.used.add(key)
+            elif value == winner:
+                self.used.add(key)
+        return winner
+
+    def pick(self, *keys: str, convert: Callable[[Any], Any] = lambda v: v) -> Any:
+        return self._choose(((key, self.values[key]) for key in keys if key in self.values), convert)
+
+    def pick_fields(self) -> dict[str, Any]:
+        """Every field of `FIELD_TYPES` at once, from the candidates collected in `__init__`."""
+        fields = dict.fromkeys(FIELD_TYPES)
+        for field_name, found in self.candidates.items():
+            ranked = found if len(found) == 1 else sorted(found, key=lambda item: item[0])
+            fields[field_name] = self._choose(((key, value) for _, key, value in ranked), FIELD_TYPES[field_name])
+        return fields
+
+    def prefixed(self, prefix: str) -> dict[str, Any]:
+        """Unused attributes under `prefix`, keyed by the rest of their name."""
+        return {key[len(prefix):]: value for key, value in self.values.items()
+                if key.startswith(prefix) and key not in self.used}
+
+    def consume(self, *keys: str) -> None:
+        self.used.update(keys)
+
+    def consume_prefix(self, prefix: str, rests: Iterable[str]) -> None:
+        self.used.update(prefix + rest for rest in rests)
+
+    def drop_duplicate(self, key: str, of_value: Any) -> None:
+        if key in self.values and self.values[key] == of_value:
+            self.used.add(key)
+
+    def remaining(self) -> dict[str, Any]:
+        rest = {key: value for key, value in self.values.items() if key not in self.used}
+        rest.update(self.added)
+        return rest
+
+
+# --- source helpers several conventions share ---------------------------------------------------
+
+def structured_list(a: Attributes, key: str) -> list[Any] | None:
+    """A list sent as a JSON string or as a structured (array) attribute value; consumed if found."""
+    value = json_or_value(a.values.get(key))
+    if isinstance(value, list):
+        a.consume(key)
+        return value
+    return None
+
+
+def _is_index(segment: str) -> bool:
+    return len(segment) <= MAX_INDEX_DIGITS and segment.isascii() and segment.isdigit()
+
+
+def indexed(a: Attributes, prefix: str) -> dict[str, Any]:
+    """`prefix.N.…` attributes (N a list index), keyed `N.…`; other keys under the prefix are not."""
+    if prefix[:-1] not in a.heads:
+        return {}
+    return {rest: value for rest, value in a.prefixed(prefix).items()
+            if _is_index(rest.split(".", 1)[0]) and rest.count(".") < MAX_FLATTENED_SEGMENTS}
+
+
+def flattened_messages(a: Attributes, prefix: str, convert: Callable[[dict[str, Any]], list]) -> Any:
+    """Every message of a flattened list (`llm.input_messages.0.message.role`, ...)."""
+    flattened = indexed(a, prefix)
+    if not flattened:
+        return None
+    a.consume_prefix(prefix, flattened)
+    return convert(flattened) or None
+
+
+def first_flattened_message(a: Attributes, prefix: str, convert: Callable[[dict[str, Any]], list]) -> CompletionFound:
+    """The first choice/message of a flattened list; later ones stay in `attributes`."""
+    first = {rest: value for rest, value in indexed(a, prefix).items() if rest.split(".", 1)[0] == "0"}
+    if not first:
+        return None
+    a.consume_prefix(prefix, first)
+    converted = convert(first)
+    if not converted:
+        return None, None
+    return completion_from_chat(converted[0]), as_text(converted[0].get("finish_reason"))
+
+
+def text_prompt(a: Attributes, key: str) -> Any:
+    """A generic input (a message list, `{"messages": [...]}` or plain text) under `key`."""
+    if key not in a.values or key in a.used:
+        return None
+    prompt = messages_from_text(a.values[key])
+    if prompt is not None:
+        a.consume(key)
+    return prompt
+
+
+def text_completion(a: Attributes, key: str) -> CompletionFound:
+    """A generic output (an OpenAI response, a message, or plain text) under `key`."""
+    if key not in a.values or key in a.used:
+        return None
+    result = completion_from_text(a.values[key])
+    if result is None:
+        return None
+    a.consume(key)
+    return result, None

@@ -1,0 +1,424 @@
+"""The `batch` layout's writer: spooled records -> one Parquet (or gzip NDJSON) file per lake
+partition per flush, behind the spool beside the `trace` uploader.
+
+The uploader hands over every spooled entry that goes into a batch file (`add`). Entries wait as
+spool refs (their bodies stay in the spool's memory cache or on disk) in one open batch per
+(bucket, partition), flushed once it holds --batch-max-records records or --batch-max-bytes of
+them, or is --batch-max-age-seconds old, whichever comes first, so a record is in a file at the next
+flush whether or not its GenAI event logs may still complete it: a record completed later is
+spooled again and goes into a later file, and readers keep a call's newest version
+(`schema.NEWEST_FIRST`). Of a call spooled more than once before a flush, only the newest entry is
+written, completed with whatever events the join store holds for it by then.
+
+A flush, and what makes it exactly once:
+  1. read the members' records and encode the file (in a thread, a part at a time); its key is a
+     digest of the members' own keys (`partitions.file_key`: trace id, span start, span id) and spool
+     times, so that a later version of the same calls (a resent export, a completion) goes into a
+     file of its own and never overwrites the file holding another version
+  2. write a manifest `batches/<digest>.batch` in the spool directory (the file's key, format and
+     bucket, each member's key and spool time), fsynced, before anything is uploaded
+  3. put the file (the sink goes multipart for large ones); a retryable failure is tried again
+     with backoff, the same bytes under the same key
+  4. rename the manifest to `.uploaded` (durably), mark the members done in the spool with the
+     marks fsynced, then delete the manifest.
+At start (`recover`, before the uploaders run) manifests a crash left are finished first: the members
+of an `.uploaded` one are marked done; a `.batch` one is written again from its members under its
+key (an overwrite: never a second file holding the same records). A file the sink refuses for good
+sends its members to the spool's quarantine. Must not decide what is retryable (the sink does) nor
+parse OTLP; pyarrow is loaded at the first flush, so a `trace`-only bridge never loads it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import shutil
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from ..lake import partitions
+from .. import metrics
+from ..durable import fsync_directory, write_atomically
+from ..errors import SinkError
+from .sink import ObjectSink
+from .spool import DamagedEntry, Ref, Spool
+from .spool_format import decode_entry
+
+log = logging.getLogger("otel_s3_bridge.batch")
+
+FLUSHES_AT_ONCE = 2  # files being encoded or uploaded at once: each holds its file's bytes in memory
+PART_RECORDS = 20_000  # records made into columns (one Parquet row group) at a time
+DUCKDB_MEMORY = "256MB"  # what DuckDB may hold while it reads a file's records
+RETRY_INITIAL_SECONDS = 0.2
+UNEXPECTED_FAILURES_MAX = 3  # and UNEXPECTED_FAILURES_SECONDS since the first: then the members go to the
+UNEXPECTED_FAILURES_SECONDS = 60.0  # spool's quarantine (kept, for `spool retry`); never a burst of failures
+MANIFEST, UPLOADED = ".batch", ".uploaded"
+
+
+@dataclass(eq=False)
+class Batch:
+    bucket: str | None
+    folder: str  # the lake partition: {prefix}/lake/dt=…/hour=…
+    opened_at: float  # loop time of its first record
+    refs: list[Ref] = field(default_factory=list)
+    bytes: int = 0
+    key: str | None = None  # fixed by its manifest
+    file_format: str | None = None
+    manifest: Path | None = None
+    failures: int = 0  # unexpected failures to write it
+    first_failure_at: float = 0.0  # loop time of the first of them
+    disk_failures: int = 0  # local disk errors (retried with backoff, never a reason to quarantine)
+
+
+@dataclass
+class BatchSettings:
+    file_format: str
+    max_records: int
+    max_bytes: int
+    max_age_seconds: float
+    retry_max_seconds: float
+
+
+class BatchWriter:
+    def __init__(self, spool: Spool, sink: ObjectSink, settings: BatchSettings,
+                 latest_body: Callable[[str, bytes], Awaitable[bytes]] | None = None) -> None:
+        self._spool = spool
+        self._sink = sink
+        self._settings = settings
+        self._latest_body = latest_body
+        self.directory = spool.directory / "batches"
+        self._open: dict[tuple[str | None, str], Batch] = {}
+        self._flushes: set[asyncio.Task] = set()
+        self._slots = asyncio.Semaphore(FLUSHES_AT_ONCE)
+        self._wake = asyncio.Event()
+        self._timer: asyncio.Task | None = None
+        self._draining = False
+        self._disk_problem: str | None = None  # logged once until the disk works again
+
+    # --- taking entries ---------------------------------------------------------------------------
+
+    def add(self, ref: Ref) -> None:
+        """Take a spooled entry for its partition's next file (never blocks)."""
+        place = (ref.bucket, ref.partition)
+        batch = self._open.get(place)
+        if batch is None:
+            batch = self._open[place] = Batch(ref.bucket, ref.partition, asyncio.get_running_loop().time())
+            self._wake.set()
+        batch.refs.append(ref)
+        batch.bytes += ref.length
+        if len(batch.refs) >= self._settings.max_records or batch.bytes >= self._settings.max_bytes:
+            self._close(batch)
+
+    def _close(self, batch: Batch) -> None:
+        if self._open.get((batch.bucket, batch.folder)) is batch:
+            del self._open[(batch.bucket, batch.folder)]
+        task = asyncio.create_task(self._flush(batch), name=f"batch {batch.folder}")
+        self._flushes.add(task)
+        task.add_done_callback(self._flushes.discard)
+
+    def start(self) -> None:
+        self._timer = asyncio.create_task(self._schedule(), name="batch timer")
+
+    async def _schedule(self) -> None:
+        """Closes batches that reached their age."""
+        loop = asyncio.get_running_loop()
+        max_age = self._settings.max_age_seconds
+        while True:
+            self._wake.clear()
+            now = loop.time()
+            try:
+                for batch in list(self._open.values()):
+                    if self._draining or now - batch.opened_at >= max_age:
+                        self._close(batch)
+            except Exception as error:  # a bug must not stop files from closing on age
+                log.error("the batch timer failed (%s: %s); it goes on", type(error).__name__, error, exc_info=error)
+            waits = [batch.opened_at + max_age - now for batch in self._open.values()]
+            try:
+                await asyncio.wait_for(self._wake.wait(), max(min(waits), 0.001) if waits else None)
+            except TimeoutError:
+                pass
+
+    # --- flushing ---------------------------------------------------------------------------------
+
+    async def _flush(self, batch: Batch) -> None:
+        async with self._slots:
+            try:
+                await self._write(batch)
+                self._disk_problem = None
+                return
+            except asyncio.CancelledError:
+                raise  # stopping: the manifest (if any) and the entries stay; the next start finishes it
+            except OSError as error:  # the local disk (staging, manifest): full, or a blip; it comes back
+                batch.disk_failures += 1
+                retry_in = self._backoff(batch.disk_failures)
+                cause = error.strerror or str(error)
+                if cause != self._disk_problem:
+                    self._disk_problem = cause
+                    log.warning("cannot write a batch file's parts on the local disk (%s, under %s); retrying with "
+                                "backoff", cause, self.directory)
+            except Exception as error:  # a bug must not lose entries: they are tried again, then kept aside
+                cause = f"{type(error).__name__}: {error}"
+                now = asyncio.get_running_loop().time()
+                batch.failures += 1
+                batch.first_failure_at = batch.first_failure_at or now
+                if (batch.failures >= UNEXPECTED_FAILURES_MAX
+                        and now - batch.first_failure_at >= UNEXPECTED_FAILURES_SECONDS):
+                    await self._refused(batch, f"the batch file cannot be made ({cause})", by_sink=False)
+                    return
+                log.error("writing a batch file for %s failed unexpectedly (%s); its records are tried again",
+                          batch.folder, cause, exc_info=error)
+                retry_in = self._backoff(batch.failures)
+        await asyncio.sleep(retry_in)  # its flush slot free meanwhile, for other partitions
+        self._close(batch)  # the same members (and manifest, if any) again
+
+    def _requeue(self, batch: Batch) -> None:
+        """The batch's entries go round again (its manifest, if any, is kept: the same file)."""
+        if batch.manifest is not None:
+            self._close(batch)
+            return
+        for ref in batch.refs:
+            if not ref.finished:
+                self.add(ref)
+
+    async def _write(self, batch: Batch) -> None:
+        queue = self._spool.queue
+        if batch.manifest is None:  # a new file: superseded entries are not written
+            for ref in batch.refs:
+                if queue.superseded(ref):
+                    self._spool.done(ref)
+        batch.refs = [ref for ref in batch.refs if not ref.finished]
+        if not batch.refs:
+            await self._forget_manifest(batch)
+            return
+        file_format = batch.file_format or self._settings.file_format
+        sources = [(ref.segment.path, ref.offset, ref.length, ref.body) for ref in batch.refs]
+        for index, ref in enumerate(batch.refs):
+            if ref.join is not None and self._latest_body is not None:  # completed by another process?
+                sources[index] = (None, 0, 0, await self._latest_body(ref.join, self._spool.body_of(ref)))
+        try:
+            data = await asyncio.to_thread(_build, sources, file_format, self.directory)
+        except _Unreadable as unreadable:
+            ref = batch.refs[unreadable.index]
+            reason = f"an entry of {ref.segment.path.name} cannot be read back ({unreadable.cause})"
+            await self._spool.quarantine_unreadable(ref, reason)
+            log.error("%s; the segment is kept in %s", reason, self._spool.quarantine_dir)
+            self._requeue(batch)
+            return
+        del sources
+        for ref in batch.refs:
+            queue.forget_body(ref)  # read: the spool's memory goes to newer entries
+        if batch.manifest is None:
+            batch.key = partitions.file_key(batch.folder, (f"{ref.key}@{ref.enqueued_unix_nano}" for ref in batch.refs),
+                                           file_format)
+            batch.file_format = file_format
+            batch.manifest = await self._write_manifest(batch)
+        if not await self._put(batch, data):
+            return
+        uploaded = batch.manifest.with_suffix(UPLOADED)
+        await asyncio.to_thread(_rename_durably, batch.manifest, uploaded)
+        batch.manifest = uploaded
+        metrics.count_batch_file(file_format, len(batch.refs))
+        await self._finish(batch)
+
+    async def _put(self, batch: Batch, data: bytes) -> bool:
+        """Put the file until it is stored (True) or refused for good (False, members quarantined)."""
+        failures = 0
+        while True:
+            try:
+                await self._sink.put(batch.key, data, partitions.CONTENT_TYPES[batch.file_format], bucket=batch.bucket)
+                return True
+            except SinkError as error:
+                if not error.retryable:
+                    await self._refused(batch, error.message, by_sink=True)
+                    return False
+                failures += 1
+                if failures == 1:
+                    log.warning("writing %s to %s failed, retrying with backoff: %s", batch.key,
+                                self._sink.description, error.message)
+                await asyncio.sleep(self._backoff(failures))
+
+    async def _refused(self, batch: Batch, cause: str, *, by_sink: bool) -> None:
+        log.error("%s refused the batch file %s for good: %s. Its %d records are kept in %s; fix the cause, "
+                  "then run `otel-s3-bridge spool retry`", self._sink.description if by_sink else "the bridge",
+                  batch.key or f"for {batch.folder}", cause, len(batch.refs), self._spool.quarantine_dir)
+        for ref in batch.refs:
+            if ref.finished:
+                continue
+            try:
+                body = self._spool.body_of(ref)
+                await self._spool.quarantine(ref, body, cause)
+            except (OSError, DamagedEntry) as error:
+                await self._spool.quarantine_unreadable(ref, f"cannot be read back ({error})")
+        await self._forget_manifest(batch)
+
+    async def _finish(self, batch: Batch) -> None:
+        if await self._spool.done_durably(batch.refs):
+            await self._forget_manifest(batch)
+        else:  # the manifest says the file is written: the next start marks these entries done
+            log.warning("the spool could not record that %s holds its %d records; the next start does", batch.key,
+                        len(batch.refs))
+
+    async def _write_manifest(self, batch: Batch) -> Path:
+        path = self.directory / f"{batch.key.rsplit('/', 1)[1].split('.', 1)[0]}{MANIFEST}"
+        document = orjson.dumps({"key": batch.key, "format": batch.file_format, "bucket": batch.bucket,
+                                 "members": [[ref.key, ref.enqueued_unix_nano] for ref in batch.refs]})
+        await asyncio.to_thread(_write_manifest_file, path, document)
+        return path
+
+    async def _forget_manifest(self, batch: Batch) -> None:
+        if batch.manifest is not None:
+            await asyncio.to_thread(batch.manifest.unlink, missing_ok=True)
+            batch.manifest = None
+
+    def _backoff(self, failures: int) -> float:
+        return random.uniform(0, min(RETRY_INITIAL_SECONDS * 2 ** min(failures, 30), self._settings.retry_max_seconds))
+
+    # --- start and stop ---------------------------------------------------------------------------
+
+    async def recover(self) -> int:
+        """Finish the files a crash left half done (call after the spool is open, before the
+        uploaders start). Returns how many files are written again."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        for leftover in [*self.directory.glob("*.partial"), *self.directory.glob("*.spill")]:  # a crash's scratch
+            if leftover.is_dir():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                leftover.unlink(missing_ok=True)
+        rewritten = 0
+        for path in sorted(self.directory.iterdir()):
+            if path.suffix not in (MANIFEST, UPLOADED):
+                continue
+            try:
+                manifest = orjson.loads(path.read_bytes())
+                members = {(key, enqueued) for key, enqueued in manifest["members"]}
+                bucket, key, file_format = manifest["bucket"], manifest["key"], manifest["format"]
+            except (OSError, orjson.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+                log.error("batch manifest %s cannot be read (%s); its records are written to a new file", path,
+                          error)
+                path.rename(path.with_suffix(".unreadable"))
+                continue
+            refs = self._spool.queue.take(
+                lambda ref: ref.bucket == bucket and (ref.key, ref.enqueued_unix_nano) in members)
+            batch = Batch(bucket, key.rsplit("/", 1)[0], 0.0, refs, key=key, file_format=file_format, manifest=path)
+            if path.suffix == UPLOADED or not refs:
+                await self._finish(batch)
+                continue
+            log.info("writing %s again (%d records) as a crash left it", key, len(refs))
+            self._close(batch)
+            rewritten += 1
+        return rewritten
+
+    async def drain(self) -> None:
+        """Write every open batch now."""
+        self._draining = True
+        self._wake.set()
+
+    async def stop(self) -> None:
+        tasks = [task for task in (self._timer, *self._flushes) if task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class _Unreadable(Exception):
+    def __init__(self, index: int, cause: BaseException) -> None:
+        super().__init__(index, cause)
+        self.index, self.cause = index, cause
+
+
+def _bodies(sources: list[tuple[Path | None, int, int, bytes | None]]) -> Iterator[bytes]:
+    """Each source's body: the one given, else read back from its segment (this thread's own
+    descriptors: a member's segment stays on disk until the member is done)."""
+    descriptors: dict[Path, int] = {}
+    try:
+        for index, (path, offset, length, body) in enumerate(sources):
+            if body is None:
+                try:
+                    if path not in descriptors:
+                        descriptors[path] = os.open(path, os.O_RDONLY)
+                    body = decode_entry(os.pread(descriptors[path], length, offset)).body
+                except (OSError, DamagedEntry) as error:
+                    raise _Unreadable(index, error) from error
+            yield body
+    finally:
+        for fd in descriptors.values():
+            os.close(fd)
+
+
+def _parts(items: Iterator[bytes], size: int) -> Iterator[list[bytes]]:
+    part: list[bytes] = []
+    for item in items:
+        part.append(item)
+        if len(part) == size:
+            yield part
+            part = []
+    if part:
+        yield part
+
+
+def _build(sources: list[tuple[Path | None, int, int, bytes | None]], file_format: str, scratch: Path) -> bytes:
+    """The file's bytes, reading `PART_RECORDS` records at a time. NDJSON: the bodies as stored,
+    gzip-compressed. Parquet: DuckDB's JSON reader turns the bodies (staged as NDJSON in `scratch`)
+    into columns (measured here: 14 µs a record, against 62 through Python dicts); should it
+    refuse a file, the records go through `schema.table` instead, which is what the other is
+    tested against."""
+    from ..lake import schema
+
+    parts = _parts(_bodies(sources), PART_RECORDS)
+    if file_format == partitions.NDJSON:
+        return schema.encode_lines(b"".join(body + b"\n" for body in part) for part in parts)
+    staged = scratch / f"{uuid.uuid4().hex}.ndjson.partial"
+    try:
+        with open(staged, "wb") as out:
+            for part in parts:
+                out.write(b"".join(body + b"\n" for body in part))
+        import duckdb
+
+        try:
+            return schema.encode_tables(_duckdb_tables(staged))
+        except duckdb.Error as error:
+            log.warning("DuckDB could not read a batch of records (%s); they are encoded in Python instead", error)
+            return schema.encode_parts(_staged_records(staged))
+    finally:
+        staged.unlink(missing_ok=True)
+
+
+def _duckdb_tables(staged: Path) -> Iterator[Any]:
+    import duckdb
+    import pyarrow as pa
+
+    from ..lake import schema
+
+    # One thread: the other cores serve exports. Its memory is bounded, spilling beside the file.
+    spill = staged.with_suffix(".spill")  # this build's own: two builds at once must not share one
+    connection = duckdb.connect(config={"threads": 1, "memory_limit": DUCKDB_MEMORY, "temp_directory": str(spill)})
+    try:
+        relation = connection.read_json(str(staged), format="newline_delimited", columns=schema.DUCKDB_TYPES)
+        for batch in relation.project(schema.DUCKDB_SELECT).to_arrow_reader(PART_RECORDS):
+            yield pa.Table.from_batches([batch])
+    finally:
+        connection.close()
+        shutil.rmtree(spill, ignore_errors=True)
+
+
+def _staged_records(staged: Path) -> Iterator[list[dict[str, Any]]]:
+    with open(staged, "rb") as lines:
+        for part in _parts(iter(lines), PART_RECORDS):
+            yield [orjson.loads(line) for line in part]
+
+
+def _write_manifest_file(path: Path, document: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(path, document)
+
+
+def _rename_durably(source: Path, target: Path) -> None:
+    os.replace(source, target)
+    fsync_directory(target.parent)

@@ -1,0 +1,169 @@
+"""Bearer-token authentication against named keys, shared by the HTTP and gRPC receivers.
+
+`Authorization: Basic base64(name:token)` is accepted too, where `name` is the key's name and
+`token` its token: Langfuse's exporter sends its public and secret key that way, so a Langfuse
+user switches to the bridge by changing one URL.
+
+Keys come from `--token NAME=TOKEN` and from `--token-file` (one `name=token` or
+`name=sha256:<hex>` per line, re-read when the file changes, as a rotated Kubernetes Secret does).
+Only SHA-256 digests are held: a presented token is hashed and compared in constant time against
+every key, so the time taken says nothing about which key (or how much of one) matched. A key may
+be routed to its own prefix and bucket (`Principal`), so that tenants never share a namespace.
+Runs on headers only, before any body is read; never puts a presented or configured token into
+an error, a log line or a response. Must not know transports.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from ..errors import Unauthenticated
+from ..watched_file import WatchedFile
+
+SHA256_PREFIX = "sha256:"
+_DIGEST = re.compile(r"[0-9a-fA-F]{64}")
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who sent an export and where its records go."""
+
+    name: str | None  # the key's name; None when no keys are configured (loopback only)
+    prefix: str
+    bucket: str | None  # the key's own bucket; None: the configured one
+
+
+@dataclass(frozen=True)
+class Route:
+    prefix: str | None = None
+    bucket: str | None = None
+
+
+class TokenFileError(ValueError):
+    """A token file that cannot be used; the message names lines, never values."""
+
+
+def digest_of(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
+
+
+def parse_token_file(text: str) -> list[tuple[str, bytes]]:
+    """`name=token` or `name=sha256:<64 hex digits>` per line (blank lines and `#` comments
+    ignored) -> (name, digest). Raises TokenFileError naming every bad line."""
+    keys: list[tuple[str, bytes]] = []
+    problems: list[str] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, sep, secret = (part.strip() for part in line.partition("="))
+        if sep and secret.startswith("="):  # `TOKEN==`: a bare base64 token, not a key named TOKEN
+            problems.append(f"line {number} has no name: a token ending in '=' needs one (NAME=TOKEN)")
+        elif not sep or not name or not secret:
+            problems.append(f"line {number} is not NAME=TOKEN")
+        elif any(ch.isspace() for ch in secret):
+            problems.append(f"line {number} ({name}) has whitespace in its token")
+        elif any(existing == name for existing, _ in keys):
+            problems.append(f"line {number} repeats the name {name!r}")
+        elif secret.startswith(SHA256_PREFIX):
+            if not _DIGEST.fullmatch(secret[len(SHA256_PREFIX):]):
+                problems.append(f"line {number} ({name}): sha256: must be followed by 64 hex digits")
+            else:
+                keys.append((name, bytes.fromhex(secret[len(SHA256_PREFIX):])))
+        else:
+            keys.append((name, digest_of(secret)))
+    if problems:
+        raise TokenFileError("; ".join(problems))
+    return keys
+
+
+def read_token_file(path: str) -> list[tuple[str, bytes]]:
+    try:
+        with open(path, encoding="utf-8", errors="surrogateescape") as file:
+            return parse_token_file(file.read())
+    except OSError as exc:
+        raise TokenFileError(f"cannot read {path}: {exc.strerror}") from None
+
+
+class Authenticator:
+    """Maps an `Authorization` header value to the `Principal` of the key it carries."""
+
+    def __init__(self, tokens: Mapping[str, str], *, token_file: str | None = None,
+                 routes: Mapping[str, Route] | None = None, default_prefix: str) -> None:
+        self._static = [(name, digest_of(token)) for name, token in tokens.items()]
+        self._file = (WatchedFile(token_file, read_token_file, what="token file", initial=[],
+                                  describe=lambda keys: f"{len(keys)} key(s) ({', '.join(name for name, _ in keys)})")
+                      if token_file else None)
+        self._routes = dict(routes or {})
+        self._default_prefix = default_prefix
+        self._keys = list(self._static)
+        if token_file:
+            self.reload_if_changed()
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self._keys) or self._file is not None
+
+    @property
+    def names(self) -> list[str]:
+        return [name for name, _ in self._keys]
+
+    def reload_if_changed(self) -> bool:
+        """Re-read the token file when it changed (called at start and then periodically).
+        A file that cannot be used keeps the keys read before, with one warning per problem."""
+        if self._file is None or not self._file.reload_if_changed():
+            return False
+        names = {name for name, _ in self._static}
+        self._keys = self._static + [(name, digest) for name, digest in self._file.value if name not in names]
+        return True
+
+    def principal(self, name: str | None) -> Principal:
+        route = self._routes.get(name, Route()) if name is not None else Route()
+        return Principal(name, route.prefix or self._default_prefix, route.bucket)
+
+    def authenticate(self, authorization: str | None) -> Principal:
+        """The matching key's principal; an anonymous one when no keys are configured."""
+        if not self.enabled:
+            return self.principal(None)
+        if not authorization:
+            raise Unauthenticated("missing Authorization header; send 'Authorization: Bearer <token>'")
+        scheme, _, presented = authorization.strip().partition(" ")
+        scheme, presented = scheme.lower(), presented.strip()
+        if scheme == "basic":
+            user, presented = _basic_credentials(presented)
+        elif scheme == "bearer":
+            user = None
+        else:
+            raise Unauthenticated("unsupported authorization scheme; send 'Authorization: Bearer <token>'")
+        if not presented:
+            raise Unauthenticated("empty Bearer token" if user is None else "empty Basic password")
+        try:
+            candidate = hashlib.sha256(presented.encode("utf-8", "surrogateescape")).digest()
+        except UnicodeError:
+            raise Unauthenticated("the Bearer token does not match any configured key") from None
+        matched = None
+        for name, digest in self._keys:
+            # Compare against every key so the time taken does not tell which one matched.
+            if hmac.compare_digest(candidate, digest) and matched is None:
+                matched = name
+        if matched is None or (user is not None and user != matched):
+            raise Unauthenticated("the Bearer token does not match any configured key" if user is None else
+                                  "the Basic credentials (key name : token) do not match a configured key")
+        return self.principal(matched)
+
+
+def _basic_credentials(encoded: str) -> tuple[str, str]:
+    """`base64(user:password)` -> (user, password)."""
+    try:
+        user, colon, password = base64.b64decode(encoded, validate=True).decode("utf-8").partition(":")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise Unauthenticated("the Basic credentials are not base64 of 'key name:token'") from None
+    if not colon:
+        raise Unauthenticated("the Basic credentials are not base64 of 'key name:token'")
+    return user, password

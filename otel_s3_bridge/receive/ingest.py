@@ -1,0 +1,408 @@
+"""The one consume path every receiver calls: prepare (inflate, parse, decode, key, encode) ->
+spool -> acknowledge.
+
+Receivers hand over the request's bytes as received, the authenticated `Principal` and the
+bytes' `Reservation`; the answer is an `ExportResult` or a `BridgeError`. Small exports are
+prepared in the event loop; larger ones (and any compressed body that inflates past the small
+size) in a decode process (`decode.pool`), so that no request can stall the others. Memory is
+bounded by `InflightBytes`: the bodies being read and the records decoded from them count
+against `--max-inflight-bytes`; one export that could never fit is 413, one that does not fit
+now is 503 + Retry-After. With the spool (`--ack spool`) an export is acknowledged once its
+entries are fsynced in the spool; with `--ack upload` once every object is in the sink, and an
+object the sink refuses for good is reported in `partial_success` rather than retried forever.
+A logs export carries GenAI event records: they are kept in the join store (`join`), and a stored
+record they complete is spooled again, completed, under its own key; likewise a span whose
+events came first is stored completed at once. Must not import aiohttp or grpc.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import NamedTuple
+
+import orjson
+
+from .. import metrics
+from .auth import Principal
+from ..decode.compression import inflate
+from ..config import BridgeConfig
+from ..decode.pool import DecodePool
+from ..lake.encode import JSON_CONTENT_TYPE
+from ..errors import InvalidRequest, PayloadTooLarge, SinkError, Unavailable
+from ..decode.join import JoinFull, JoinStore
+from ..lake.partitions import partition_dir
+from ..decode.prepare import LOGS, TRACES, ExportContext, PreparedExport, completed_object, prepare_export
+from ..enrich.pricing import PriceBook
+from ..watched_file import WatchedFile
+from ..deliver.sink import ObjectSink
+from ..deliver.spool import Spool, SpoolFull, SpoolTooSmall
+
+log = logging.getLogger("otel_s3_bridge.ingest")
+
+# Exports up to this size (once inflated) are prepared in the event loop. A decode process costs a
+# trip (pickling both ways, two context switches): measured here, 100-span OTLP/JSON batches
+# (93 KB) cost 136 us of CPU per span through decode processes against 57-74 inline, while the
+# worst 128 KiB (the smallest spans, each its own record) holds the loop for ~25 ms. Larger exports
+# never block it.
+INLINE_MAX_BYTES = 128 * 1024
+# Join store failures a retry can get past (space freed, a disk that recovers); others are refused.
+RETRYABLE_DISK_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.ENOMEM})
+
+
+class Item(NamedTuple):
+    """One object an export stores."""
+
+    key: str
+    body: bytes
+    bucket: str | None
+    spans: int  # how many spans (or GenAI events) it holds, for partial_success when refused
+    join: str | None = None  # the join store's name of its call, when a half is kept for it
+    partition: str | None = None  # its lake partition, when it goes into a `batch` layout file
+
+
+@dataclass(frozen=True, slots=True)
+class ExportResult:
+    stored_objects: int
+    rejected_spans: int
+    message: str | None
+
+
+class InflightBytes:
+    """Bytes of requests being received or processed; beyond the limit new ones are told to retry."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.current = 0
+
+    def acquire(self, size: int, already_held: int = 0) -> None:
+        # A request is always let through when it is the only one holding bytes.
+        if self.current > already_held and self.current + size > self.limit:
+            raise Unavailable(f"the bridge holds {self.current} request bytes in memory "
+                              f"(--max-inflight-bytes {self.limit}); retry later")
+        self.current += size
+
+    def release(self, size: int) -> None:
+        self.current -= size
+
+    def reserve(self) -> Reservation:
+        return Reservation(self)
+
+
+class Reservation:
+    """The bytes one request holds; released in one go when the request ends."""
+
+    def __init__(self, owner: InflightBytes) -> None:
+        self._owner = owner
+        self.size = 0
+
+    def add(self, size: int) -> None:
+        self._owner.acquire(size, already_held=self.size)
+        self.size += size
+
+    def shrink_to(self, size: int) -> None:
+        if size < self.size:
+            self._owner.release(self.size - size)
+            self.size = size
+
+    def release(self) -> None:
+        self._owner.release(self.size)
+        self.size = 0
+
+
+class Ingestor:
+    def __init__(self, config: BridgeConfig, sink: ObjectSink, spool: Spool | None = None,
+                 pool: DecodePool | None = None, join: JoinStore | None = None,
+                 clock: Callable[[], int] = time.time_ns, prices: WatchedFile[PriceBook] | None = None) -> None:
+        self._config = config
+        self._prices = prices
+        self._join = join
+        self._join_order = JoinOrder()
+        self._sink = sink
+        self._spool = spool
+        self._pool = pool or DecodePool(0)
+        self._clock = clock
+        self._last_failure: str | None = None
+        self._decode_failures: set[str] = set()
+        self.inflight = InflightBytes(config.max_inflight_bytes)
+        self.accepting = True
+
+    def check_accepting(self) -> None:
+        """Called as a request arrives: once the bridge is stopping, new exports are told to retry."""
+        if not self.accepting:
+            raise Unavailable("the bridge is shutting down; retry later")
+
+    def state(self) -> dict[str, int]:
+        state = {"inflight_bytes": self.inflight.current}
+        if self._join is not None:
+            state["join_bytes"] = self._join.used_bytes
+        if self._spool is not None:
+            state.update(spool_pending=self._spool.pending, spool_bytes=self._spool.used_bytes,
+                         spool_max_bytes=self._spool.max_bytes, quarantined_total=self._spool.quarantined_total)
+        return state
+
+    def not_ready_reason(self) -> str | None:
+        if not self.accepting:
+            return "shutting down"
+        if self._spool is not None and not self._spool.has_room:
+            return f"the spool is full ({self._spool.used_bytes} of {self._spool.max_bytes} bytes)"
+        return None
+
+    async def export(self, body: bytes, reservation: Reservation, *, encoding: str, coding: str,
+                     principal: Principal, transport: str, max_request_bytes: int,
+                     signal: str = TRACES) -> ExportResult:
+        """Store what `body` (an OTLP traces or logs export) holds; `coding` is its Content-Encoding
+        ("" when plain)."""
+        config = self._config
+        context = ExportContext(
+            encoding=encoding, coding=coding, key_name=principal.name, transport=transport,
+            received_at_unix_nano=self._clock(), non_llm_spans=config.non_llm_spans, template=config.path_template,
+            prefix=principal.prefix, max_request_bytes=max_request_bytes,
+            max_resource_bytes=config.max_resource_bytes, max_output_bytes=config.decoded_bytes_limit, signal=signal,
+            lake=config.writes_batches, prices=self._prices.value if self._prices is not None else PriceBook())
+        prepared = await self._prepare(body, context, reservation)
+        if prepared.decode_failure is not None and prepared.decode_failure not in self._decode_failures:
+            if len(self._decode_failures) >= 100:  # the causes carry text from payloads: bounded
+                self._decode_failures.clear()
+            self._decode_failures.add(prepared.decode_failure)
+            log.error("a span could not be decoded (%s): it is rejected in partial_success, the rest stored; "
+                      "please report this as a bug", prepared.decode_failure)
+        rejected, problems = prepared.rejected_spans, list(prepared.problems)
+        joins = signal == LOGS or bool(prepared.halves and self._join is not None)
+        in_order = _HeldUntilWritten(self._join_order if joins else None, alone=signal == LOGS)
+        async with in_order:
+            if signal == LOGS:
+                items = await self._completed_by_events(prepared, principal, reservation)
+            else:
+                items = [Item(key, body, principal.bucket, spans) for key, body, spans in prepared.objects]
+                if prepared.partitions:
+                    items = [item._replace(partition=partition) for item, partition in zip(items, prepared.partitions)]
+                await self._complete_with_known_events(prepared, principal, items)
+            if items and self._spool is not None:
+                await self._append_to_spool(items, on_written=in_order.release)
+            elif items:
+                refused, cause = await self._put_directly(items)
+                if refused:
+                    rejected += refused
+                    problems.append(f"{refused} {'log record' if signal == LOGS else 'span'}(s) could not be "
+                                    f"stored: {cause}")
+                    if signal == TRACES:
+                        metrics.count_refused_spans(refused)
+        if signal == LOGS:
+            metrics.count_logs_export(transport, prepared.received, prepared.rejections)
+        else:
+            metrics.count_trace_export(transport, prepared.received, prepared.rejections, prepared.usage)
+        return ExportResult(len(items), rejected, "; ".join(problems) or None)
+
+    async def _complete_with_known_events(self, prepared: PreparedExport, principal: Principal,
+                                          items: list[Item]) -> None:
+        """Keep the halves of records that GenAI events may complete; a record whose events are
+        here already is stored completed."""
+        if not prepared.halves or self._join is None:
+            return
+        try:
+            found = await self._join.put_spans(principal.name, principal.bucket, prepared.halves)
+        except OSError as error:
+            self._join_failed(error)
+            return  # the records are stored as they are; their events will find nothing to complete
+        for half in prepared.halves:
+            name = self._join.name(principal.name, half.pair)
+            if half.index in found:
+                events, completed_at = found[half.index]
+                body = completed_object(half.key, orjson.loads(half.document), events, completed_at)[1]
+                items[half.index] = items[half.index]._replace(body=body, join=name)
+            else:
+                items[half.index] = items[half.index]._replace(join=name)
+
+    async def _completed_by_events(self, prepared: PreparedExport, principal: Principal,
+                                   reservation: Reservation) -> list[Item]:
+        """Keep the events; the records they complete, built again, under their own keys."""
+        if not prepared.events:
+            return []
+        if self._join is None:
+            raise Unavailable("this bridge keeps no join store; GenAI event logs cannot be taken")
+        try:
+            completed = await self._join.put_events(principal.name, prepared.events)
+        except JoinFull as full:
+            raise Unavailable(f"{full}; retry later") from None
+        except OSError as error:
+            self._join_failed(error)
+            raise InvalidRequest(f"the GenAI events cannot be kept ({error.strerror}); see the bridge's log") from None
+        items = []
+        for name, envelope, events, completed_at in completed:
+            try:
+                key, body = completed_object(envelope["key"], envelope["record"], events, completed_at)
+            except (TypeError, KeyError, ValueError, AttributeError) as error:  # damaged on disk: joins nothing
+                log.warning("a stored record's half cannot be read back (%s: %s); its events stay unjoined",
+                            type(error).__name__, error)
+                continue
+            reservation.add(len(body))
+            partition = partition_dir(principal.prefix, envelope["record"]) if self._config.writes_batches else None
+            items.append(Item(key, body, envelope["bucket"], len(events), name, partition))
+        return items
+
+    async def latest_body(self, join_name: str, body: bytes) -> bytes:
+        """The body a spooled record's object must hold now: completed with every GenAI event the
+        join store has for it (another process may have received them), else `body` as spooled."""
+        if self._join is None:
+            return body
+        latest = self._join.latest(join_name)
+        if latest is None:
+            return body
+        half, events, completed_at = latest
+        try:
+            return completed_object(half["key"], half["record"], events, completed_at)[1]
+        except (TypeError, KeyError, ValueError, AttributeError):
+            return body
+
+    async def _prepare(self, body: bytes, context: ExportContext, reservation: Reservation) -> PreparedExport:
+        """The export's objects, their bytes added to `reservation` (503 when they cannot be held now)."""
+        if len(body) <= INLINE_MAX_BYTES and context.max_request_bytes >= INLINE_MAX_BYTES:
+            try:
+                plain = inflate(body, context.coding, INLINE_MAX_BYTES) if context.coding else body
+            except PayloadTooLarge:
+                pass  # a small compressed body that inflates large: a decode process inflates it
+            else:
+                prepared = prepare_export(plain, replace(context, coding=""))
+                reservation.add(prepared.output_bytes)
+                return prepared
+        held = reservation.size
+        reservation.add(context.max_output_bytes)  # room for the most it may decode to, before it does
+        prepared = await self._pool.prepare(body, context)
+        reservation.shrink_to(held + prepared.output_bytes)
+        return prepared
+
+    async def _put_directly(self, items: list[Item]) -> tuple[int, str | None]:
+        """Put every object; (spans refused for good, a cause). Raises Unavailable when a retry helps."""
+        slots = asyncio.Semaphore(self._config.upload_concurrency)
+
+        async def put(key: str, body: bytes, bucket: str | None) -> None:
+            async with slots:
+                await self._sink.put(key, body, JSON_CONTENT_TYPE, bucket=bucket)
+
+        outcomes = await asyncio.gather(*(put(item.key, item.body, item.bucket) for item in items),
+                                        return_exceptions=True)
+        retryable = [o for o in outcomes if isinstance(o, BaseException) and not _permanent(o)]
+        if retryable:
+            self._report_failure(retryable[0])
+            raise Unavailable(f"could not store {len(retryable)} of {len(outcomes)} object(s) "
+                              f"({_describe(retryable[0])}); retry later")
+        refused = [(o, item.spans) for o, item in zip(outcomes, items) if isinstance(o, BaseException)]
+        if refused:
+            self._report_failure(refused[0][0])
+            return sum(spans for _, spans in refused), _describe(refused[0][0])
+        if self._last_failure is not None:
+            log.info("writes to %s succeed again", self._sink.description)
+            self._last_failure = None
+        return 0, None
+
+    async def _append_to_spool(self, items: list[Item], on_written: Callable[[], None] | None = None) -> None:
+        try:
+            partitions = [item.partition for item in items] if self._config.writes_batches else None
+            await self._spool.append([(item.key, item.body, item.bucket) for item in items],
+                                     [item.join for item in items], on_written, partitions,
+                                     trace_objects=self._config.writes_objects)
+        except SpoolTooSmall as too_large:
+            raise PayloadTooLarge(f"{too_large} (--spool-max-bytes); send smaller batches") from None
+        except SpoolFull as full:
+            raise Unavailable(f"the spool is full ({full}); retry later") from None
+        except OSError as error:
+            self._report_failure(SinkError(f"cannot write the spool: {error}", retryable=True))
+            raise Unavailable("cannot write the spool; retry later") from None
+
+    def _join_failed(self, error: OSError) -> None:
+        """A full or failing disk is told to retry (503); any other failure would fail again, so
+        the export goes on (spans) or is refused for good (events) rather than be retried forever."""
+        if error.errno in RETRYABLE_DISK_ERRORS:
+            self._report_failure(SinkError(f"cannot write the join store: {error}", retryable=True))
+            raise Unavailable("cannot write the join store; retry later") from None
+        log.error("cannot write the join store (%s): records are stored without their GenAI events", error)
+
+    def _report_failure(self, failure: BaseException) -> None:
+        description = _describe(failure)
+        if description != self._last_failure:  # log each distinct cause once, not once per request
+            log.warning("cannot write to %s: %s", self._sink.description, description)
+            self._last_failure = description
+        if not isinstance(failure, SinkError):
+            log.error("unexpected failure while storing objects", exc_info=failure)
+
+
+class JoinOrder:
+    """The order in which exports that keep or complete join halves reach the spool: a completed
+    body must be queued after the body it completes. Trace exports, which keep span halves (and
+    complete a record only with events already kept), go side by side, so that they share the
+    spool's fsyncs; a logs export, which completes records kept before it, goes alone: after
+    every trace export that came before it has written its entries, and before any that comes
+    after it (which then waits: no logs export waits behind an endless stream of trace exports).
+    Held from entering until the export's entries are written to the spool (`release`, not
+    their fsync), or until leaving."""
+
+    def __init__(self) -> None:
+        self._sharing = 0  # trace exports inside
+        self._alone = False  # a logs export inside
+        self._alone_waiting = 0
+        self._waiters: list[asyncio.Future] = []
+
+    def _may_enter(self, alone: bool) -> bool:
+        if alone:
+            return not self._alone and not self._sharing
+        return not self._alone and not self._alone_waiting
+
+    async def acquire(self, *, alone: bool) -> None:
+        while not self._may_enter(alone):
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            self._alone_waiting += alone
+            try:
+                await waiter
+            finally:
+                self._alone_waiting -= alone
+        if alone:
+            self._alone = True
+        else:
+            self._sharing += 1
+
+    def release(self, *, alone: bool) -> None:
+        if alone:
+            self._alone = False
+        else:
+            self._sharing -= 1
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+
+class _HeldUntilWritten:
+    """Holds the join order (when given) from entering until `release` or until leaving."""
+
+    def __init__(self, order: JoinOrder | None, *, alone: bool) -> None:
+        self._order = order
+        self._alone = alone
+        self._held = False
+
+    async def __aenter__(self) -> _HeldUntilWritten:
+        if self._order is not None:
+            await self._order.acquire(alone=self._alone)
+            self._held = True
+        return self
+
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            self._order.release(alone=self._alone)
+
+    async def __aexit__(self, *exc_info) -> None:
+        self.release()
+
+
+def _permanent(failure: BaseException) -> bool:
+    return isinstance(failure, SinkError) and not failure.retryable
+
+
+def _describe(failure: BaseException) -> str:
+    return failure.message if isinstance(failure, SinkError) else f"{type(failure).__name__}: {failure}"
