@@ -20,22 +20,22 @@ import resource
 import time
 
 from . import logs, metrics
-from .receive.auth import Authenticator, Route
-from .deliver.batch_writer import BatchSettings, BatchWriter
 from .config import BridgeConfig
-from .decode.pool import DecodePool
-from .errors import SinkError
-from .receive.connections import ConnectionLimits
-from .receive.ingest import Ingestor
 from .decode.join import JoinStore
-from .receive.metrics_server import MetricsServer
-from .enrich.pricing import watch_price_file
-from .receive.grpc import GrpcReceiver
-from .receive.http import STOP_GRACE_SECONDS, HttpReceiver
+from .decode.pool import DecodePool
+from .deliver.batch_writer import BatchSettings, BatchWriter
 from .deliver.sink import MeteredSink, build_sink
 from .deliver.spool import Spool
-from .receive.tls import TlsFiles
 from .deliver.uploader import Uploader
+from .enrich.pricing import watch_price_file
+from .errors import SinkError
+from .receive.auth import Authenticator, Route
+from .receive.connections import ConnectionLimits
+from .receive.grpc import GrpcReceiver
+from .receive.http import STOP_GRACE_SECONDS, HttpReceiver
+from .receive.ingest import Ingestor
+from .receive.metrics_server import MetricsServer
+from .receive.tls import TlsFiles
 
 log = logging.getLogger("otel_s3_bridge")
 
@@ -88,7 +88,8 @@ class Bridge:
         self.ingestor = Ingestor(config, self.sink, self.spool, self.pool, self.join, prices=self.prices)
         self.batches = (BatchWriter(self.spool, self.sink, BatchSettings(
             file_format=config.batch_format, max_records=config.batch_max_records, max_bytes=config.batch_max_bytes,
-            max_age_seconds=config.batch_max_age_seconds, retry_max_seconds=config.upload_retry_max_seconds), latest_body=self.ingestor.latest_body)
+            max_age_seconds=config.batch_max_age_seconds, retry_max_seconds=config.upload_retry_max_seconds),
+            latest_body=self.ingestor.latest_body)
             if self.spool is not None else None)
         self.uploader = (Uploader(self.spool, self.sink, concurrency=config.upload_concurrency,
                                   retry_max_seconds=config.upload_retry_max_seconds,

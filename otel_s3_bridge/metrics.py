@@ -19,9 +19,17 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from prometheus_client import (CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Gauge, Histogram,
-                               disable_created_metrics, generate_latest)
-from prometheus_client import multiprocess
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+    multiprocess,
+)
 
 disable_created_metrics()  # `*_created` series double the exposition and no dashboard here reads them
 

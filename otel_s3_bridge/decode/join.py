@@ -10,23 +10,22 @@ of time (a tenth of the window, at most a minute), written by every process:
                          record still without prompt and completion (its object key, bucket and
                          body) and E GenAI events of a span; `name` is `{owner}-{trace id}{span id}`
 
-`owner` is a digest of the key name that sent them: a key can only complete its own records.
-Each process keeps an index (name -> where its halves are) of every line of the live files, and
-reads what other processes appended before it looks anything up. An export's halves cost one
-`write` and a share of one `fdatasync` (exports side by side share them), whatever their number
-(before: a symbolic link per call, and a span without content cost 1.7x a span carrying it); a
-line is appended and the others' lines read under an exclusive `flock` on the directory, so two
-processes cannot both miss each other. A line torn by a crash is never read as a half (every reader stops at the last newline,
-and the next writer ends the torn line first). Whichever half arrives second finds the first, and
-the caller stores the completed record under the record's own key (an overwrite); `latest` tells
-an uploader what a record's object must hold now, whichever process received which half. The
-halves wait `--join-window-seconds` (up to a slice more); then their file is deleted (events that
-never met their span are counted: they belonged to no LLM call the bridge stored). Bytes on disk
-are bounded by `--join-max-bytes`. Runs in the event loop: appends and reads hit the page cache,
-and what may wait (an fdatasync, a `flock` another worker holds) goes to a thread. (Keeping halves
-in a thread instead cost the loop about 15 µs a span in GIL contention, measured with
-bench/join_bench.py.) Must not decode, encode or upload.
-"""
+`owner` is a digest of the key name that sent them: a key can only complete its own records. Each
+process keeps an index (name -> where its halves are) of every line of the live files, and reads
+what other processes appended before it looks anything up. An export's halves cost one `write` and
+a share of one `fdatasync` (exports side by side share them), whatever their number (before: a
+symbolic link per call, and a span without content cost 1.7x a span carrying it); a line is
+appended and the others' lines read under an exclusive `flock` on the directory, so two processes
+cannot both miss each other. A line torn by a crash is never read as a half (every reader stops at
+the last newline, and the next writer ends the torn line first). Whichever half arrives second
+finds the first, and the caller stores the completed record under the record's own key (an
+overwrite); `latest` tells an uploader what a record's object must hold now, whichever process
+received which half. The halves wait `--join-window-seconds` (up to a slice more); then their file
+is deleted (events that never met their span are counted: they belonged to no LLM call the bridge
+stored). Bytes on disk are bounded by `--join-max-bytes`. Runs in the event loop: appends and reads
+hit the page cache, and what may wait (an fdatasync, a `flock` another worker holds) goes to a
+thread. (Keeping halves in a thread instead cost the loop about 15 µs a span in GIL contention,
+measured with bench/join_bench.py.) Must not decode, encode or upload."""
 
 from __future__ import annotations
 

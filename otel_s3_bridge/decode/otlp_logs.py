@@ -1,5 +1,5 @@
 """OTLP logs export requests in (JSON and protobuf): the GenAI event records an LLM call's span is
-completed with (the response is `otlp.encode_response(..., logs=True)`).
+completed with (the response is `receive.responses.encode_response(..., logs=True)`).
 
 Only what joins a record is kept: log records that name a GenAI event (`event_name`, or the older
 `event.name` attribute, starting `gen_ai.`) and carry the trace and span id of their call. Every
@@ -18,7 +18,10 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
     ExportLogsServiceRequest,
 )
 
-from .otlp import JSON, SpanProblem, _array, _get, _hex_id, _json_attributes, _json_value, _object, _pb_attributes, _pb_id, _pb_value, _text, _uint64, json_request_parts, protobuf_request
+from .otlp import JSON
+from .otlp_json import _array, _get, _hex_id, _json_attributes, _json_value, _object, _text, _uint64, json_request_parts
+from .otlp_protobuf import _pb_attributes, _pb_id, _pb_value, protobuf_request
+from .spans import SpanProblem
 
 GENAI_EVENT_PREFIX = "gen_ai."
 EVENT_NAME_ATTRIBUTE = "event.name"  # where event names lived before LogRecord.event_name

@@ -18,15 +18,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import otlp
-from .compression import inflate
-from .records import DecodeResult, awaits_events, complete_record, iter_records
-from ..lake.encode import encode_json
+from ..enrich.pricing import ESTIMATED, PriceBook, price_record
 from ..errors import PayloadTooLarge
+from ..lake.encode import encode_json
 from ..lake.keys import KeyTemplate, object_key
 from ..lake.partitions import partition_dir
+from . import otlp
+from .compression import inflate
 from .otlp_logs import parse_logs
-from ..enrich.pricing import ESTIMATED, PriceBook, price_record
+from .records import DecodeResult, awaits_events, complete_record, iter_records
 
 TRACES, LOGS = "traces", "logs"
 # What the stored records of an export used, for metrics: (source, model, provider, status) ->

@@ -21,10 +21,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import conventions
-from .otlp import Span
 from ..lake.record import SCHEMA
 from ..values import INT64_MAX, INT64_MIN, as_text
+from . import conventions
+from .spans import Span
 
 CONNECTION_TEST_SPAN = "openrouter-connection-test"
 COST_FIELDS = ("input_cost", "output_cost", "cost")
@@ -220,7 +220,8 @@ def awaits_events(record: dict[str, Any]) -> bool:
             and record["prompt"] is None and record["completion"] is None)
 
 
-def complete_record(record: dict[str, Any], events: list[dict[str, Any]], completed_at_unix_nano: int) -> dict[str, Any]:
+def complete_record(record: dict[str, Any], events: list[dict[str, Any]],
+                    completed_at_unix_nano: int) -> dict[str, Any]:
     """A stored record (as JSON types) with what its GenAI event records carry, read as the same
     conventions read span events: per-message events (`gen_ai.user.message`, `gen_ai.choice`, ...)
     and the attributes of an operation-details event (`gen_ai.input.messages`, ...) give the prompt,

@@ -43,10 +43,10 @@ from typing import Any
 
 import orjson
 
-from ..lake import partitions
 from .. import metrics
 from ..durable import fsync_directory, write_atomically
 from ..errors import SinkError
+from ..lake import partitions
 from .sink import ObjectSink
 from .spool import DamagedEntry, Ref, Spool
 from .spool_format import decode_entry

@@ -33,7 +33,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..durable import fsync_directory, write_all, write_atomically
-from .spool_format import DONE_RECORD, SEGMENT_SUFFIX, DamagedEntry, decode_entry, done_path, encode_entry, entry_header, read_done, read_entries
+from .spool_format import (
+    DONE_RECORD,
+    SEGMENT_SUFFIX,
+    DamagedEntry,
+    decode_entry,
+    done_path,
+    encode_entry,
+    entry_header,
+    read_done,
+    read_entries,
+)
 from .spool_queue import Ref, UploadQueue
 
 log = logging.getLogger("otel_s3_bridge.spool")

@@ -20,9 +20,9 @@ import logging
 import random
 from collections.abc import Awaitable, Callable
 
-from .batch_writer import BatchWriter
-from ..lake.encode import JSON_CONTENT_TYPE
 from ..errors import SinkError
+from ..lake.encode import JSON_CONTENT_TYPE
+from .batch_writer import BatchWriter
 from .sink import ObjectSink
 from .spool import DamagedEntry, Ref, Spool
 

@@ -68,7 +68,8 @@ class Rates:
                           + self.cache_write * tokens.cache_write)
         spent_on_output = self.output * tokens.plain_output + self.reasoning * tokens.reasoning
         per_call = self.input_per_call + self.output_per_call + self.other_per_call
-        return (self.input_per_call + spent_on_input / PER_MILLION, self.output_per_call + spent_on_output / PER_MILLION,
+        return (self.input_per_call + spent_on_input / PER_MILLION,
+                self.output_per_call + spent_on_output / PER_MILLION,
                 per_call + (spent_on_input + spent_on_output) / PER_MILLION)
 
 
@@ -283,7 +284,8 @@ class _TablePrice:
         calc = self.model_price.calc_price
         base = calc(Usage(input_tokens=0, output_tokens=0))
         # An input count inside the band: the rates of every kind of token depend on it alone.
-        inside = (self.starts[band - 1] + 1) if band else (min(self.starts[0], PER_MILLION) if self.starts else PER_MILLION)
+        first = min(self.starts[0], PER_MILLION) if self.starts else PER_MILLION
+        inside = (self.starts[band - 1] + 1) if band else first
         inside = max(inside, 1)
         plain = calc(Usage(input_tokens=inside, output_tokens=0))
 

@@ -8,5 +8,6 @@ either layout), `compact`, `report` and `report_html`.
 
 Pure where it names and encodes (no I/O, no clock: the hot path places records without loading
 pyarrow); the readers read the store and never write to it, but for `compact`. Must not import the
-stages above it (receive, decode, deliver).
+stages above it (receive, decode, deliver) nor the configuration: a command hands the readers a
+`read.Store` saying where the records lie.
 """

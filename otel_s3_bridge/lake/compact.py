@@ -16,10 +16,9 @@ key and renamed into place. Must not touch other days.
 from __future__ import annotations
 
 import datetime
+import gzip
 from collections.abc import Callable
 from dataclasses import dataclass
-
-import gzip
 
 import orjson
 import pyarrow as pa
@@ -27,9 +26,8 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from . import schema, partitions
-from ..config import BridgeConfig
-from .read import Window, filesystem, newest_versions, read_bytes, trace_objects, trace_records
+from . import partitions, schema
+from .read import Store, Window, newest_versions, read_bytes, trace_objects, trace_records
 
 LABEL = "compact-"  # the files compact writes, apart from those of the bridge's batch layout
 IDENTITY_COLUMNS = ["trace_id", "otel_trace_id", "span_id"]
@@ -103,12 +101,12 @@ def _lake_versions(tables: list[pa.Table]) -> dict[tuple[str, str], tuple[bool, 
     return newest
 
 
-def compact_day(config: BridgeConfig, day: datetime.date, *, delete_source: bool = False,
+def compact_day(store: Store, day: datetime.date, *, delete_source: bool = False,
                 progress: Callable[[str], None] = lambda line: None) -> Compacted:
-    fs, root = filesystem(config)
-    earlier, written_by_bridge = _day_files(fs, f"{root}/{config.prefix}/lake/dt={day.isoformat()}")
+    fs, root = store.filesystem()
+    earlier, written_by_bridge = _day_files(fs, f"{root}/{store.prefix}/lake/dt={day.isoformat()}")
     in_lake = _lake_versions([_read_file(fs, path, list(schema.VERSION_COLUMNS)) for path in written_by_bridge])
-    paths = trace_objects(fs, f"{root}/{config.prefix}", str(config.path_template), Window(day, day))
+    paths = trace_objects(fs, f"{root}/{store.prefix}", store.path_template, Window(day, day))
     records = []
     sources = []
     skipped = 0
@@ -134,7 +132,7 @@ def compact_day(config: BridgeConfig, day: datetime.date, *, delete_source: bool
     for hour in sorted(set(hours)):
         chosen = [index for index, value in enumerate(hours) if value == hour]
         group, group_ids = rows.take(pa.array(chosen, pa.int64())), [identities[index] for index in chosen]
-        folder = f"{config.prefix}/lake/dt={day.isoformat()}/hour={hour}"
+        folder = f"{store.prefix}/lake/dt={day.isoformat()}/hour={hour}"
         key = partitions.file_key(folder, group_ids, partitions.PARQUET, label=LABEL)
         path = f"{root}/{key}"
         _write(fs, path, schema.encode_tables([group]))

@@ -1,4 +1,4 @@
-"""Reading the records back, for `query` and `report`: from the configured bucket (pyarrow's S3
+"""Reading the records back, for `query` and `report`: from a `Store`: a bucket (pyarrow's S3
 filesystem, with the standard AWS credential chain, `--endpoint-url` and `--region`) or the local
 directory sink, in either layout, as one Arrow table of `schema.SCHEMA` that DuckDB queries in place.
 
@@ -27,8 +27,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
-from . import schema, partitions
-from ..config import BridgeConfig
+from . import partitions, schema
 
 DEFAULT_TEMPLATE = "{prefix}/{date}"
 READERS = 16  # trace objects fetched at once
@@ -54,16 +53,30 @@ class Window:
         return pc.fill_null(inside, False)
 
 
-def filesystem(config: BridgeConfig) -> tuple[pafs.FileSystem, str]:
-    """The store and the root path in it that keys are relative to."""
-    if not config.uses_s3:
-        return pafs.LocalFileSystem(), os.path.abspath(config.output_dir)
-    options = {"region": config.region or "us-east-1", "force_virtual_addressing": config.addressing_style == "virtual",
-               "connect_timeout": config.s3_timeout_seconds, "request_timeout": config.s3_timeout_seconds}
-    if config.endpoint_url:
-        parts = urlsplit(config.endpoint_url)
-        options.update(endpoint_override=parts.netloc + parts.path, scheme=parts.scheme)
-    return pafs.S3FileSystem(**options), config.bucket
+@dataclass(frozen=True)
+class Store:
+    """Where the records lie (an S3 bucket and how to reach it, else the local directory sink's
+    root) and the prefix and path template they were written with."""
+
+    prefix: str
+    path_template: str = DEFAULT_TEMPLATE
+    bucket: str | None = None
+    local_root: str = "."
+    region: str | None = None
+    endpoint_url: str | None = None
+    virtual_addressing: bool = False
+    timeout_seconds: float = 30
+
+    def filesystem(self) -> tuple[pafs.FileSystem, str]:
+        """The store and the root path in it that keys are relative to."""
+        if self.bucket is None:
+            return pafs.LocalFileSystem(), os.path.abspath(self.local_root)
+        options = {"region": self.region or "us-east-1", "force_virtual_addressing": self.virtual_addressing,
+                   "connect_timeout": self.timeout_seconds, "request_timeout": self.timeout_seconds}
+        if self.endpoint_url:
+            parts = urlsplit(self.endpoint_url)
+            options.update(endpoint_override=parts.netloc + parts.path, scheme=parts.scheme)
+        return pafs.S3FileSystem(**options), self.bucket
 
 
 def _files(fs: pafs.FileSystem, directory: str) -> list[pafs.FileInfo]:
@@ -112,13 +125,13 @@ def trace_records(fs: pafs.FileSystem, paths: list[str],
             progress(f"read {start + len(chunk)} of {len(paths)} objects")
 
 
-def read_records(config: BridgeConfig, window: Window, progress: Callable[[str], None] = lambda line: None,
+def read_records(store: Store, window: Window, progress: Callable[[str], None] = lambda line: None,
                  columns: list[str] | None = None) -> tuple[pa.Table, str]:
     """The records whose span started in `window` (only `columns`, when given: Parquet files are
     then read for those alone), and which layouts they were read from. Each day is read from its
     `batch` files when it has any, else from its `trace` objects."""
-    fs, root = filesystem(config)
-    prefix_dir = f"{root}/{config.prefix}"
+    fs, root = store.filesystem()
+    prefix_dir = f"{root}/{store.prefix}"
     batch_files = _batch_files(fs, f"{prefix_dir}/lake", window)
     batch_days = {datetime.date.fromisoformat(path.split("/dt=", 1)[1][:10]) for path in batch_files}
     wanted = (None if columns is None else
@@ -139,7 +152,7 @@ def read_records(config: BridgeConfig, window: Window, progress: Callable[[str],
     trace_days = [day for day in window.days() if day not in batch_days]
     records = []
     if trace_days:
-        paths = trace_objects(fs, prefix_dir, str(config.path_template), Window(trace_days[0], trace_days[-1]))
+        paths = trace_objects(fs, prefix_dir, store.path_template, Window(trace_days[0], trace_days[-1]))
         records = [record for _, record in trace_records(fs, paths, progress)
                    if datetime.date.fromisoformat(partitions.partition(record)[0]) not in batch_days]
     if records or not tables:

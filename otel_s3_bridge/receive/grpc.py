@@ -21,11 +21,12 @@ import grpc
 
 from .. import metrics
 from ..decode import otlp
-from .auth import Authenticator
-from ..errors import BridgeError, Unavailable
-from .ingest import Ingestor
-from ..logs import Tally
 from ..decode.prepare import LOGS, TRACES
+from ..errors import BridgeError, Unavailable
+from ..logs import Tally
+from . import responses
+from .auth import Authenticator
+from .ingest import Ingestor
 
 log = logging.getLogger("otel_s3_bridge.grpc")
 
@@ -120,7 +121,7 @@ class GrpcReceiver:
             if counted:
                 self._calls -= 1
         metrics.count_request("grpc", signal, "OK")
-        return otlp.encode_response(result.rejected_spans, result.message, otlp.PROTOBUF, logs=signal == LOGS)
+        return responses.encode_response(result.rejected_spans, result.message, otlp.PROTOBUF, logs=signal == LOGS)
 
     async def _read_message(self, context: grpc.aio.ServicerContext) -> bytes:
         try:
@@ -135,6 +136,6 @@ class GrpcReceiver:
     async def _abort(context: grpc.aio.ServicerContext, error: BridgeError) -> None:
         trailing: tuple[tuple[str, bytes], ...] = ()
         if error.retry_after_seconds is not None:
-            status = otlp.status_message(error.grpc_code, error.message, error.retry_after_seconds)
+            status = responses.status_message(error.grpc_code, error.message, error.retry_after_seconds)
             trailing = (("grpc-status-details-bin", status.SerializeToString()),)
         await context.abort(error.grpc_code, error.message, trailing_metadata=trailing)

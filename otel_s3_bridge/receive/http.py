@@ -21,13 +21,14 @@ from aiohttp import web
 
 from .. import metrics
 from ..decode import otlp
-from .auth import Authenticator
 from ..decode.compression import check_coding
+from ..decode.prepare import LOGS, TRACES
 from ..errors import BridgeError, MethodNotAllowed, PayloadTooLarge, Unavailable, UnsupportedMediaType
+from ..logs import Tally
+from . import responses
+from .auth import Authenticator
 from .connections import ConnectionLimits, GuardedServer
 from .ingest import Ingestor, Reservation
-from ..logs import Tally
-from ..decode.prepare import LOGS, TRACES
 
 log = logging.getLogger("otel_s3_bridge.http")
 
@@ -141,7 +142,7 @@ class HttpReceiver:
         finally:
             reservation.release()
         metrics.count_request(f"http/{encoding}", signal, 200)
-        return web.Response(body=otlp.encode_response(result.rejected_spans, result.message, encoding,
+        return web.Response(body=responses.encode_response(result.rejected_spans, result.message, encoding,
                                                       logs=signal == LOGS),
                             content_type=otlp.CONTENT_TYPES[encoding])
 
@@ -172,7 +173,7 @@ class HttpReceiver:
 
     @staticmethod
     def _error_response(error: BridgeError, encoding: str, *, close: bool = False) -> web.Response:
-        body = otlp.encode_status(error.grpc_code, error.message, encoding, error.retry_after_seconds)
+        body = responses.encode_status(error.grpc_code, error.message, encoding, error.retry_after_seconds)
         response = web.Response(status=error.http_status, body=body, headers=error.http_headers(),
                                 content_type=otlp.CONTENT_TYPES[encoding])
         if close:  # the body was not read: close rather than read and discard it

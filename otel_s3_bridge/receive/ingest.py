@@ -28,19 +28,19 @@ from typing import NamedTuple
 import orjson
 
 from .. import metrics
-from .auth import Principal
-from ..decode.compression import inflate
 from ..config import BridgeConfig
-from ..decode.pool import DecodePool
-from ..lake.encode import JSON_CONTENT_TYPE
-from ..errors import InvalidRequest, PayloadTooLarge, SinkError, Unavailable
+from ..decode.compression import inflate
 from ..decode.join import JoinFull, JoinStore
-from ..lake.partitions import partition_dir
+from ..decode.pool import DecodePool
 from ..decode.prepare import LOGS, TRACES, ExportContext, PreparedExport, completed_object, prepare_export
-from ..enrich.pricing import PriceBook
-from ..watched_file import WatchedFile
 from ..deliver.sink import ObjectSink
 from ..deliver.spool import Spool, SpoolFull, SpoolTooSmall
+from ..enrich.pricing import PriceBook
+from ..errors import InvalidRequest, PayloadTooLarge, SinkError, Unavailable
+from ..lake.encode import JSON_CONTENT_TYPE
+from ..lake.partitions import partition_dir
+from ..watched_file import WatchedFile
+from .auth import Principal
 
 log = logging.getLogger("otel_s3_bridge.ingest")
 

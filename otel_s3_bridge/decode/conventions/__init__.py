@@ -19,9 +19,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ..messages import json_or_value
-from ..otlp import Span
 from ...values import as_text
+from ..messages import json_or_value
+from ..spans import Span
 from . import gen_ai, langfuse, openinference, openllmetry, openrouter, vercel_ai
 from .base import FIELD_TYPES, Attributes, CompletionFound, Convention, Tables
 

@@ -14,9 +14,16 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..messages import MAX_INDEX_DIGITS, completion_from_chat, completion_from_text, json_or_value, json_text, messages_from_text
-from ..otlp import Span
 from ...values import as_float, as_int, as_text
+from ..messages import (
+    MAX_INDEX_DIGITS,
+    completion_from_chat,
+    completion_from_text,
+    json_or_value,
+    json_text,
+    messages_from_text,
+)
+from ..spans import Span
 
 # A prompt source returns the message list or None; a completion source returns None when the
 # span does not use it, else (completion or None, finish reason carried inside that source).

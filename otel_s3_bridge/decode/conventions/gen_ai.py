@@ -10,9 +10,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..messages import completion_from_chat, completion_from_parts, dict_or_empty, json_or_value, json_text, tool_calls, without_nulls
-from ..otlp import Span
 from ...values import as_float, as_text
+from ..messages import (
+    completion_from_chat,
+    completion_from_parts,
+    dict_or_empty,
+    json_or_value,
+    json_text,
+    tool_calls,
+    without_nulls,
+)
+from ..spans import Span
 from .base import Attributes, CompletionFound, Convention, structured_list
 
 PROMPT_EVENT_ROLES = {"gen_ai.system.message": "system", "gen_ai.user.message": "user",

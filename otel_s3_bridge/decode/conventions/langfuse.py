@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from ..otlp import Span
+from ..spans import Span
 from .base import Attributes, CompletionFound, Convention, text_completion, text_prompt
 
 USAGE, COST = "langfuse.observation.usage_details", "langfuse.observation.cost_details"

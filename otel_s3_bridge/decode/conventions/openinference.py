@@ -10,8 +10,16 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..messages import dict_or_empty, list_or_empty, tool_call, unflatten, without_nulls
-from ..otlp import Span
-from .base import Attributes, CompletionFound, Convention, first_flattened_message, flattened_messages, text_completion, text_prompt
+from ..spans import Span
+from .base import (
+    Attributes,
+    CompletionFound,
+    Convention,
+    first_flattened_message,
+    flattened_messages,
+    text_completion,
+    text_prompt,
+)
 
 PARAMETERS = "llm.invocation_parameters"
 OWN_PREFIXES = ("openinference.", "llm.input_messages.", "llm.output_messages.", "llm.token_count.", "llm.cost.",

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..messages import list_or_empty, tool_call, unflatten, without_nulls
-from ..otlp import Span
+from ..spans import Span
 from .base import Attributes, CompletionFound, Convention, first_flattened_message, flattened_messages
 
 ASSOCIATION = "traceloop.association.properties."

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..messages import completion, json_text
-from ..otlp import Span
 from ...values import as_float
+from ..messages import completion, json_text
+from ..spans import Span
 from .base import Attributes, CompletionFound, Convention
 
 # OpenRouter's own keys: never custom metadata, and their presence marks an OpenRouter span.

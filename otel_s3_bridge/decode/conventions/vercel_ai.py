@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..messages import completion, json_or_value
-from ..otlp import Span
 from ...values import as_float, as_text
+from ..messages import completion, json_or_value
+from ..spans import Span
 from .base import Attributes, CompletionFound, Convention, structured_list, text_prompt
 
 

@@ -1,0 +1,79 @@
+"""The one normalised form of an export's spans, whatever its encoding or transport: `Span`s in a
+`ParsedRequest` that counts the spans rejected and keeps the first problem.
+
+Shared by `otlp_json` and `otlp_protobuf`. Must not parse bytes or know LLM conventions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+# Resource attributes are copied into every record of a request; beyond this many bytes (JSON)
+# a resource keeps its attributes in order while they fit and counts the others under this key.
+MAX_RESOURCE_BYTES = 16 * 1024
+DROPPED_ATTRIBUTES_KEY = "otel_s3_bridge.dropped_attributes_count"
+# Scope name and version are copied into every record too; longer ones are cut.
+MAX_SCOPE_TEXT = 1024
+
+
+@dataclass(slots=True)
+class Span:
+    """One OTLP span with its resource and scope, values already plain Python (str, int, float, ...)."""
+
+    trace_id: str
+    span_id: str
+    parent_span_id: str | None
+    name: str
+    kind: int
+    start_time_unix_nano: int
+    end_time_unix_nano: int
+    status_code: int
+    status_message: str
+    attributes: dict[str, Any]
+    events: list[dict[str, Any]]
+    links: list[dict[str, Any]]
+    resource: dict[str, Any]
+    scope_name: str
+    scope_version: str
+
+
+@dataclass(slots=True)
+class ParsedRequest:
+    spans: list[Span] = field(default_factory=list)
+    rejected_spans: int = 0
+    first_problem: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def reject(self, problem: str, spans: int = 1) -> None:
+        self.rejected_spans += spans
+        if self.first_problem is None:
+            self.first_problem = problem
+
+
+class SpanProblem(ValueError):
+    """Part of a request cannot be read; the spans it concerns are rejected and counted."""
+
+
+def bound_resource(attributes: dict[str, Any], max_bytes: int) -> tuple[dict[str, Any], int]:
+    """The attributes as they go into records, and how many were left out to stay under `max_bytes`."""
+    if len(orjson.dumps(attributes)) <= max_bytes:
+        return attributes, 0
+    kept: dict[str, Any] = {}
+    size, dropped = 2, 0  # the braces
+    for key, value in attributes.items():
+        item = len(orjson.dumps({key: value})) - 1  # "key":value plus its comma
+        if size + item <= max_bytes - 64:  # room for the count itself
+            kept[key] = value
+            size += item
+        else:
+            dropped += 1
+    kept[DROPPED_ATTRIBUTES_KEY] = dropped
+    return kept, dropped
+
+
+def scope_text(value: str) -> str:
+    return value if len(value) <= MAX_SCOPE_TEXT else value[:MAX_SCOPE_TEXT]
