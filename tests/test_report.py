@@ -21,7 +21,9 @@ from PIL import Image
 
 from conftest import BridgeProcess, S3Bridge, eventually, list_keys, new_bucket
 from otel_s3_bridge.lake import schema as lake_schema, partitions
-from otel_s3_bridge.lake.report_html import PALETTE
+from otel_s3_bridge.lake.numbers import nice_ticks
+from otel_s3_bridge.lake.report import as_table
+from otel_s3_bridge.lake.report_html import PALETTE, render
 from otlp_builders import request, span
 
 DAY_NS = 86_400 * 10 ** 9
@@ -198,7 +200,9 @@ def test_the_html_report_is_self_contained_and_renders_in_chromium(tmp_path):
     text = page.read_text()
     # Self-contained: no script, and nothing that could be fetched (no src or href, no url(), no @import).
     assert "<script" not in text and not re.search(r"\b(src|href)\s*=|url\(|@import", text)
-    assert text.count("<svg") == 6 and "no data" not in text  # every chart has data
+    assert text.count("<svg") == 7 and "no data" not in text  # every chart has data
+    assert text.count("<table>") == 7  # and the numbers it draws in a table under it
+    assert "Latency by model (ms)" in text
     for model in MODELS:
         assert html.escape(model) in text or html.escape(model[:29]) in text
     assert f"{len(calls):,} calls" in text
@@ -214,3 +218,57 @@ def test_the_html_report_is_self_contained_and_renders_in_chromium(tmp_path):
     # The charts' own colours are on screen: bars were drawn, not only text.
     palette = {tuple(int(colour[i:i + 2], 16) for i in (1, 3, 5)) for colour in PALETTE[:3]}
     assert sum(colours[colour] for colour in palette) > 5_000
+
+
+# --- numbers read at a glance ---------------------------------------------------------------------
+
+def test_the_table_uses_one_format_per_column():
+    """A column mixed `4.59`, `0.6282` and `0.494`, and `665.50` beside `2,569` ms."""
+    columns = ["model", "calls", "errors", "input_tokens", "output_tokens", "total_tokens", "cost", "estimated_cost",
+               "latency_p50_ms", "latency_p95_ms"]
+    rows = [("gpt-4o", 1200, 3, 1_234_567, 45_678, 1_280_245, 4.59, 0.0, 665.5, 2569.2),
+            ("claude", 30, 0, 120_000, 9_000, 129_000, 0.6282, 0.6282, 1200.0, 4100.7),
+            ("mini", 5, None, 800, 20, 820, 0.494, None, 90.0, 120.0)]
+    lines = as_table(columns, rows, width=200).splitlines()
+    assert [line.split() for line in lines[2:]] == [
+        # calls, errors: counts; tokens: one unit per column (M, k); cost: cents from $1 up; the
+        # estimated part: three significant digits of its largest value in every row; latency: whole ms
+        ["gpt-4o", "1,200", "3", "1.23M", "45.7k", "1.28M", "4.59", "0.000", "666", "2,569"],
+        ["claude", "30", "0", "0.12M", "9.0k", "0.13M", "0.63", "0.628", "1,200", "4,101"],
+        ["mini", "5", "-", "0.00M", "0.0k", "0.00M", "0.49", "-", "90", "120"]]
+    small = as_table(["model", "input_tokens", "cost"], [("a", 9_999, 0.0123), ("b", 12, 0.0004)]).splitlines()
+    assert [line.split() for line in small[2:]] == [["a", "9,999", "0.0123"], ["b", "12", "0.0004"]]
+
+
+@pytest.mark.parametrize("maximum, ticks", [
+    (0.8307, [0, 0.2, 0.4, 0.6, 0.8, 1.0]),  # was $0.2769, $0.5538, $0.8307
+    (2569, [0, 1000, 2000, 3000]),
+    (7, [0, 2, 4, 6, 8]),
+    (100, [0, 20, 40, 60, 80, 100]),
+    (0.034, [0, 0.01, 0.02, 0.03, 0.04]),
+    (0, [0, 1]),
+])
+def test_axis_ticks_are_round_steps_of_1_2_or_5(maximum, ticks):
+    assert nice_ticks(maximum) == pytest.approx(ticks)
+
+
+def test_the_page_ticks_its_axes_at_round_values_and_tables_each_chart():
+    answers = {"spend": [("2026-12-01", "gpt-4o", 0.5538), ("2026-12-02", "gpt-4o", 0.8307),
+                         ("2026-12-02", "claude", 0.0)],
+               "tokens": [("gpt-4o", 12_000, 3_400)], "daily": [("2026-12-01", 2569.0, 0.02, 40),
+                                                             ("2026-12-02", 665.5, 0.0, 60)],
+               "customers": [], "sessions": [], "estimated": [(0.0,)],
+               "latency": [("gpt-4o", 665.5, 2569.2, 100)]}
+    page = render(answers, title="t", subtitle="s")
+    spend_axis = page.split("Spend per day")[1].split("</svg>")[0]
+    assert re.findall(r'class="tick" text-anchor="end">([^<]+)<', spend_axis) == \
+        ["$0.00", "$0.20", "$0.40", "$0.60", "$0.80", "$1.00"]
+    latency_axis = page.split("p95 latency per day")[1].split("</svg>")[0]
+    assert re.findall(r'class="tick" text-anchor="end">([^<]+)<', latency_axis) == ["0", "1,000", "2,000", "3,000"]
+    errors_axis = page.split("Error rate per day")[1].split("</svg>")[0]
+    assert re.findall(r'class="tick" text-anchor="end">([^<]+)<', errors_axis) == \
+        ["0.0%", "0.5%", "1.0%", "1.5%", "2.0%"]
+    by_model = page.split("Latency by model (ms)")[1].split("</section>")[0]
+    assert "<td>gpt-4o</td><td>666</td><td>2,569</td><td>100</td>" in by_model
+    spend_table = page.split("Spend per day")[1].split("</section>")[0]
+    assert "<td>2026-12-02</td><td>0.831</td><td>0.000</td><td>0.831</td>" in spend_table

@@ -21,6 +21,8 @@ import duckdb
 import orjson
 import pyarrow as pa
 
+from . import numbers
+
 GROUPS = {
     "model": "model",
     "provider": "provider",
@@ -102,20 +104,20 @@ def as_csv(columns: list[str], rows: list[tuple]) -> str:
     return out.getvalue()
 
 
-def _short(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        if abs(value) >= 1000:
-            return f"{value:,.0f}"
-        return f"{value:.4f}".rstrip("0").rstrip(".") if abs(value) < 1 else f"{value:.2f}"
-    if isinstance(value, int):
-        # Thousands only from 10,000 up: a four-digit count fits its column as it is.
-        for threshold, divisor, unit in ((10 ** 9, 10 ** 9, "G"), (10 ** 6, 10 ** 6, "M"), (10 ** 4, 10 ** 3, "k")):
-            if abs(value) >= threshold:
-                return f"{value / divisor:.1f}{unit}"
-        return str(value)
-    return str(value)
+def column_format(column: str, values: list[Any]) -> numbers.Format | None:
+    """One format for every number of a column, by what it measures (by its name: `report`'s own
+    columns, or a `query`'s aliases ending in _ms, tokens, cost); None for a column of text."""
+    if not all(value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)) for value in values):
+        return None
+    if column == "cost" or column.endswith("_cost") or column.startswith("cost_"):
+        return numbers.money(values)
+    if column.endswith("_ms"):
+        return numbers.whole(values)
+    if column.endswith("tokens"):
+        return numbers.tokens(values)
+    if all(value is None or isinstance(value, int) for value in values):
+        return numbers.whole(values)
+    return numbers.decimal(values)
 
 
 HEADINGS = {"errors": "err", "input_tokens": "in tok", "output_tokens": "out tok", "total_tokens": "tokens",
@@ -124,12 +126,14 @@ UNCUT = {"day", "hour"}  # fixed-width values: never cut
 
 
 def as_table(columns: list[str], rows: list[tuple], width: int = TABLE_WIDTH) -> str:
-    """Aligned columns one space apart: numbers right (compact: 12.3k, 4.5M), text left and cut
-    with an ellipsis, widest first, until the line fits `width`."""
+    """Aligned columns one space apart: numbers right, one format per column (`column_format`),
+    text left and cut with an ellipsis, widest first, until the line fits `width`."""
     headings = [HEADINGS.get(column, column) for column in columns]
-    cells = [[_short(value) for value in row] for row in rows]
-    numeric = [bool(rows) and all(isinstance(row[i], (int, float)) or row[i] is None for row in rows)
-               for i in range(len(columns))]
+    formats = [column_format(column, [row[i] for row in rows]) if rows else None
+               for i, column in enumerate(columns)]
+    numeric = [fmt is not None for fmt in formats]
+    cells = [[formats[i](value) if formats[i] else ("-" if value is None else str(value))
+              for i, value in enumerate(row)] for row in rows]
     widths = [max([len(headings[i])] + [len(row[i]) for row in cells]) for i in range(len(columns))]
     cuttable = [i for i in range(len(columns)) if not numeric[i] and columns[i] not in UNCUT]
     while sum(widths) + len(widths) - 1 > width and cuttable:
