@@ -1,4 +1,4 @@
-"""The error taxonomy and its one mapping to HTTP status and gRPC code (ARCHITECTURE.md §3).
+"""The error taxonomy and its one mapping to HTTP status and gRPC code (docs/architecture.md §4).
 
 Each request-facing error carries how a transport must answer it. Nothing here does I/O or
 formats a response body; receivers do that. Messages must never contain a token.

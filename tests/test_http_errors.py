@@ -1,4 +1,4 @@
-"""The error table (ARCHITECTURE.md §3) over OTLP/HTTP, against the real bridge and S3 server:
+"""The error table (docs/architecture.md §4) over OTLP/HTTP, against the real bridge and S3 server:
 status code, `google.rpc.Status` body in the request's encoding, Retry-After when a retry helps."""
 
 from __future__ import annotations
