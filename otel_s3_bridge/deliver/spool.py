@@ -14,8 +14,9 @@ Layout under the spool directory:
 then may the export be acknowledged. A segment is registered before its file exists and the
 active one is sealed only once its successor exists, so that `adopt_segments` (which picks up
 files this run did not write) can never take, seal or delete a segment in use. Entries go to
-the uploaders through `spool_queue`. This module must not talk to the sink or know about
-transports; the offline `spool status|retry` commands are `spool_commands`.
+the uploaders through `spool_queue`; segment files are found and read by `spool_segments`. This
+module must not talk to the sink or know about transports; the offline `spool status|retry`
+commands are `spool_commands`.
 """
 
 from __future__ import annotations
@@ -29,22 +30,27 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-from ..durable import fsync_directory, write_all, write_atomically
+from ..durable import write_all, write_atomically
 from .spool_format import (
-    DONE_RECORD,
     SEGMENT_SUFFIX,
     DamagedEntry,
     decode_entry,
     done_path,
     encode_entry,
     entry_header,
-    read_done,
-    read_entries,
 )
 from .spool_queue import Ref, UploadQueue
+from .spool_segments import (
+    Segment,
+    SegmentFiles,
+    count_quarantine,
+    directory_stamps,
+    link_durably,
+    read_new_segments,
+    sync_and_close,
+)
 
 log = logging.getLogger("otel_s3_bridge.spool")
 
@@ -63,51 +69,6 @@ class SpoolFull(Exception):
 
 class SpoolTooSmall(Exception):
     """The entries are larger than the whole spool budget: they can never be taken."""
-
-
-class SegmentFiles:
-    """The file operations that make a new segment; a seam, so that tests can hold or fail them."""
-
-    def create(self, path: Path) -> int:
-        """Create `path` exclusively, make its name durable, return a descriptor for appending."""
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
-        try:
-            fsync_directory(path.parent)
-        except OSError:
-            os.close(fd)
-            path.unlink(missing_ok=True)
-            raise
-        return fd
-
-
-@dataclass(eq=False)
-class Segment:
-    path: Path
-    size: int = 0
-    entries: int = 0
-    done: int = 0
-    sealed: bool = False
-    read_fd: int | None = None
-    done_fd: int | None = None
-    marks_lost: bool = False  # a done mark could not be written: a replay would upload those entries again
-
-    @property
-    def finished(self) -> bool:
-        return self.sealed and self.done == self.entries
-
-    def record_done(self, offset: int) -> None:
-        try:
-            if self.done_fd is None:
-                self.done_fd = os.open(done_path(self.path), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-            os.write(self.done_fd, DONE_RECORD.pack(offset))
-        except OSError:  # e.g. a full disk: for an object, the mark only saves a re-upload after a restart;
-            self.marks_lost = True  # for a batch file's member, `done_durably` must say it is not on disk
-
-    def close_files(self) -> None:
-        for fd in (self.read_fd, self.done_fd):
-            if fd is not None:
-                os.close(fd)
-        self.read_fd = self.done_fd = None
 
 
 class Spool:
@@ -169,15 +130,15 @@ class Spool:
         `spool retry` moved back from quarantine; recount the quarantine. Returns how many entries
         were queued. Reads files in the calling thread: at start, and in tests; the maintenance loop
         calls `adopt_moved_segments`."""
-        found = _read_new_segments(self.segments_dir, set(self._segments))
-        self._quarantine_bytes, self.quarantined_files = _count_quarantine(self.quarantine_dir)
+        found = read_new_segments(self.segments_dir, set(self._segments))
+        self._quarantine_bytes, self.quarantined_files = count_quarantine(self.quarantine_dir)
         return self._adopt(found)
 
     async def adopt_moved_segments(self) -> int:
         """`adopt_segments` for the maintenance loop: only when the spool's directories changed
         (`spool retry` moved files), or every `RESCAN_SECONDS` whatever their times say, with the
         files listed and read in a thread, so that a large quarantine never holds the loop."""
-        stamps = _stamps(self.segments_dir, self.quarantine_dir)
+        stamps = directory_stamps(self.segments_dir, self.quarantine_dir)
         now = time.monotonic()
         if stamps == self._looked_at[0] and now - self._looked_at[1] < RESCAN_SECONDS:
             return 0
@@ -185,10 +146,10 @@ class Spool:
         recount = not looked or stamps[1] != looked[1] or now - self._looked_at[1] >= RESCAN_SECONDS
         self._looked_at = (stamps, now)
         known = set(self._segments)
-        found = await asyncio.to_thread(_read_new_segments, self.segments_dir, known)
+        found = await asyncio.to_thread(read_new_segments, self.segments_dir, known)
         if recount:
             self._quarantine_bytes, self.quarantined_files = await asyncio.to_thread(
-                _count_quarantine, self.quarantine_dir)
+                count_quarantine, self.quarantine_dir)
         return self._adopt(found)
 
     def _adopt(self, found: list[tuple[Path, int, list, str | None, set[int]]]) -> int:
@@ -434,7 +395,7 @@ class Spool:
         segment = ref.segment
         if segment.path not in self._linked_unreadable:
             target = self.quarantine_dir / f"unreadable-{segment.path.name}"
-            await asyncio.to_thread(_link_durably, segment.path, target)
+            await asyncio.to_thread(link_durably, segment.path, target)
             self._linked_unreadable.add(segment.path)
             self._quarantine_bytes += segment.size
             self.quarantined_files += 1
@@ -461,7 +422,7 @@ class Spool:
         if any(segment.done_fd is None or segment.marks_lost for segment in segments):
             return False
         try:
-            await asyncio.to_thread(_sync_and_close, [os.dup(segment.done_fd) for segment in segments])
+            await asyncio.to_thread(sync_and_close, [os.dup(segment.done_fd) for segment in segments])
         except OSError:
             return False
         return True
@@ -493,74 +454,6 @@ def _headers(items: list[tuple[str, bytes, str | None]], now: int, partitions: l
         return [entry_header(key, body, now, bucket) for key, body, bucket in items]
     return [entry_header(key, body, now, bucket, partition, trace_objects or partition is None)
             for (key, body, bucket), partition in zip(items, partitions)]
-
-
-def _sync_and_close(descriptors: list[int]) -> None:
-    try:
-        for fd in descriptors:
-            os.fdatasync(fd)
-    finally:
-        for fd in descriptors:
-            os.close(fd)
-
-
-def _link_durably(source: Path, target: Path) -> None:
-    if not target.exists():
-        os.link(source, target)
-        fsync_directory(target.parent)
-
-
-def _stamps(*directories: Path) -> tuple:
-    """What changes when a file comes into or leaves a directory (and its mtime's coarse clock
-    may hide, hence the periodic look whatever they say)."""
-    stamps = []
-    for directory in directories:
-        try:
-            stat = os.stat(directory)
-            stamps.append((stat.st_mtime_ns, stat.st_ino))
-        except OSError:
-            stamps.append(None)
-    return tuple(stamps)
-
-
-def _read_new_segments(directory: Path, known: set[Path]) -> list[tuple[Path, int, list, str | None, set[int]]]:
-    """(path, size, entries, problem, uploaded offsets) of each segment file not in `known`; a file
-    that cannot be read is (path, 0, [], the error, set()). One that vanishes meanwhile (`spool
-    retry` moving it) is left for the next look."""
-    found = []
-    for path in _segment_files(directory):
-        if path in known:
-            continue
-        try:
-            data = path.read_bytes()
-            uploaded = read_done(path)
-        except FileNotFoundError:
-            continue
-        except OSError as error:
-            found.append((path, 0, [], error.strerror or str(error), set()))
-            continue
-        entries, _, problem = read_entries(data)
-        found.append((path, len(data), entries, problem, uploaded))
-    return found
-
-
-def _count_quarantine(directory: Path) -> tuple[int, int]:
-    """(bytes, files) in the quarantine."""
-    size = files = 0
-    for path in _segment_files(directory):
-        try:
-            size += path.stat().st_size
-        except FileNotFoundError:  # `spool retry` moved it meanwhile
-            continue
-        files += 1
-    return size, files
-
-
-def _segment_files(directory: Path) -> list[Path]:
-    try:
-        return sorted(Path(entry.path) for entry in os.scandir(directory) if entry.name.endswith(SEGMENT_SUFFIX))
-    except FileNotFoundError:
-        return []
 
 
 __all__ = ["DamagedEntry", "Ref", "Segment", "SegmentFiles", "Spool", "SpoolFull", "SpoolTooSmall"]
