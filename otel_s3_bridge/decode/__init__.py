@@ -1,6 +1,7 @@
 """Decode: an export's bytes -> LLM trace records, keyed and encoded.
 
-Inflation (`compression`), the OTLP wire formats for traces and logs (`otlp`, `otlp_logs`), the
+Inflation (`compression`), the OTLP wire formats for traces (`otlp`: `otlp_json` and
+`otlp_protobuf`, both to the one form of `spans`) and for logs (`otlp_logs`), the
 span conventions (`conventions/`, one module per convention) and message shapes (`messages`),
 the record builder (`records`), `prepare` (the one pure path: bytes -> objects to store, run in
 the loop or in a decode process from `pool`), and the join of GenAI event logs to their span
