@@ -31,6 +31,7 @@ from .. import metrics
 from ..config import BridgeConfig
 from ..decode.compression import inflate
 from ..decode.join import JoinFull, JoinStore
+from ..decode.otlp import JSON, PROTOBUF
 from ..decode.pool import DecodePool
 from ..decode.prepare import LOGS, TRACES, ExportContext, PreparedExport, completed_object, prepare_export
 from ..deliver.sink import ObjectSink
@@ -50,8 +51,19 @@ log = logging.getLogger("otel_s3_bridge.ingest")
 # worst 128 KiB (the smallest spans, each its own record) holds the loop for ~25 ms. Larger exports
 # never block it.
 INLINE_MAX_BYTES = 128 * 1024
+# Records' JSON bytes per request byte, measured with `prepare_export` over OpenInference, GenAI and
+# OpenRouter exports (bench/payloads.py, tests/test_admission.py): OTLP/JSON 0.9-1.5 (3.7 for the
+# smallest spans), protobuf 1.0-3.0. A compressed body is assumed to inflate this much.
+EXPANSION = {JSON: 2, PROTOBUF: 3}
+COMPRESSION_RATIO = 8
 # Join store failures a retry can get past (space freed, a disk that recovers); others are refused.
 RETRYABLE_DISK_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.ENOMEM})
+
+
+def expected_output_bytes(body_bytes: int, context: ExportContext) -> int:
+    """What an export's records will plausibly take once decoded (at most what they may take)."""
+    inflated = body_bytes * (COMPRESSION_RATIO if context.coding else 1)
+    return min(inflated * EXPANSION.get(context.encoding, max(EXPANSION.values())), context.max_output_bytes)
 
 
 class Item(NamedTuple):
@@ -271,9 +283,16 @@ class Ingestor:
                 reservation.add(prepared.output_bytes)
                 return prepared
         held = reservation.size
-        reservation.add(context.max_output_bytes)  # room for the most it may decode to, before it does
+        # Room for what it will plausibly decode to, not for the most it may: decode processes are
+        # few (--decode-processes), so the exports waiting for one hold only their bodies, and
+        # each result is held to the budget as it comes back (503 only when it is really spent).
+        reservation.add(expected_output_bytes(len(body), context))
         prepared = await self._pool.prepare(body, context)
-        reservation.shrink_to(held + prepared.output_bytes)
+        grown = held + prepared.output_bytes - reservation.size
+        if grown > 0:
+            reservation.add(grown)
+        else:
+            reservation.shrink_to(held + prepared.output_bytes)
         return prepared
 
     async def _put_directly(self, items: list[Item]) -> tuple[int, str | None]:
