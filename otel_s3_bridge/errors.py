@@ -48,6 +48,11 @@ class PayloadTooLarge(BridgeError):
     grpc_code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
+class RecordsTooLarge(PayloadTooLarge):
+    """The records one piece of an export decodes to exceed --max-decoded-bytes: the export is then
+    taken a chunk of whole traces at a time; only a single chunk (a trace) this large is refused."""
+
+
 class UnsupportedMediaType(BridgeError):
     http_status = 415
 

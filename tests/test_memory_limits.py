@@ -111,13 +111,14 @@ def test_a_hundred_thousand_spans_neither_stall_nor_stay_in_memory(bridge):
     with HealthProbe(bridge) as probe:
         response = _post(bridge, body, attacks.PROTOBUF)
         answered = probe.answers
-    # 100,000 records of ~1 KB are more than one export may decode to: refused for good, not retried
-    assert response.status_code == 413
-    assert "send smaller batches" in status_pb2.Status.FromString(response.content).message
+    # 100,000 records of ~1 KB, more than one export may decode to at once: stored a chunk at a time
+    assert response.status_code == 200, response.content[:300]
     assert answered >= 10, f"/healthz answered {answered} times while the export was decoded"
     assert max(_peaks(bridge).values()) < SINGLE_REQUEST_MB, _peaks(bridge)
+    # The 100,000 records now wait in the spool for upload (their bodies cached up to 64 MiB):
+    # what the bridge keeps stays within what one export may take.
     kept = bridge.memory_mb("VmRSS")
-    assert max(kept.values()) < 150 * MB, kept  # what the export took is given back
+    assert max(kept.values()) < SINGLE_REQUEST_MB, kept
 
 
 def test_the_largest_export_does_not_stall_other_clients(bridge, s3):

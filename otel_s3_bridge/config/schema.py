@@ -157,8 +157,9 @@ class BridgeConfig:
         "beyond it gets 413, more than fit now get 503", parsers.integer(1024 * 1024, 2 ** 40), group=LIMITS,
         metavar="BYTES")
     max_decoded_bytes: int = _option(
-        32 * 1024 * 1024, "JSON bytes of records one export may decode to (at most --max-inflight-bytes, "
-        "which holds them); beyond, 413", parsers.integer(64 * 1024, 2 ** 40), group=LIMITS, metavar="BYTES")
+        32 * 1024 * 1024, "JSON bytes of records one chunk of whole traces may decode to (larger exports "
+        "are taken in chunks; at most --max-inflight-bytes); beyond, 413", parsers.integer(64 * 1024, 2 ** 40),
+        group=LIMITS, metavar="BYTES")
     grpc_max_concurrent_rpcs: int = _option(
         64, "gRPC exports handled at once; more get UNAVAILABLE + RetryInfo", parsers.integer(1, 100_000),
         group=LIMITS, metavar="N")

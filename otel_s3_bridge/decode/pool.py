@@ -1,4 +1,5 @@
-"""Decode processes: large exports are prepared (`prepare.prepare_export`) in worker processes.
+"""Decode processes: large exports are prepared (`prepare.prepare_export`), and the largest split
+into chunks of whole traces first (`split.split_export`), in worker processes.
 
 Parsing and decoding hold the GIL: in a thread they still stall the event loop (measured here:
 0.8-1.3 s p99 for /healthz beside a 20 MiB export), in a process they do not. At most one export
@@ -23,13 +24,17 @@ import multiprocessing
 import os
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from typing import Any, TypeVar
 
 from ..errors import Unavailable
 from .prepare import ExportContext, PreparedExport, prepare_export
+from .split import split_export
 
 log = logging.getLogger("otel_s3_bridge.decode_pool")
+T = TypeVar("T")
 
 # After an export this large, a decode process hands its freed memory back to the system (a full
 # collection and malloc_trim cost milliseconds: not after every small export).
@@ -60,6 +65,14 @@ def _prepare_in_process(body: bytes, context: ExportContext) -> PreparedExport:
         if release:
             gc.collect()
             _libc_trim()
+
+
+def _split_in_process(body: bytes, encoding: str, coding: str, max_request_bytes: int) -> list[bytes]:
+    try:
+        return split_export(body, encoding, coding, max_request_bytes)
+    finally:
+        gc.collect()
+        _libc_trim()
 
 
 def _ready() -> bool:
@@ -98,12 +111,20 @@ class DecodePool:
                                    initializer=_follow_parent, initargs=(os.getpid(),))
 
     async def prepare(self, body: bytes, context: ExportContext) -> PreparedExport:
+        return await self._run(prepare_export, _prepare_in_process, body, context)
+
+    async def split(self, body: bytes, context: ExportContext) -> list[bytes]:
+        """The export as requests of whole traces, small enough to be decoded and spooled one by one."""
+        return await self._run(split_export, _split_in_process, body, context.encoding, context.coding,
+                               context.max_request_bytes)
+
+    async def _run(self, in_thread: Callable[..., T], in_process: Callable[..., T], *args: Any) -> T:
         async with self._slots:
             if self._executor is None:
-                return await asyncio.to_thread(prepare_export, body, context)
+                return await asyncio.to_thread(in_thread, *args)
             executor = self._executor
             try:
-                return await asyncio.get_running_loop().run_in_executor(executor, _prepare_in_process, body, context)
+                return await asyncio.get_running_loop().run_in_executor(executor, in_process, *args)
             except BrokenProcessPool:
                 if executor is self._executor:
                     log.error("a decode process ended unexpectedly (killed for memory?); starting new ones")

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..enrich.pricing import ESTIMATED, PriceBook, price_record
-from ..errors import PayloadTooLarge
+from ..errors import PayloadTooLarge, RecordsTooLarge
 from ..lake.encode import encode_json
 from ..lake.keys import KeyTemplate, object_key
 from ..lake.partitions import partition_dir
@@ -117,7 +117,7 @@ def prepare_export(body: bytes, context: ExportContext) -> PreparedExport:
         if awaits_events(record):
             halves.append(SpanHalf(len(objects), record["otel_trace_id"] + record["span_id"], key, encoded))
         if output_bytes > context.max_output_bytes:
-            raise PayloadTooLarge(f"the records decoded from this export exceed {context.max_output_bytes} bytes "
+            raise RecordsTooLarge(f"the records decoded from this export exceed {context.max_output_bytes} bytes "
                                   "(--max-inflight-bytes); send smaller batches")
         objects.append((key, encoded, 1 + len(record["observations"])))
         if context.lake:

@@ -37,7 +37,7 @@ from ..decode.prepare import LOGS, TRACES, ExportContext, PreparedExport, comple
 from ..deliver.sink import ObjectSink
 from ..deliver.spool import Spool, SpoolFull, SpoolTooSmall
 from ..enrich.pricing import PriceBook
-from ..errors import InvalidRequest, PayloadTooLarge, SinkError, Unavailable
+from ..errors import InvalidRequest, PayloadTooLarge, RecordsTooLarge, SinkError, Unavailable
 from ..lake.encode import JSON_CONTENT_TYPE
 from ..lake.partitions import partition_dir
 from ..watched_file import WatchedFile
@@ -56,6 +56,10 @@ INLINE_MAX_BYTES = 128 * 1024
 # smallest spans), protobuf 1.0-3.0. A compressed body is assumed to inflate this much.
 EXPANSION = {JSON: 2, PROTOBUF: 3}
 COMPRESSION_RATIO = 8
+# An export expected to decode to more than this is decoded and spooled in chunks of whole traces
+# (`decode.split`), so that no export needs its whole decoded size in memory at once.
+SPLIT_ABOVE_BYTES = 8 * 1024 * 1024
+MESSAGES_KEPT = 5  # distinct partial_success messages of a chunked export, joined
 # Join store failures a retry can get past (space freed, a disk that recovers); others are refused.
 RETRYABLE_DISK_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.ENOMEM})
 
@@ -176,6 +180,40 @@ class Ingestor:
             prefix=principal.prefix, max_request_bytes=max_request_bytes,
             max_resource_bytes=config.max_resource_bytes, max_output_bytes=config.decoded_bytes_limit, signal=signal,
             lake=config.writes_batches, prices=self._prices.value if self._prices is not None else PriceBook())
+        if signal == LOGS or expected_output_bytes(len(body), context) <= SPLIT_ABOVE_BYTES:
+            held = reservation.size
+            try:
+                return await self._export_chunk(body, context, reservation, principal)
+            except RecordsTooLarge:  # more records than expected (the smallest spans): in chunks, then
+                if signal == LOGS:
+                    raise
+                reservation.shrink_to(held)
+        return await self._export_in_chunks(body, context, reservation, principal)
+
+    async def _export_in_chunks(self, body: bytes, context: ExportContext, reservation: Reservation,
+                                principal: Principal) -> ExportResult:
+        """A large export, a chunk of whole traces at a time: each chunk's records are spooled
+        (fsynced) and let go before the next is decoded; the export is answered once all are."""
+        chunks = await self._pool.split(body, context)
+        # The chunks stand for the body, already held: only what inflating added is reserved anew
+        # (reserving both made large exports side by side refuse each other forever).
+        reservation.add(max(0, sum(map(len, chunks)) - len(body)))
+        del body
+        context = replace(context, coding="")
+        stored, rejected, problems = 0, 0, []
+        chunks.reverse()
+        while chunks:  # each chunk let go once spooled
+            held = reservation.size
+            result = await self._export_chunk(chunks.pop(), context, reservation, principal)
+            reservation.shrink_to(held)
+            stored, rejected = stored + result.stored_objects, rejected + result.rejected_spans
+            if result.message and result.message not in problems:
+                problems.append(result.message)
+        return ExportResult(stored, rejected, "; ".join(problems[:MESSAGES_KEPT]) or None)
+
+    async def _export_chunk(self, body: bytes, context: ExportContext, reservation: Reservation,
+                            principal: Principal) -> ExportResult:
+        signal, transport = context.signal, context.transport
         prepared = await self._prepare(body, context, reservation)
         if prepared.decode_failure is not None and prepared.decode_failure not in self._decode_failures:
             if len(self._decode_failures) >= 100:  # the causes carry text from payloads: bounded
