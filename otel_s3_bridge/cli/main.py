@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from .. import __version__
 from . import read, records, serve, spool
-from .common import EXIT_CONFIG, help_layout, load
+from .command import EXIT_CONFIG, help_layout, load
 
 
 def parser(advanced: bool = False) -> argparse.ArgumentParser:

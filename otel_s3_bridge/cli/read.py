@@ -13,7 +13,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from ..config import BridgeConfig, add_config_arguments
-from .common import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, add_command
+from .command import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, add_command
 
 if TYPE_CHECKING:
     from ..lake.read import Store

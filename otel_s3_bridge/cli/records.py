@@ -24,7 +24,7 @@ from ..enrich.pricing import PriceBook, price_record, read_price_file
 from ..errors import InvalidRequest
 from ..lake.keys import object_key
 from ..sample import new_generation_id, sample_delivery
-from .common import EXIT_FAILED, EXIT_OK, add_command
+from .command import EXIT_FAILED, EXIT_OK, add_command
 
 
 def register(commands: argparse._SubParsersAction, advanced: bool) -> None:

@@ -26,7 +26,7 @@ from ..deliver.sink import build_sink
 from ..deliver.spool_commands import adopt_orphan_spools
 from ..errors import SinkError
 from ..supervisor import supervise, worker_index
-from .common import EXIT_FAILED, EXIT_OK, add_command
+from .command import EXIT_FAILED, EXIT_OK, add_command
 
 log = logging.getLogger("otel_s3_bridge")
 

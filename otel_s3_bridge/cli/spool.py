@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..config import BridgeConfig, add_config_arguments
 from ..deliver.spool_commands import retry_quarantined, stats
-from .common import EXIT_OK, add_command, help_layout
+from .command import EXIT_OK, add_command, help_layout
 
 
 def register(commands: argparse._SubParsersAction, advanced: bool) -> None:

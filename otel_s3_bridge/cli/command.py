@@ -1,4 +1,4 @@
-"""What every command shares: exit codes, the help layout, and loading the configuration a
+"""What every command shares: how a command is added (its help layout), loading the configuration a
 command uses, its problems told one line each.
 
 Must not print a token, or a traceback for a user error.
