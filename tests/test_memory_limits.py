@@ -115,7 +115,7 @@ def test_a_hundred_thousand_spans_neither_stall_nor_stay_in_memory(bridge):
     assert response.status_code == 200, response.content[:300]
     assert answered >= 10, f"/healthz answered {answered} times while the export was decoded"
     assert max(_peaks(bridge).values()) < SINGLE_REQUEST_MB, _peaks(bridge)
-    # The 100,000 records now wait in the spool for upload (their bodies cached up to 64 MiB):
+    # The 100,000 records now wait in the spool for upload (their bodies cached up to 32 MiB):
     # what the bridge keeps stays within what one export may take.
     kept = bridge.memory_mb("VmRSS")
     assert max(kept.values()) < SINGLE_REQUEST_MB, kept

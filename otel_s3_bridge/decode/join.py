@@ -82,7 +82,7 @@ class _Call:
 
     def __init__(self) -> None:
         self.span: Place | None = None
-        self.events: list[Place] = []
+        self.events: list[Place] | tuple[()] = ()  # most calls never get events: no list each
         self.matched = False  # both halves were here at some time
 
 
@@ -218,8 +218,10 @@ class JoinStore:
             call = self._calls[name] = _Call()
         if kind == SPAN:
             call.span = place
-        else:
+        elif call.events:
             call.events.append(place)
+        else:
+            call.events = [place]
         if call.span is not None and call.events:
             call.matched = True
         piece.names.append(name)

@@ -56,7 +56,7 @@ log = logging.getLogger("otel_s3_bridge.spool")
 
 SEGMENT_MAX_BYTES = 16 * 1024 * 1024
 RECLAIM_BYTES = 1024 * 1024  # a fully uploaded active segment this large is replaced and deleted
-BODY_CACHE_BYTES = 64 * 1024 * 1024  # entries waiting beyond this are read back from disk
+BODY_CACHE_BYTES = 32 * 1024 * 1024  # entries waiting beyond this are read back from disk (page cache)
 THREAD_WRITE_BYTES = 256 * 1024  # appends larger than this are encoded and written off the event loop
 RESCAN_SECONDS = 30.0  # the spool's directories are looked at whatever their times say, this often
 MIN_FREE_BYTES = 16 * 1024 * 1024  # after a full disk, appends are tried again once this much
