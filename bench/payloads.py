@@ -7,6 +7,7 @@ import base64
 import copy
 import hashlib
 import json
+import uuid
 
 import orjson
 from google.protobuf import json_format
@@ -125,3 +126,26 @@ def fill(body: bytes, markers: dict[bytes, str], thread: int, counter: int) -> b
     for marker, kind in markers.items():
         body = body.replace(marker, values[kind])
     return body
+
+
+INSTRUCTION = ("Summarise the quarterly figures for the board, region by region, in plain words. " * 13)[:1000]
+
+
+def openinference_batch(spans: int) -> bytes:
+    """OTLP/protobuf: `spans` OpenInference LLM spans (a 1 KB prompt each, ~1.5 KB a span), each
+    its own trace, random ids: issue 21's honest export (100 spans: 149 KB)."""
+    out = []
+    for _ in range(spans):
+        trace_id = uuid.uuid4().hex
+        attributes = {"openinference.span.kind": "LLM", "llm.model_name": "gpt-4o-mini", "llm.provider": "openai",
+                      "llm.token_count.prompt": 250, "llm.token_count.completion": 40, "llm.token_count.total": 290,
+                      "llm.input_messages.0.message.role": "user", "llm.input_messages.0.message.content": INSTRUCTION,
+                      "llm.output_messages.0.message.role": "assistant",
+                      "llm.output_messages.0.message.content": "Revenue rose in every region but one.",
+                      "session.id": "session-1", "user.id": "customer-7"}
+        out.append({"traceId": trace_id, "spanId": trace_id[:16], "name": "ChatCompletion", "kind": 1,
+                    "startTimeUnixNano": "1790606294318000000", "endTimeUnixNano": "1790606295318000000",
+                    "attributes": [{"key": key, "value": {"intValue": str(value)} if isinstance(value, int)
+                                    else {"stringValue": value}} for key, value in attributes.items()]})
+    return to_protobuf({"resourceSpans": [{"resource": {"attributes": [
+        {"key": "service.name", "value": {"stringValue": "bench-app"}}]}, "scopeSpans": [{"spans": out}]}]})

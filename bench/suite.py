@@ -380,6 +380,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--out", default=str(ROOT / "bench" / "results.json"))
     args = parser.parse_args()
+    from bench import capacity, cpu_floor, phoenix  # they run their servers with this module's Stack
     scratch = Path(tempfile.mkdtemp(prefix="otel-s3-bench-"))
     results: dict = {"machine": machine(), "command": " ".join(["python -m bench.suite", *sys.argv[1:]]),
                      "runs": args.runs, "seconds": args.seconds}
@@ -433,6 +434,13 @@ def main() -> None:
         results["ingest"] = ingest
         step("batch layout end to end")
         results["batch_layout"] = measure_batch_layout(scratch, seconds=args.seconds, runs=args.runs)
+        step("CPU per span against the same-run floor")
+        results["cpu_floor"] = cpu_floor.measure(args.runs)
+        step("capacity: admission under concurrency, /healthz during the largest export")
+        results["capacity"] = capacity.measure()
+        step("beside Arize Phoenix, same load")
+        results["phoenix"] = (phoenix.measure() if phoenix.PHOENIX.exists()
+                              else {"missing": f"{phoenix.PHOENIX} (bash bench/run installs it)"})
         step("report over 1 million records, batch layout")
         results["report_batch"] = measure_report(1_000_000, "batch", args.runs)
         step("report over 1 million records, trace layout (one run)")

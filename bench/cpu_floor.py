@@ -1,0 +1,117 @@
+"""CPU per span of the bridge against the Python floor, in one run: `python -m bench.cpu_floor`.
+
+The load is issue 21's: 100 OTLP/HTTP protobuf exports of 100 GenAI chat spans (each its own
+trace, prompt and completion on the span), 2 at a time, into the batch layout (Parquet) on the
+mock S3, until every record is in a file. The bridge's CPU is that of its whole process tree
+(/proc). The floor is what any Python receiver must spend on the same bodies, measured in this
+process in the same run: parse with protobuf, read each attribute once into a dict, encode the
+dict with orjson. Prints one JSON object; bench/suite.py puts it in RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import statistics
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import orjson
+import requests
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from bench import payloads
+from bench.suite import BATCH_OPTIONS, TOKEN, Stack
+
+EXPORTS = 100
+SPANS = 100
+CONCURRENCY = 2
+
+
+def bodies(exports: int = EXPORTS, spans: int = SPANS) -> list[bytes]:
+    """Every span with its own trace and span id (a store keyed by span id keeps them all)."""
+    start, batch = time.time_ns(), time.time_ns() % 10**9
+    return [payloads.to_protobuf(payloads.genai_batch(batch + n, spans, start, content=True)) for n in range(exports)]
+
+
+def _value(any_value):
+    kind = any_value.WhichOneof("value")
+    return getattr(any_value, kind) if kind in ("string_value", "int_value", "double_value", "bool_value") else None
+
+
+def floor_seconds(all_bodies: list[bytes]) -> float:
+    """Process CPU seconds to parse, read every attribute once and encode every span of the bodies."""
+    started = resource.getrusage(resource.RUSAGE_SELF)
+    for body in all_bodies:
+        request = ExportTraceServiceRequest.FromString(body)
+        for resource_spans in request.resource_spans:
+            attributes = {item.key: _value(item.value) for item in resource_spans.resource.attributes}
+            for scope_spans in resource_spans.scope_spans:
+                for span in scope_spans.spans:
+                    record = {"trace_id": span.trace_id.hex(), "span_id": span.span_id.hex(), "name": span.name,
+                              "start": span.start_time_unix_nano, "end": span.end_time_unix_nano,
+                              "resource": attributes,
+                              "attributes": {item.key: _value(item.value) for item in span.attributes}}
+                    orjson.dumps(record)
+    ended = resource.getrusage(resource.RUSAGE_SELF)
+    return (ended.ru_utime - started.ru_utime) + (ended.ru_stime - started.ru_stime)
+
+
+def bridge_seconds(scratch: Path, all_bodies: list[bytes], concurrency: int = CONCURRENCY,
+                   extra: tuple[str, ...] = ()) -> dict:
+    stack = Stack(scratch, extra=extra or BATCH_OPTIONS)
+    headers = {"Content-Type": "application/x-protobuf", "Authorization": f"Bearer {TOKEN}"}
+    try:
+        with requests.Session() as warm:
+            assert warm.post(stack.url, data=bodies(1, 10)[0], headers=headers, timeout=60).status_code == 200
+        stack.wait_drained()
+        cpu = stack.bridge.cpu_seconds()
+        sessions = [requests.Session() for _ in range(concurrency)]
+
+        def send(index: int) -> int:
+            return sessions[index % concurrency].post(stack.url, data=all_bodies[index], headers=headers,
+                                                      timeout=120).status_code
+
+        with ThreadPoolExecutor(concurrency) as pool:
+            codes = list(pool.map(send, range(len(all_bodies))))
+        stack.wait_drained()
+        return {"cpu_seconds": stack.bridge.cpu_seconds() - cpu, "codes": sorted(set(codes)),
+                "peak_rss_mb": stack.bridge.peak_rss_bytes() / 2**20}
+    finally:
+        stack.close()
+
+
+def measure(runs: int, extra: tuple[str, ...] = ()) -> dict:
+    scratch = Path(tempfile.mkdtemp(prefix="otel-s3-cpu-"))
+    outcomes = []
+    try:
+        for _ in range(runs):
+            all_bodies = bodies()
+            spans = len(all_bodies) * SPANS
+            floor = min(floor_seconds(all_bodies) for _ in range(5))  # the least disturbed of 5
+            bridge = bridge_seconds(scratch, all_bodies, extra=extra)
+            outcomes.append({"bridge_us_per_span": bridge["cpu_seconds"] / spans * 1e6,
+                             "floor_us_per_span": floor / spans * 1e6,
+                             "ratio": bridge["cpu_seconds"] / floor,
+                             "spans_per_cpu_second": spans / bridge["cpu_seconds"],
+                             "codes": bridge["codes"], "peak_rss_mb": bridge["peak_rss_mb"]})
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    numeric = ("bridge_us_per_span", "floor_us_per_span", "ratio", "spans_per_cpu_second", "peak_rss_mb")
+    return {"exports": EXPORTS, "spans_per_export": SPANS, "concurrency": CONCURRENCY, "runs": outcomes,
+            **{key: statistics.median(run[key] for run in outcomes) for key in numeric}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    print(json.dumps(measure(args.runs)))
+
+
+if __name__ == "__main__":
+    main()
