@@ -25,7 +25,7 @@ is deleted (events that never met their span are counted: they belonged to no LL
 stored). Bytes on disk are bounded by `--join-max-bytes`. Runs in the event loop: appends and reads
 hit the page cache, and what may wait (an fdatasync, a `flock` another worker holds) goes to a
 thread. (Keeping halves in a thread instead cost the loop about 15 µs a span in GIL contention,
-measured with bench/join_bench.py.) Must not decode, encode or upload."""
+measured with bench/answers_bench.py.) Must not decode, encode or upload."""
 
 from __future__ import annotations
 
