@@ -204,7 +204,9 @@ def measure_ingest(scratch: Path, label: str, *, transport: str, kind: str, span
 
 def _median(outcomes: list[dict], **extra) -> dict:
     keys = outcomes[0].keys()
-    return {**extra, "runs": outcomes, **{key: statistics.median(o[key] for o in outcomes) for key in keys}}
+    # Text has no mean of two: with an even number of runs only numbers get a median.
+    numeric = [key for key in keys if all(isinstance(o[key], (int, float)) for o in outcomes)]
+    return {**extra, "runs": outcomes, **{key: statistics.median(o[key] for o in outcomes) for key in numeric}}
 
 
 def measure_end_to_end(scratch: Path, *, seconds: float, runs: int, workers: int = 1, moto: bool = False,
