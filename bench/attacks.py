@@ -64,6 +64,14 @@ def largest_json(limit_bytes: int = 20 * 1024 * 1024) -> bytes:
     return orjson.dumps(export([llm_span(prompt) for _ in range(int(limit_bytes * 0.97) // (one + 1))]))
 
 
+def small_spans_json(limit_bytes: int = 20 * 1024 * 1024) -> bytes:
+    """An OTLP/JSON export just under `limit_bytes` of LLM spans of about 1.1 KB (each its own
+    trace): about 18,700 of them, whose records are more than --max-decoded-bytes (32 MiB)."""
+    prompt = ("Which of these invoices are overdue, and by how many days? " * 12)[:700]
+    one = len(orjson.dumps(llm_span(prompt))) + 1
+    return orjson.dumps(export([llm_span(prompt) for _ in range(int(limit_bytes * 0.99) // one)]))
+
+
 def empty_gzip_members(size_bytes: int) -> bytes:
     """A body made only of empty gzip members (each used to copy the rest of the body)."""
     member = gzip.compress(b"")

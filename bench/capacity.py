@@ -77,14 +77,8 @@ def admission(scratch: Path) -> list[dict]:
     return results
 
 
-def small_spans_json(limit_bytes: int = 20 * 1024 * 1024) -> bytes:
-    prompt = ("Which of these invoices are overdue, and by how many days? " * 12)[:700]
-    one = len(orjson.dumps(attacks.llm_span(prompt))) + 1
-    return orjson.dumps(attacks.export([attacks.llm_span(prompt) for _ in range(int(limit_bytes * 0.99) // one)]))
-
-
 def health_during_largest_export(scratch: Path) -> dict:
-    body = small_spans_json()
+    body = attacks.small_spans_json()
     stack = Stack(scratch)
     latencies: list[float] = []
     done = threading.Event()

@@ -61,6 +61,18 @@ def floor_seconds(all_bodies: list[bytes]) -> float:
     return (ended.ru_utime - started.ru_utime) + (ended.ru_stime - started.ru_stime)
 
 
+def send_all(url: str, all_bodies: list[bytes], headers: dict[str, str], concurrency: int) -> list[int]:
+    """POST every body, `concurrency` at a time, each worker on its own keep-alive connection."""
+    sessions = [requests.Session() for _ in range(concurrency)]
+
+    def send(index: int) -> int:
+        return sessions[index % concurrency].post(url, data=all_bodies[index], headers=headers,
+                                                  timeout=300).status_code
+
+    with ThreadPoolExecutor(concurrency) as pool:
+        return list(pool.map(send, range(len(all_bodies))))
+
+
 def bridge_seconds(scratch: Path, all_bodies: list[bytes], concurrency: int = CONCURRENCY,
                    extra: tuple[str, ...] = ()) -> dict:
     stack = Stack(scratch, extra=extra or BATCH_OPTIONS)
@@ -70,14 +82,7 @@ def bridge_seconds(scratch: Path, all_bodies: list[bytes], concurrency: int = CO
             assert warm.post(stack.url, data=bodies(1, 10)[0], headers=headers, timeout=60).status_code == 200
         stack.wait_drained()
         cpu = stack.bridge.cpu_seconds()
-        sessions = [requests.Session() for _ in range(concurrency)]
-
-        def send(index: int) -> int:
-            return sessions[index % concurrency].post(stack.url, data=all_bodies[index], headers=headers,
-                                                      timeout=120).status_code
-
-        with ThreadPoolExecutor(concurrency) as pool:
-            codes = list(pool.map(send, range(len(all_bodies))))
+        codes = send_all(stack.url, all_bodies, headers, concurrency)
         stack.wait_drained()
         return {"cpu_seconds": stack.bridge.cpu_seconds() - cpu, "codes": sorted(set(codes)),
                 "peak_rss_mb": stack.bridge.peak_rss_bytes() / 2**20}

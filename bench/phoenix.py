@@ -17,7 +17,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import requests
@@ -72,14 +71,7 @@ def phoenix_seconds(scratch: Path, bodies: list[bytes], phoenix: Path, concurren
         assert requests.post(url, data=warm, headers=headers, timeout=60).status_code == 200
         _quiet(server)
         cpu = server.cpu_seconds()
-        sessions = [requests.Session() for _ in range(concurrency)]
-
-        def send(index: int) -> int:
-            return sessions[index % concurrency].post(url, data=bodies[index], headers=headers,
-                                                      timeout=300).status_code
-
-        with ThreadPoolExecutor(concurrency) as pool:
-            codes = list(pool.map(send, range(len(bodies))))
+        codes = cpu_floor.send_all(url, bodies, headers, concurrency)
         _quiet(server)
         cpu = server.cpu_seconds() - cpu
         return {"cpu_seconds": cpu, "codes": sorted(set(codes)), "stored_spans": _stored_spans(http_port) - 10,

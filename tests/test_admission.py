@@ -100,14 +100,6 @@ def test_sixteen_concurrent_grpc_exports_are_all_accepted(bridge):
 SINGLE_EXPORT_MB = 300.0  # issue 8's bound for any one process of the tree, whatever one export holds
 
 
-def small_spans_json(limit_bytes: int = 20 * 1024 * 1024) -> bytes:
-    """An OTLP/JSON export just under `limit_bytes` of LLM spans of about 1.1 KB (each its own
-    trace): about 18,700 of them, whose records are more than --max-decoded-bytes (32 MiB)."""
-    prompt = ("Which of these invoices are overdue, and by how many days? " * 12)[:700]
-    one = len(orjson.dumps(attacks.llm_span(prompt))) + 1
-    return orjson.dumps(attacks.export([attacks.llm_span(prompt) for _ in range(int(limit_bytes * 0.99) // one)]))
-
-
 @pytest.fixture
 def local_bridge(tmp_path):
     process = BridgeProcess(["--output-dir", str(tmp_path / "out"), "--spool-dir", str(tmp_path / "spool")],
@@ -122,7 +114,7 @@ def _stored(directory) -> int:
 
 def test_a_20_mib_json_export_of_small_spans_is_accepted_in_chunks(local_bridge, tmp_path):
     """Its records exceed --max-decoded-bytes: it got 413 (and SDK exporters drop a batch on 413)."""
-    body = small_spans_json()
+    body = attacks.small_spans_json()
     spans = len(orjson.loads(body)["resourceSpans"][0]["scopeSpans"][0]["spans"])
     assert len(body) <= 20 * 1024 * 1024 and spans > 18_000
     with HealthProbe(local_bridge) as probe:
