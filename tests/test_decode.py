@@ -255,3 +255,23 @@ def test_langfuse_usage_details_with_openai_names():
     [record] = records_of(request(generation))
     assert (record["input_tokens"], record["output_tokens"], record["total_tokens"]) == (22, 7, 29)
     assert (record["cached_tokens"], record["reasoning_tokens"]) == (4, 3)
+
+
+def test_spans_with_ever_new_attribute_keys_decode_right_and_keep_what_is_remembered_bounded():
+    """Key plans are remembered per set of keys; a client sending a new set on every span (say,
+    a request id in a key name) gets right records and cannot grow what the decoder remembers."""
+    from otel_s3_bridge.decode.conventions import base
+
+    for batch in range(3):
+        spans = [span(f"{batch:02d}{n + 1:030x}", f"{n + 1:016x}", "chat",
+                      {"gen_ai.request.model": f"m-{n}", "gen_ai.usage.input_tokens": n, f"req.{batch}.{n}": "x",
+                       **({"user.id": "u"} if n % 2 else {})}, start=NOW)
+                 for n in range(base.PLAN_LIMIT // 2)]
+        records = records_of(request(*spans))
+        assert len(records) == len(spans)
+        for n, record in enumerate(records):
+            assert (record["model"], record["input_tokens"]) == (f"m-{n}", n)
+            assert record["customer_id"] == ("u" if n % 2 else None)
+            assert record["attributes"] == {f"req.{batch}.{n}": "x"}
+        assert len(base._PLANS) <= base.PLAN_LIMIT
+    assert len(base._KEY_INFO) <= base.KEY_INFO_LIMIT

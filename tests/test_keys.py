@@ -116,3 +116,22 @@ def test_prefix(prefix, expected):
 def test_bad_prefix(prefix):
     with pytest.raises(ValueError):
         validate_prefix(prefix)
+
+
+def test_folders_differ_by_hour_and_by_name_whatever_came_before():
+    """Folders are remembered per hour and name: one rendered earlier never stands in for another."""
+    template = compile_template("{prefix}/{date}/{hour}/{apiKeyName}")
+    seen = {}
+    for hours in (0, 1, 24, 0):
+        for name in ("a", "b", None):
+            key = object_key(template, record(start=ZERO_HOUR + hours * 3600 * 10**9 + 59 * 60 * 10**9,
+                                              api_key_name=name), prefix="p", fallback_unix_nano=0)
+            folder = key.rsplit("/", 1)[0]
+            day = "2026-09-29" if hours == 24 else "2026-09-28"
+            assert folder == f"p/{day}/{hours % 24:02d}/{name or 'openrouter'}"
+            seen.setdefault(folder, key)
+    assert len(seen) == 9
+    # the same hour through two templates and two prefixes
+    assert object_key(compile_template("{prefix}/{hour}"), record(), prefix="q", fallback_unix_nano=0).startswith("q/14/")
+    assert object_key(compile_template("{prefix}/{date}"), record(), prefix="q", fallback_unix_nano=0).startswith(
+        "q/2026-09-28/")

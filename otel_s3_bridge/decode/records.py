@@ -43,12 +43,23 @@ class DecodeResult:
     first_failure: str | None = None
 
 
+# Spans of an export mostly start within the same few seconds: the text of a second is kept
+# (bounded; the times come from clients).
+_SECOND_TEXT: dict[int, str] = {}
+SECOND_TEXT_LIMIT = 4096
+
+
 def rfc3339(unix_nano: int) -> str:
     """`2026-09-28T10:01:02.318Z`: UTC with milliseconds."""
     seconds, rest = divmod(unix_nano, 1_000_000_000)
-    t = time.gmtime(seconds)
-    return (f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}"
-            f".{rest // 1_000_000:03d}Z")
+    text = _SECOND_TEXT.get(seconds)
+    if text is None:
+        t = time.gmtime(seconds)
+        text = f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}"
+        if len(_SECOND_TEXT) >= SECOND_TEXT_LIMIT:
+            _SECOND_TEXT.clear()
+        _SECOND_TEXT[seconds] = text
+    return f"{text}.{rest // 1_000_000:03d}Z"
 
 
 def _duration_ms(start: int, end: int) -> float | None:

@@ -137,11 +137,32 @@ def object_key(template: KeyTemplate, record: Mapping[str, Any], *, prefix: str,
     calls), the span id is appended so that two calls never share a key. The same record always
     renders the same key, so a redelivery overwrites instead of duplicating.
     """
-    start = record.get("start_time_unix_nano") or fallback_unix_nano
-    ingest = record.get("ingest") or {}
-    values = template_values(start // 1_000_000_000, prefix=prefix, api_key_name=record.get("api_key_name"),
-                             key_name=ingest.get("key_name"))
-    name = f"{sanitize(record['trace_id'], MAX_TRACE_ID_BYTES)}-{start // 1_000_000_000}"
+    seconds = (record.get("start_time_unix_nano") or fallback_unix_nano) // 1_000_000_000
+    key_name = (record.get("ingest") or {}).get("key_name")
+    folder = _folder(template, prefix, seconds, record.get("api_key_name"), key_name)
+    name = f"{sanitize(record['trace_id'], MAX_TRACE_ID_BYTES)}-{seconds}"
     if record["trace_id"] != record.get("generation_id"):
         name += f"-{sanitize(record['span_id'], 16)}"
-    return f"{render_folder(template, values)}/{name}.json"
+    return f"{folder}/{name}.json"
+
+
+# Folders by (template, prefix, hour, API key name, key name): the calls of an hour share a few.
+# Bounded (the names come from clients): when full it starts over.
+_FOLDERS: dict[tuple[str, str, int, str | None, str | None], str] = {}
+FOLDER_LIMIT = 4096
+
+
+def _folder(template: KeyTemplate, prefix: str, seconds: int, api_key_name: Any, key_name: str | None) -> str:
+    if not isinstance(api_key_name, (str, type(None))) or not isinstance(key_name, (str, type(None))):
+        return render_folder(template, template_values(seconds, prefix=prefix, api_key_name=api_key_name,
+                                                       key_name=key_name))
+    # Every variable is finest by the hour, so the hour (not the second) identifies the folder.
+    cache_key = (template.text, prefix, seconds // 3600, api_key_name, key_name)
+    folder = _FOLDERS.get(cache_key)
+    if folder is None:
+        folder = render_folder(template, template_values(seconds, prefix=prefix, api_key_name=api_key_name,
+                                                         key_name=key_name))
+        if len(_FOLDERS) >= FOLDER_LIMIT:
+            _FOLDERS.clear()
+        _FOLDERS[cache_key] = folder
+    return folder

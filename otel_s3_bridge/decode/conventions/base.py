@@ -116,42 +116,86 @@ def _flat_entries(key: str, document: dict[str, Any]) -> dict[str, Any]:
     return flat
 
 
+@dataclass(frozen=True, slots=True)
+class KeyPlan:
+    """What a span's set of attribute keys tells, whatever their values: the same instrumentation
+    sends the same keys on every span, so this is worked out once per distinct set."""
+
+    roots: frozenset[str]  # first dotted segment of each key ("gen_ai")
+    heads: frozenset[str]  # first two ("gen_ai.prompt")
+    fields: tuple[tuple[str, tuple[tuple[int, str], ...]], ...]  # field -> (rank, key) candidates, by rank
+    metadata_keys: tuple[str, ...]
+    marked: bool  # carries a key of a convention that marks its spans (OpenRouter)
+    object_keys: tuple[str, ...]  # present keys of `Tables.json_object_keys`
+    lookup_keys: tuple[str, ...]  # present keys of `Tables.json_lookup_keys`
+
+
+# Plans by key set (in the order sent). Bounded like `_KEY_INFO`: a set of more keys, or longer
+# ones, is planned each time; when full the cache starts over (keys come from clients).
+_PLANS: dict[tuple[str, ...], KeyPlan] = {}
+PLAN_LIMIT = 1024
+PLAN_MAX_KEYS = 64
+
+
+def key_plan(keys: tuple[str, ...], tables: Tables, *, remember: bool = True) -> KeyPlan:
+    plan = _PLANS.get(keys)
+    if plan is not None:
+        return plan
+    roots, heads, metadata_keys, marked = set(), set(), [], False
+    candidates: dict[str, list[tuple[int, str]]] = {}
+    for key in keys:
+        root, head, fields, kind = _KEY_INFO.get(key) or _key_info(key, tables)
+        roots.add(root)
+        heads.add(head)
+        for field_name, rank in fields:
+            candidates.setdefault(field_name, []).append((rank, key))
+        if kind == KEY_MARKED:
+            marked = True
+        elif kind == KEY_METADATA:
+            metadata_keys.append(key)
+    present = set(keys)
+    plan = KeyPlan(frozenset(roots), frozenset(heads),
+                   tuple((name, tuple(sorted(found))) for name, found in candidates.items()),
+                   tuple(metadata_keys), marked,
+                   tuple(key for key in tables.json_object_keys if key in present),
+                   tuple(key for key in tables.json_lookup_keys if key in present))
+    if remember and len(keys) <= PLAN_MAX_KEYS and all(len(key) <= KEY_INFO_MAX_KEY_LENGTH for key in keys):
+        if len(_PLANS) >= PLAN_LIMIT:
+            _PLANS.clear()
+        _PLANS[keys] = plan
+    return plan
+
+
 class Attributes:
     """The LLM span's attributes, remembering which ones a record field consumed."""
+
+    __slots__ = ("values", "used", "added", "roots", "heads", "metadata_keys", "marked", "_fields", "_looked_up")
 
     def __init__(self, attributes: dict[str, Any], tables: Tables) -> None:
         self.values = attributes
         self.used: set[str] = set()
         self.added: dict[str, Any] = {}
-        for key in tables.json_object_keys:  # JSON objects whose parts map to separate fields
-            document = json_text(attributes.get(key))
-            if isinstance(document, dict):
-                self.values = values = {name: value for name, value in self.values.items() if name != key}
-                values.update(_flat_entries(key, document))
-        # One pass over the keys: the first one and two dotted segments of each ("gen_ai",
-        # "gen_ai.prompt") let each convention skip a span that carries nothing of it; the
-        # candidates of every field and the metadata keys are collected on the way.
-        self.roots: set[str] = set()
-        self.heads: set[str] = set()
-        self.candidates: dict[str, list[tuple[int, str, Any]]] = {}
-        self.metadata_keys: list[str] = []
-        self.marked = False  # carries a key of a convention that marks its spans (OpenRouter)
-        for key, value in self.values.items():
-            root, head, fields, kind = _KEY_INFO.get(key) or _key_info(key, tables)
-            self.roots.add(root)
-            self.heads.add(head)
-            for field_name, rank in fields:
-                self.candidates.setdefault(field_name, []).append((rank, key, value))
-            if kind == KEY_MARKED:
-                self.marked = True
-            elif kind == KEY_METADATA:
-                self.metadata_keys.append(key)
-        for key in tables.json_lookup_keys:  # e.g. the requested model, only inside the call's parameters
+        plan = key_plan(tuple(attributes), tables)
+        if plan.object_keys:  # JSON objects whose parts map to separate fields
+            for key in plan.object_keys:
+                document = json_text(attributes.get(key))
+                if isinstance(document, dict):
+                    self.values = values = {name: value for name, value in self.values.items() if name != key}
+                    values.update(_flat_entries(key, document))
+            if self.values is not attributes:  # keys taken from a document: not worth remembering
+                plan = key_plan(tuple(self.values), tables, remember=False)
+        self.roots, self.heads = plan.roots, plan.heads
+        self.metadata_keys, self.marked = plan.metadata_keys, plan.marked
+        self._fields = plan.fields
+        # Entries of a JSON document (e.g. the requested model, only inside the call's parameters)
+        # that may fill fields as `key.entry`, while the JSON text itself stays in `attributes`.
+        self._looked_up: dict[str, list[tuple[int, str, Any]]] = {}
+        for key in plan.lookup_keys:
             document = json_text(attributes.get(key))
             if isinstance(document, dict):
                 for entry, value in _flat_entries(key, document).items():
                     for field_name, rank in tables.key_fields.get(entry, ()):
-                        self.candidates.setdefault(field_name, []).append((rank, entry, value))
+                        self._looked_up.setdefault(field_name, []).append((rank, entry, value))
 
     def _choose(self, candidates: Iterable[tuple[str, Any]], convert: Callable[[Any], Any]) -> Any:
         """The first candidate (in precedence order) with a usable value wins; equal losers are
@@ -172,11 +216,26 @@ class Attributes:
         return self._choose(((key, self.values[key]) for key in keys if key in self.values), convert)
 
     def pick_fields(self) -> dict[str, Any]:
-        """Every field of `FIELD_TYPES` at once, from the candidates collected in `__init__`."""
+        """Every field of `FIELD_TYPES` at once, from the candidates of the key plan."""
         fields = dict.fromkeys(FIELD_TYPES)
-        for field_name, found in self.candidates.items():
-            ranked = found if len(found) == 1 else sorted(found, key=lambda item: item[0])
-            fields[field_name] = self._choose(((key, value) for _, key, value in ranked), FIELD_TYPES[field_name])
+        values, used, looked_up = self.values, self.used, self._looked_up
+        for field_name, ranked in self._fields:
+            if field_name in looked_up:
+                continue
+            if len(ranked) == 1:  # the common case, without a generator
+                key = ranked[0][1]
+                value = FIELD_TYPES[field_name](values[key])
+                if value is not None:
+                    used.add(key)
+                    fields[field_name] = value
+            else:
+                fields[field_name] = self._choose(((key, values[key]) for _, key in ranked), FIELD_TYPES[field_name])
+        if looked_up:  # merged with the keys' own candidates, by rank
+            ranked_of = dict(self._fields)
+            for field_name, found in looked_up.items():
+                merged = [(rank, key, values[key]) for rank, key in ranked_of.get(field_name, ())] + found
+                merged.sort(key=lambda item: item[0])
+                fields[field_name] = self._choose(((key, value) for _, key, value in merged), FIELD_TYPES[field_name])
         return fields
 
     def prefixed(self, prefix: str) -> dict[str, Any]:
