@@ -21,6 +21,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import memo
 from ..lake.record import SCHEMA
 from ..values import INT64_MAX, INT64_MIN, as_text
 from . import conventions
@@ -43,8 +44,7 @@ class DecodeResult:
     first_failure: str | None = None
 
 
-# Spans of an export mostly start within the same few seconds: the text of a second is kept
-# (bounded; the times come from clients).
+# Spans of an export mostly start within the same few seconds: the text of a second is kept (`memo`).
 _SECOND_TEXT: dict[int, str] = {}
 SECOND_TEXT_LIMIT = 4096
 
@@ -55,10 +55,8 @@ def rfc3339(unix_nano: int) -> str:
     text = _SECOND_TEXT.get(seconds)
     if text is None:
         t = time.gmtime(seconds)
-        text = f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}"
-        if len(_SECOND_TEXT) >= SECOND_TEXT_LIMIT:
-            _SECOND_TEXT.clear()
-        _SECOND_TEXT[seconds] = text
+        text = memo.remember(_SECOND_TEXT, seconds, f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T"
+                             f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}", SECOND_TEXT_LIMIT)
     return f"{text}.{rest // 1_000_000:03d}Z"
 
 

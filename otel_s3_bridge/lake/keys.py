@@ -19,6 +19,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .. import memo
+
 PLACEHOLDERS = ("prefix", "date", "year", "month", "day", "hour", "apiKeyName", "keyName")
 MAX_KEY_BYTES = 1024  # S3's limit for a whole key
 MAX_SEGMENT_BYTES = 255  # a file name, on every common file system
@@ -146,8 +148,7 @@ def object_key(template: KeyTemplate, record: Mapping[str, Any], *, prefix: str,
     return f"{folder}/{name}.json"
 
 
-# Folders by (template, prefix, hour, API key name, key name): the calls of an hour share a few.
-# Bounded (the names come from clients): when full it starts over.
+# Folders by (template, prefix, hour, API key name, key name): the calls of an hour share a few (`memo`).
 _FOLDERS: dict[tuple[str, str, int, str | None, str | None], str] = {}
 FOLDER_LIMIT = 4096
 
@@ -160,9 +161,6 @@ def _folder(template: KeyTemplate, prefix: str, seconds: int, api_key_name: Any,
     cache_key = (template.text, prefix, seconds // 3600, api_key_name, key_name)
     folder = _FOLDERS.get(cache_key)
     if folder is None:
-        folder = render_folder(template, template_values(seconds, prefix=prefix, api_key_name=api_key_name,
-                                                         key_name=key_name))
-        if len(_FOLDERS) >= FOLDER_LIMIT:
-            _FOLDERS.clear()
-        _FOLDERS[cache_key] = folder
+        folder = memo.remember(_FOLDERS, cache_key, render_folder(template, template_values(
+            seconds, prefix=prefix, api_key_name=api_key_name, key_name=key_name)), FOLDER_LIMIT)
     return folder

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ... import memo
 from ...values import as_float, as_int, as_text
 from ..messages import (
     MAX_INDEX_DIGITS,
@@ -130,8 +131,8 @@ class KeyPlan:
     lookup_keys: tuple[str, ...]  # present keys of `Tables.json_lookup_keys`
 
 
-# Plans by key set (in the order sent). Bounded like `_KEY_INFO`: a set of more keys, or longer
-# ones, is planned each time; when full the cache starts over (keys come from clients).
+# Plans by key set (in the order sent), bounded (`memo`): a set of more keys, or of longer ones,
+# is planned each time.
 _PLANS: dict[tuple[str, ...], KeyPlan] = {}
 PLAN_LIMIT = 1024
 PLAN_MAX_KEYS = 64
@@ -160,9 +161,7 @@ def key_plan(keys: tuple[str, ...], tables: Tables, *, remember: bool = True) ->
                    tuple(key for key in tables.json_object_keys if key in present),
                    tuple(key for key in tables.json_lookup_keys if key in present))
     if remember and len(keys) <= PLAN_MAX_KEYS and all(len(key) <= KEY_INFO_MAX_KEY_LENGTH for key in keys):
-        if len(_PLANS) >= PLAN_LIMIT:
-            _PLANS.clear()
-        _PLANS[keys] = plan
+        memo.remember(_PLANS, keys, plan, PLAN_LIMIT)
     return plan
 
 
