@@ -29,7 +29,7 @@ from .deliver.spool import Spool
 from .deliver.uploader import Uploader
 from .enrich.pricing import watch_price_file
 from .errors import SinkError
-from .receive.auth import Authenticator, Route
+from .receive.auth import Authenticator
 from .receive.connections import ConnectionLimits
 from .receive.grpc import GrpcReceiver
 from .receive.http import STOP_GRACE_SECONDS, HttpReceiver
@@ -73,12 +73,8 @@ class Bridge:
         self._share_ports = share_ports
         self.sink = MeteredSink(build_sink(config))
         self.spool = Spool(config.spool_dir, config.spool_max_bytes) if config.ack == "spool" else None
-        routes = {name: Route(prefix=prefix) for name, prefix in config.key_prefixes}
-        for name, bucket in config.key_buckets:
-            routes[name] = Route(prefix=routes.get(name, Route()).prefix, bucket=bucket)
         self.authenticator = Authenticator({token.name: token.token for token in config.tokens},
-                                           token_file=config.token_file, routes=routes,
-                                           default_prefix=config.prefix)
+                                           token_file=config.token_file, policy_of=config.policy_of)
         self.pool = DecodePool(config.decode_processes)
         self.join = JoinStore(config.join_directory, window_seconds=config.join_window_seconds,
                               max_bytes=config.join_max_bytes)
@@ -173,6 +169,8 @@ class Bridge:
         chores = [("logs", logs.flush_due), ("token file", self.authenticator.reload_if_changed)]
         if self.prices is not None:
             chores.append(("prices file", self.prices.reload_if_changed))
+        if self.ingestor.pseudonym_key is not None:
+            chores.append(("pseudonym key file", self.ingestor.pseudonym_key.reload_if_changed))
         chores += [("TLS files", self._reload_tls), ("state", self.publish_state), ("join store", self._expire_join)]
         if self.spool is not None:
             chores += [("spool room", self.spool.recheck_room), ("spool adoption", self._adopt_moved)]

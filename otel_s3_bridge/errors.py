@@ -70,6 +70,17 @@ class Unavailable(BridgeError):
     retry_after_seconds = RETRY_AFTER_SECONDS
 
 
+class RateLimited(BridgeError):
+    """The key sends more than its policy's rates: 429 + Retry-After / RESOURCE_EXHAUSTED + RetryInfo."""
+
+    http_status = 429
+    grpc_code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+    def __init__(self, message: str, *, retry_after_seconds: int) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds
+
+
 class SinkError(Exception):
     """A write to the object store failed; `retryable` is the one classification of the cause."""
 

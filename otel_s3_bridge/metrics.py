@@ -52,6 +52,10 @@ LOG_RECORDS_REJECTED = Counter(
     "Log records of accepted exports not kept: invalid, not_genai (not a GenAI event of a span)", ["reason"])
 REQUESTS = Counter("otel_s3_bridge_requests", "Export requests answered, by transport, signal and status "
                    "(HTTP status code, or gRPC status name)", ["transport", "signal", "code"])
+CALLS_SAMPLED_OUT = Counter("otel_s3_bridge_calls_sampled_out", "LLM calls acknowledged and not stored: their "
+                            "key's policy samples their trace out (key: the key's name)", ["key"])
+EXPORTS_RATE_LIMITED = Counter("otel_s3_bridge_exports_rate_limited", "Exports answered 429 / RESOURCE_EXHAUSTED: "
+                               "their key sent more than its max_spans_per_second or max_bytes_per_second", ["key"])
 RECORDS = Counter("otel_s3_bridge_records", "LLM trace records stored, by convention", ["source"])
 OBJECTS_UPLOADED = Counter("otel_s3_bridge_objects_uploaded", "Objects written to the sink")
 BATCH_FILES = Counter("otel_s3_bridge_batch_files", "Files of the batch layout written, by format", ["format"])
@@ -140,6 +144,15 @@ def count_trace_export(transport: str, received: int, rejections: Mapping[str, i
         for cost_source, cost in (("reported", reported), ("estimated", estimated)):
             if cost:
                 _series(LLM_COST, model_label, provider_label, cost_source).inc(cost)
+
+
+def count_sampled_out(key: str | None, calls: int) -> None:
+    if calls:
+        CALLS_SAMPLED_OUT.labels(key or "").inc(calls)
+
+
+def count_rate_limited(key: str | None) -> None:
+    EXPORTS_RATE_LIMITED.labels(key or "").inc()
 
 
 def count_refused_spans(count: int) -> None:

@@ -303,7 +303,10 @@ OWN_FLAGS = {  # written from the issue's list of what each command is for, not 
     ("query",): COMMON | WHERE | {"--since", "--from", "--to", "--format"},
     ("compact",): COMMON | WHERE | {"--date", "--delete-source"},
     ("check",): COMMON | WHERE | {"--token", "--token-file", "--key-prefix", "--key-bucket", "--s3-put-path",
-                                  "--s3-multipart-bytes", "--log-level", "--log-format"},
+                                  "--s3-multipart-bytes", "--log-level", "--log-format",
+                                  # each key's policy (issue 22): check validates it with the keys
+                                  "--keys", "--content", "--identities", "--pseudonym-key-file", "--sample",
+                                  "--max-spans-per-second", "--max-bytes-per-second"},
     ("health",): COMMON | {"--ready", "--host", "--http-port", "--metrics-port", "--metrics-host",
                            "--tls-cert-file"},
     ("spool", "status"): {"--help", "--config", "--spool-dir", "--spool-max-bytes"},

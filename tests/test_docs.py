@@ -10,7 +10,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "otel_s3_bridge"
-PACKAGES = ("receive", "decode", "enrich", "deliver", "lake", "config", "cli")
+PACKAGES = ("receive", "decode", "enrich", "govern", "deliver", "lake", "config", "cli")
 ARCHITECTURE = (ROOT / "docs" / "architecture.md").read_text()
 README = (ROOT / "README.md").read_text()
 

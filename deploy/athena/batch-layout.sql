@@ -6,8 +6,8 @@
 --   SELECT json_extract_scalar(prompt, '$[0].role') FROM llm_traces WHERE dt = '2026-12-01'
 -- Only Parquet is described here; gzip NDJSON batch files are read by DuckDB and
 -- `otel-s3-bridge report`, or by a JSON SerDe table like trace-layout.sql.
--- cost_source and ingest_completed_at came last: a table made before them takes them with
---   ALTER TABLE llm_traces ADD COLUMNS (cost_source string, ingest_completed_at timestamp)
+-- cost_source, ingest_completed_at and content_policy came last: a table made before them takes them with
+--   ALTER TABLE llm_traces ADD COLUMNS (cost_source string, ingest_completed_at timestamp, content_policy string)
 -- and files written before them read them as null.
 --
 -- One call may be stored more than once (a client resending an export whose answer it lost, a record
@@ -62,7 +62,8 @@ CREATE EXTERNAL TABLE IF NOT EXISTS llm_traces (
   `ingest_key_name` string,
   `ingest_transport` string,
   `cost_source` string,
-  `ingest_completed_at` timestamp
+  `ingest_completed_at` timestamp,
+  `content_policy` string
 )
 PARTITIONED BY (`dt` string, `hour` string)
 STORED AS PARQUET
@@ -93,7 +94,7 @@ SELECT "schema", "trace_id", "otel_trace_id", "span_id", "parent_span_id", "gene
        "session_id", "customer_id", "api_key_name", "finish_reason", "native_finish_reason", "time_to_first_token_ms",
        "status", "status_message", "prompt", "completion", "metadata", "observations", "events", "links",
        "attributes", "resource", "scope_name", "scope_version", "source", "ingest_received_at", "ingest_key_name",
-       "ingest_transport", "cost_source", "ingest_completed_at", "dt", "hour"
+       "ingest_transport", "cost_source", "ingest_completed_at", "content_policy", "dt", "hour"
 FROM (
   SELECT *, row_number() OVER (PARTITION BY dt, hour, trace_id, span_id
                                ORDER BY ingest_completed_at DESC NULLS LAST, ingest_received_at DESC NULLS LAST)

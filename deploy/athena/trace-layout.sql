@@ -44,6 +44,7 @@ CREATE EXTERNAL TABLE IF NOT EXISTS llm_traces_json (
   `status_message` string,
   `prompt` string,
   `completion` string,
+  `content_policy` string,
   `metadata` string,
   `observations` string,
   `events` string,

@@ -19,6 +19,7 @@ from typing import Any
 
 from ..enrich.pricing import PriceFileError, read_price_file
 from ..errors import ConfigError
+from ..govern.identities import read_pseudonym_key
 from .schema import ADVANCED, BridgeConfig
 from .tokens import TokenFileError, read_token_file
 
@@ -103,7 +104,7 @@ def load_config(flags: Mapping[str, Any], env: Mapping[str, str] = os.environ, c
                 raw = [entry for entry in raw.split(",") if entry.strip()]
         elif f.name in from_file:
             source, raw = f"{f.name} in {config_path}", from_file[f.name]
-            raw = _file_entries(raw) if f.metadata["repeatable"] else str(raw)
+            raw = _file_entries(raw) if f.metadata["repeatable"] else raw if isinstance(raw, dict) else str(raw)
         else:
             continue
         try:
@@ -178,12 +179,19 @@ def _key_problems(config: BridgeConfig) -> list[str]:
         problems.extend(f"--token-file: the key name {name!r} is also given by --token"
                         for name in from_file if name in names)
         names += from_file
-    for flag, routes in (("--key-prefix", config.key_prefixes), ("--key-bucket", config.key_buckets)):
+    for flag, routes in (("--key-prefix", config.key_prefixes), ("--key-bucket", config.key_buckets),
+                         ("keys", [(policy.name, None) for policy in config.keys])):
         problems.extend(f"{flag}: {name!r} is not the name of a key (--token or --token-file)"
                         for name, _ in routes if name not in names)
-    if config.key_prefixes and not str(config.path_template).startswith("{prefix}"):
-        problems.append("--key-prefix: the path template must start with {prefix}, or keys' namespaces can overlap")
     prefixes, buckets = dict(config.key_prefixes), dict(config.key_buckets)
+    for policy in config.keys:
+        for flag, setting, routed in (("--key-prefix", "prefix", prefixes), ("--key-bucket", "bucket", buckets)):
+            value = getattr(policy, setting)
+            if value is not None and routed.setdefault(policy.name, value) != value:
+                problems.append(f"{flag}: {policy.name!r} has another {setting} in keys.{policy.name}; give one")
+    if prefixes and not str(config.path_template).startswith("{prefix}"):
+        problems.append("--key-prefix: the path template must start with {prefix}, or keys' namespaces can overlap")
+    problems.extend(_pseudonym_problems(config, names))
     spaces = [(buckets.get(name), prefixes.get(name, config.prefix), name) for name in names
               if name in prefixes or name in buckets]
     if spaces and any(name not in prefixes and name not in buckets for name in names):
@@ -194,6 +202,20 @@ def _key_problems(config: BridgeConfig) -> list[str]:
                 problems.append(f"--key-prefix: {owner} ({prefix!r}) and {other} ({other_prefix!r}) would share a "
                                 "namespace; give each key a prefix of its own")
     return problems
+
+
+def _pseudonym_problems(config: BridgeConfig, names: list[str]) -> list[str]:
+    """identities = hmac needs a usable secret; the secret itself is never quoted."""
+    hmac_keys = [name for name in [None, *names] if config.policy_of(name).identities == "hmac"]
+    if not hmac_keys:
+        return []
+    if not config.pseudonym_key_file:
+        return ["--pseudonym-key-file: identities = hmac needs a secret; give the file that holds it"]
+    try:
+        read_pseudonym_key(config.pseudonym_key_file)
+    except ValueError as exc:
+        return [f"--pseudonym-key-file: {exc}"]
+    return []
 
 
 def _overlaps(prefix: str, other: str) -> bool:

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
+from ..govern.policy import KeyPolicy, parse_key_policies
 from ..lake.keys import validate_prefix
 from ..values import bounded_int
 from .tokens import NamedToken
@@ -114,3 +115,27 @@ def seconds(raw: str) -> float:
     if not 0.1 <= value <= 86_400:
         raise ValueError(f"{value} is outside 0.1..86400 seconds")
     return value
+
+
+def number(low: float, high: float, what: str) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ValueError(f"{raw!r} is not a number") from None
+        if not low <= value <= high:
+            raise ValueError(f"{value} is outside {low:g}..{high:g} ({what})")
+        return value
+    return parse
+
+
+def key_policies(raw: Any) -> tuple[KeyPolicy, ...]:
+    """`[keys.NAME]` tables of the TOML config, or their JSON text (flag, environment)."""
+    return parse_key_policies(raw, validate_prefix=validate_prefix, validate_bucket=_policy_bucket)
+
+
+def _policy_bucket(raw: str) -> str:
+    name = bucket(raw)
+    if name is None:
+        raise ValueError("must be a bucket name")
+    return name

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from ..govern.policy import CONTENT_MODES, IDENTITY_MODES, KeyPolicy
 from ..lake.keys import KeyTemplate, compile_template, validate_prefix
 from . import parsers
 from .tokens import NamedToken
@@ -23,13 +24,14 @@ NAMING = (*READ, "decode", "send-test-trace")  # what objects are called
 COMMANDS = ("serve", "check", "health", "report", "query", "compact", "spool", "decode", "send-test-trace")
 
 # Headings of `--help`, in order; the advanced ones are shown by `--help-all` only.
-LISTEN, KEYS, STORAGE, LAYOUT, DELIVERY, TLS, LOGGING = (
-    "where it listens", "keys (Bearer tokens) and their namespaces", "where records are stored",
-    "what is stored, and how", "delivery", "TLS", "logging")
+LISTEN, KEYS, PRIVACY, STORAGE, LAYOUT, DELIVERY, TLS, LOGGING = (
+    "where it listens", "keys (Bearer tokens) and their namespaces",
+    "privacy and tenancy: every key's policy unless its [keys.NAME] table says otherwise",
+    "where records are stored", "what is stored, and how", "delivery", "TLS", "logging")
 TUNING, PROCESSES, LIMITS, JOIN, S3_CLIENT = (
     "batch files, uploads, records", "processes", "limits on what clients may hold (memory, time, connections)",
     "joining spans and GenAI event logs sent apart", "the S3 client")
-ADVANCED = (TUNING, PROCESSES, LIMITS, JOIN, S3_CLIENT)
+ADVANCED = (PRIVACY, TUNING, PROCESSES, LIMITS, JOIN, S3_CLIENT)
 
 
 def _option(default: Any, help: str, parse: Callable[[str], Any] = parsers.text, *, group: str,
@@ -66,6 +68,27 @@ class BridgeConfig:
     key_buckets: tuple[tuple[str, str], ...] = _option(
         (), "a key's own bucket (repeatable)", parsers.key_buckets, group=KEYS, commands=CHECK,
         flag="--key-bucket", metavar="NAME=BUCKET", repeatable=True)
+    keys: tuple[KeyPolicy, ...] = _option(
+        (), "per-key policies as JSON {\"NAME\": {\"content\": \"drop\", ...}}; in --config: [keys.NAME] tables of "
+        "prefix, bucket, content, identities, sample, max_spans_per_second, max_bytes_per_second",
+        parsers.key_policies, group=KEYS, commands=CHECK, metavar="JSON")
+
+    content: str = _option("keep", "prompts and completions: keep, drop, or hash (sha256:<hex>:<length>)",
+                           parsers.choice(*CONTENT_MODES), group=PRIVACY, commands=CHECK)
+    identities: str = _option(
+        "keep", "customer_id, session_id and user attributes: keep, hmac (pseudonyms, --pseudonym-key-file) "
+        "or drop", parsers.choice(*IDENTITY_MODES), group=PRIVACY, commands=CHECK)
+    pseudonym_key_file: str | None = _option(
+        None, "the secret (>= 16 bytes) of identities = hmac; re-read on change", parsers.optional_path,
+        group=PRIVACY, commands=CHECK, metavar="FILE")
+    sample: float = _option(1.0, "share of calls stored, decided per trace id; errored calls always stored",
+                            parsers.number(0.0, 1.0, "a share"), group=PRIVACY, commands=CHECK, metavar="SHARE")
+    max_spans_per_second: float = _option(
+        0.0, "spans one key may send per second (0: unlimited); beyond, 429 + Retry-After",
+        parsers.number(0.0, 1e12, "0: unlimited"), group=PRIVACY, commands=CHECK, metavar="N")
+    max_bytes_per_second: float = _option(
+        0.0, "request bytes one key may send per second (0: unlimited); beyond, 429 + Retry-After",
+        parsers.number(0.0, 1e15, "0: unlimited"), group=PRIVACY, commands=CHECK, metavar="BYTES")
 
     bucket: str | None = _option(None, "S3 bucket; unset: the local directory --output-dir", parsers.bucket,
                                  group=STORAGE, commands=READ)
@@ -203,6 +226,21 @@ class BridgeConfig:
         serves the metrics of all."""
         return replace(self, spool_dir=str(Path(self.spool_dir) / f"worker-{index}"), join_dir=self.join_directory,
                        metrics_port=self.metrics_port if index == 0 else 0)
+
+    @property
+    def default_policy(self) -> KeyPolicy:
+        return KeyPolicy("", content=self.content, identities=self.identities, sample=self.sample,
+                         max_spans_per_second=self.max_spans_per_second,
+                         max_bytes_per_second=self.max_bytes_per_second)
+
+    def policy_of(self, name: str | None) -> KeyPolicy:
+        """Key `name`'s whole policy: its [keys.NAME] table, --key-prefix / --key-bucket, the defaults."""
+        if name is None:
+            return replace(self.default_policy, prefix=self.prefix)
+        own = next((policy for policy in self.keys if policy.name == name), KeyPolicy(name))
+        own = replace(own, prefix=own.prefix or dict(self.key_prefixes).get(name),
+                      bucket=own.bucket or dict(self.key_buckets).get(name))
+        return own.over(replace(self.default_policy, prefix=self.prefix))
 
     @property
     def metrics_address(self) -> str:

@@ -20,10 +20,12 @@ from typing import Any
 
 from ..enrich.pricing import ESTIMATED, PriceBook, price_record
 from ..errors import PayloadTooLarge, RecordsTooLarge
+from ..govern.policy import RecordPolicy
+from ..govern.records import govern_call_events, govern_record
 from ..lake.encode import encode_json
 from ..lake.keys import KeyTemplate, object_key
 from ..lake.partitions import partition_dir
-from . import otlp
+from . import conventions, otlp
 from .compression import inflate
 from .otlp_logs import parse_logs
 from .records import DecodeResult, awaits_events, complete_record, iter_records
@@ -50,6 +52,7 @@ class ExportContext:
     signal: str = TRACES
     lake: bool = False  # records also go into `batch` layout files: find each one's lake partition
     prices: PriceBook = PriceBook()  # the deployment's own rates (--prices), before genai-prices' table
+    policy: RecordPolicy = RecordPolicy()  # what the sending key's policy allows to be stored
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +79,7 @@ class PreparedExport:
     usage: Usage = field(default_factory=dict)
     partitions: list[str] = field(default_factory=list)  # with `lake`: each object's lake partition
     decode_failure: str | None = None  # a span a bug kept from being decoded (the first), for the log
+    sampled_out: int = 0  # calls (logs: calls' events) the key's policy samples out: acknowledged, not stored
 
 
 def _add_usage(usage: Usage, record: dict[str, Any]) -> None:
@@ -105,10 +109,15 @@ def prepare_export(body: bytes, context: ExportContext) -> PreparedExport:
     halves: list[SpanHalf] = []
     partitions: list[str] = []
     usage: Usage = {}
-    output_bytes = 0
+    output_bytes = sampled_out = 0
+    policy = context.policy
+    governed = not policy.changes_nothing
     for record in iter_records(parsed.spans, decoded, key_name=context.key_name, transport=context.transport,
                                received_at_unix_nano=context.received_at_unix_nano,
                                non_llm_spans=context.non_llm_spans):
+        if governed and not govern_record(record, policy, conventions.PLACES):
+            sampled_out += 1
+            continue
         price_record(record, context.prices, context.received_at_unix_nano)
         key = object_key(context.template, record, prefix=context.prefix,
                          fallback_unix_nano=context.received_at_unix_nano)
@@ -138,7 +147,8 @@ def prepare_export(body: bytes, context: ExportContext) -> PreparedExport:
                           received=len(parsed.spans) + parsed.rejected_spans,
                           rejections={"invalid": parsed.rejected_spans + decoded.failed_spans,
                                       "non_llm": decoded.dropped_spans},
-                          usage=usage, partitions=partitions, decode_failure=decoded.first_failure)
+                          usage=usage, partitions=partitions, decode_failure=decoded.first_failure,
+                          sampled_out=sampled_out)
 
 
 def _prepare_logs(body: bytes, context: ExportContext) -> PreparedExport:
@@ -146,6 +156,15 @@ def _prepare_logs(body: bytes, context: ExportContext) -> PreparedExport:
     events: dict[str, list[dict]] = {}
     for event in parsed.events:
         events.setdefault(event.trace_id + event.span_id, []).append(event.as_span_event())
+    sampled_out = 0
+    if not context.policy.changes_nothing:
+        for pair in list(events):
+            governed = govern_call_events(pair[:32], events[pair], context.policy, conventions.PLACES)
+            if governed is None:
+                del events[pair]
+                sampled_out += 1
+            else:
+                events[pair] = governed
     problems = []
     if parsed.first_problem is not None:
         problems.append(f"{parsed.rejected} log record(s) rejected; first problem: {parsed.first_problem}")
@@ -154,7 +173,8 @@ def _prepare_logs(body: bytes, context: ExportContext) -> PreparedExport:
                         "(the bridge stores LLM calls)")
     return PreparedExport([], len(body), len(body), parsed.rejected + parsed.ignored, problems, events=events,
                           received=len(parsed.events) + parsed.rejected + parsed.ignored,
-                          rejections={"invalid": parsed.rejected, "not_genai": parsed.ignored})
+                          rejections={"invalid": parsed.rejected, "not_genai": parsed.ignored},
+                          sampled_out=sampled_out)
 
 
 def completed_object(key: str, record: dict[str, Any], events: list[dict[str, Any]],

@@ -142,6 +142,7 @@ def build_record(span: Span, observations: list[Span], *, key_name: str | None, 
         "status_message": conventions.status_message(span, a),
         "prompt": prompt,
         "completion": completion,
+        "content_policy": "keep",
         "metadata": None,
         "observations": [_observation(other) for other in observations],
         "events": _events(span.events, used_events),
@@ -218,7 +219,7 @@ def decode(spans: Iterable[Span], *, key_name: str | None, transport: str, recei
 
 # --- GenAI event records (OTLP logs) ----------------------------------------------------------------
 
-OPERATION_DETAILS_EVENT = "gen_ai.client.inference.operation.details"
+OPERATION_DETAILS_EVENT = conventions.gen_ai.OPERATION_DETAILS_EVENT
 
 
 def awaits_events(record: dict[str, Any]) -> bool:
@@ -248,9 +249,10 @@ def complete_record(record: dict[str, Any], events: list[dict[str, Any]],
     used: set[int] = set()
     prompt = conventions.prompt(a, message_events, used)
     completion, reason = conventions.completion(a, message_events, used)
-    if record["prompt"] is None:
+    content_dropped = record.get("content_policy") == "drop"  # its events' messages were dropped too
+    if record["prompt"] is None and not content_dropped:
         record["prompt"] = prompt
-    if record["completion"] is None:
+    if record["completion"] is None and not content_dropped:
         record["completion"] = completion
     if record["finish_reason"] is None:
         record["finish_reason"] = conventions.finish_reason(a, reason)

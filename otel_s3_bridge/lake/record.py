@@ -45,6 +45,7 @@ RECORD_FIELDS = (
     "status_message",
     "prompt",
     "completion",
+    "content_policy",
     "metadata",
     "observations",
     "events",

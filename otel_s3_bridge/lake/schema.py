@@ -46,7 +46,7 @@ SCHEMA = pa.schema(
        ("ingest_received_at", UTC_MS), ("ingest_key_name", pa.string()), ("ingest_transport", pa.string())]
     # Added later, so last: files written before them read them as null, and a table over the lake
     # takes them with ADD COLUMNS.
-    + [("cost_source", pa.string()), ("ingest_completed_at", UTC_MS)])
+    + [("cost_source", pa.string()), ("ingest_completed_at", UTC_MS), ("content_policy", pa.string())])
 
 # One call may be stored more than once: a client resends an export whose answer it lost, a record
 # is completed later by its GenAI event logs, `--layout both` and `compact` write it again. Readers

@@ -8,7 +8,8 @@ Keys come from `--token NAME=TOKEN` and from `--token-file` (parsed by `config.t
 when the file changes, as a rotated Kubernetes Secret does).
 Only SHA-256 digests are held: a presented token is hashed and compared in constant time against
 every key, so the time taken says nothing about which key (or how much of one) matched. A key may
-be routed to its own prefix and bucket (`Principal`), so that tenants never share a namespace.
+be routed to its own prefix and bucket, and governed by its own policy (`Principal`), so that
+tenants never share a namespace.
 Runs on headers only, before any body is read; never puts a presented or configured token into
 an error, a log line or a response. Must not know transports.
 """
@@ -19,40 +20,36 @@ import base64
 import binascii
 import hashlib
 import hmac
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from ..config.tokens import digest_of, read_token_file
 from ..errors import Unauthenticated
+from ..govern.policy import KeyPolicy
 from ..watched_file import WatchedFile
 
 
 @dataclass(frozen=True)
 class Principal:
-    """Who sent an export and where its records go."""
+    """Who sent an export, where its records go and what they may hold."""
 
     name: str | None  # the key's name; None when no keys are configured (loopback only)
     prefix: str
     bucket: str | None  # the key's own bucket; None: the configured one
-
-
-@dataclass(frozen=True)
-class Route:
-    prefix: str | None = None
-    bucket: str | None = None
+    policy: KeyPolicy = KeyPolicy("")  # the key's whole policy (`govern.policy`)
 
 
 class Authenticator:
     """Maps an `Authorization` header value to the `Principal` of the key it carries."""
 
     def __init__(self, tokens: Mapping[str, str], *, token_file: str | None = None,
-                 routes: Mapping[str, Route] | None = None, default_prefix: str) -> None:
+                 policy_of: Callable[[str | None], KeyPolicy]) -> None:
         self._static = [(name, digest_of(token)) for name, token in tokens.items()]
         self._file = (WatchedFile(token_file, read_token_file, what="token file", initial=[],
                                   describe=lambda keys: f"{len(keys)} key(s) ({', '.join(name for name, _ in keys)})")
                       if token_file else None)
-        self._routes = dict(routes or {})
-        self._default_prefix = default_prefix
+        self._policy_of = policy_of
+        self._principals: dict[str | None, Principal] = {}
         self._keys = list(self._static)
         if token_file:
             self.reload_if_changed()
@@ -75,8 +72,11 @@ class Authenticator:
         return True
 
     def principal(self, name: str | None) -> Principal:
-        route = self._routes.get(name, Route()) if name is not None else Route()
-        return Principal(name, route.prefix or self._default_prefix, route.bucket)
+        principal = self._principals.get(name)
+        if principal is None:
+            policy = self._policy_of(name)
+            principal = self._principals[name] = Principal(name, policy.prefix or "", policy.bucket, policy)
+        return principal
 
     def authenticate(self, authorization: str | None) -> Principal:
         """The matching key's principal; an anonymous one when no keys are configured."""

@@ -37,7 +37,10 @@ from ..decode.prepare import LOGS, TRACES, ExportContext, PreparedExport, comple
 from ..deliver.sink import ObjectSink
 from ..deliver.spool import Spool, SpoolFull, SpoolTooSmall
 from ..enrich.pricing import PriceBook
-from ..errors import InvalidRequest, PayloadTooLarge, RecordsTooLarge, SinkError, Unavailable
+from ..errors import InvalidRequest, PayloadTooLarge, RateLimited, RecordsTooLarge, SinkError, Unavailable
+from ..govern.identities import watch_pseudonym_key
+from ..govern.limits import KeyRates
+from ..govern.policy import KEEP, RecordPolicy
 from ..lake.encode import JSON_CONTENT_TYPE
 from ..lake.partitions import partition_dir
 from ..watched_file import WatchedFile
@@ -86,6 +89,7 @@ class ExportResult:
     stored_objects: int
     rejected_spans: int
     message: str | None
+    received: int = 0  # spans (log records) in the export, for the key's rate limits
 
 
 class InflightBytes:
@@ -145,6 +149,9 @@ class Ingestor:
         self._last_failure: str | None = None
         self._decode_failures: set[str] = set()
         self.inflight = InflightBytes(config.max_inflight_bytes)
+        self.pseudonym_key = watch_pseudonym_key(config.pseudonym_key_file)
+        self._rates = KeyRates(lambda name: (config.policy_of(name).max_spans_per_second,
+                                             config.policy_of(name).max_bytes_per_second))
         self.accepting = True
 
     def check_accepting(self) -> None:
@@ -174,18 +181,37 @@ class Ingestor:
         """Store what `body` (an OTLP traces or logs export) holds; `coding` is its Content-Encoding
         ("" when plain)."""
         config = self._config
+        try:
+            self._rates.admit(principal.name)
+        except RateLimited:
+            metrics.count_rate_limited(principal.name)
+            raise
         context = ExportContext(
             encoding=encoding, coding=coding, key_name=principal.name, transport=transport,
             received_at_unix_nano=self._clock(), non_llm_spans=config.non_llm_spans, template=config.path_template,
             prefix=principal.prefix, max_request_bytes=max_request_bytes,
             max_resource_bytes=config.max_resource_bytes, max_output_bytes=config.decoded_bytes_limit, signal=signal,
-            lake=config.writes_batches, prices=self._prices.value if self._prices is not None else PriceBook())
-        if signal == LOGS or expected_output_bytes(len(body), context) <= SPLIT_ABOVE_BYTES:
+            lake=config.writes_batches, prices=self._prices.value if self._prices is not None else PriceBook(),
+            policy=self._record_policy(principal))
+        received_bytes = len(body)
+        result = await self._export_whole_or_in_chunks(body, context, reservation, principal)
+        self._rates.charge(principal.name, result.received, received_bytes)
+        return result
+
+    def _record_policy(self, principal: Principal) -> RecordPolicy:
+        policy = principal.policy
+        return RecordPolicy(policy.content or KEEP, policy.identities or KEEP,
+                            1.0 if policy.sample is None else policy.sample,
+                            self.pseudonym_key.value if self.pseudonym_key is not None else None)
+
+    async def _export_whole_or_in_chunks(self, body: bytes, context: ExportContext, reservation: Reservation,
+                                         principal: Principal) -> ExportResult:
+        if context.signal == LOGS or expected_output_bytes(len(body), context) <= SPLIT_ABOVE_BYTES:
             held = reservation.size
             try:
                 return await self._export_chunk(body, context, reservation, principal)
             except RecordsTooLarge:  # more records than expected (the smallest spans): in chunks, then
-                if signal == LOGS:
+                if context.signal == LOGS:
                     raise
                 reservation.shrink_to(held)
         return await self._export_in_chunks(body, context, reservation, principal)
@@ -200,16 +226,17 @@ class Ingestor:
         reservation.add(max(0, sum(map(len, chunks)) - len(body)))
         del body
         context = replace(context, coding="")
-        stored, rejected, problems = 0, 0, []
+        stored, rejected, received, problems = 0, 0, 0, []
         chunks.reverse()
         while chunks:  # each chunk let go once spooled
             held = reservation.size
             result = await self._export_chunk(chunks.pop(), context, reservation, principal)
             reservation.shrink_to(held)
             stored, rejected = stored + result.stored_objects, rejected + result.rejected_spans
+            received += result.received
             if result.message and result.message not in problems:
                 problems.append(result.message)
-        return ExportResult(stored, rejected, "; ".join(problems[:MESSAGES_KEPT]) or None)
+        return ExportResult(stored, rejected, "; ".join(problems[:MESSAGES_KEPT]) or None, received)
 
     async def _export_chunk(self, body: bytes, context: ExportContext, reservation: Reservation,
                             principal: Principal) -> ExportResult:
@@ -246,7 +273,8 @@ class Ingestor:
             metrics.count_logs_export(transport, prepared.received, prepared.rejections)
         else:
             metrics.count_trace_export(transport, prepared.received, prepared.rejections, prepared.usage)
-        return ExportResult(len(items), rejected, "; ".join(problems) or None)
+        metrics.count_sampled_out(principal.name, prepared.sampled_out)
+        return ExportResult(len(items), rejected, "; ".join(problems) or None, prepared.received)
 
     async def _complete_with_known_events(self, prepared: PreparedExport, principal: Principal,
                                           items: list[Item]) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from ...govern.places import Places
 from ...values import as_text
 from ..messages import json_or_value
 from ..spans import Span
@@ -86,6 +87,19 @@ def is_call(span: Span) -> bool:
 
 
 CONTENT_IN_LOGS = frozenset(convention.source for convention in FIELD_ORDER if convention.content_in_logs)
+_CONTENT_KEYS = [key for convention in FIELD_ORDER for key in convention.content_keys]
+# Where records hold message text and end-user identities, for the keys' policies (`govern`).
+PLACES = Places(
+    content_keys=frozenset(key for key in _CONTENT_KEYS if not key.endswith(".")),
+    content_prefixes=tuple(key for key in _CONTENT_KEYS if key.endswith(".")),
+    content_events=frozenset({*gen_ai.PROMPT_EVENT_ROLES, gen_ai.CHOICE_EVENT, gen_ai.CONTENT_PROMPT_EVENT,
+                              gen_ai.CONTENT_COMPLETION_EVENT, gen_ai.OPERATION_DETAILS_EVENT}),
+    event_content_keys=frozenset({"content", "message", "tool_calls", "gen_ai.prompt", "gen_ai.completion"}),
+    # what fills `customer_id` / `session_id`, and OpenTelemetry's `user.*` / `enduser.*` attributes
+    identity_keys=frozenset(key for convention in FIELD_ORDER for name in ("customer_id", "session_id")
+                            for key in convention.fields.get(name, ())),
+    identity_prefixes=("user.", "enduser."),
+)
 
 
 def source_of(span: Span, a: Attributes) -> str:

@@ -57,6 +57,9 @@ class Convention:
     llm_if: Callable[[Mapping[str, Any]], bool] | None = None  # or this says so
     wraps: Callable[[Span], bool] | None = None  # a span around its calls (never a record, whatever it carries)
     content_heads: frozenset[str] = frozenset()  # key heads ("gen_ai.prompt") its prompt/completion use
+    # Keys that carry message text (a key, or a prefix ending in '.'): what a key's content policy
+    # removes or rewrites wherever it is left in a record (`govern.content`).
+    content_keys: tuple[str, ...] = ()
     prompt: tuple[PromptSource, ...] = ()
     prompt_fallbacks: tuple[PromptSource, ...] = ()  # tried after every convention's `prompt`
     completion: tuple[CompletionSource, ...] = ()

@@ -28,6 +28,8 @@ PROMPT_EVENT_ROLES = {"gen_ai.system.message": "system", "gen_ai.user.message": 
 CHOICE_EVENT = "gen_ai.choice"
 CONTENT_PROMPT_EVENT = "gen_ai.content.prompt"
 CONTENT_COMPLETION_EVENT = "gen_ai.content.completion"
+# One event of the whole call: `gen_ai.input.messages`, `gen_ai.output.messages`, ... as attributes.
+OPERATION_DETAILS_EVENT = "gen_ai.client.inference.operation.details"
 
 
 def _detects(span: Span, a: Attributes) -> bool:
@@ -125,6 +127,8 @@ CONVENTION = Convention(
     llm_keys=("gen_ai.request.model", "gen_ai.response.model", "gen_ai.usage.input_tokens",
               "gen_ai.usage.output_tokens", "gen_ai.usage.prompt_tokens", "gen_ai.usage.completion_tokens"),
     content_heads=frozenset({"gen_ai.system_instructions", "gen_ai.input", "gen_ai.output"}),
+    content_keys=("gen_ai.system_instructions", "gen_ai.input.messages", "gen_ai.output.messages",
+                  "gen_ai.tool.call.arguments", "gen_ai.tool.call.result", "gen_ai.event.content"),
     prompt=(_prompt,),
     prompt_fallbacks=(_prompt_from_events,),
     completion=(_completion,),

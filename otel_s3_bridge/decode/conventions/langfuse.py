@@ -74,6 +74,8 @@ CONVENTION = Convention(
     llm_keys=("langfuse.observation.model.name", USAGE),
     llm_if=lambda attributes: attributes.get("langfuse.observation.type") == "generation",
     content_heads=frozenset({"langfuse.observation"}),
+    content_keys=("langfuse.observation.input", "langfuse.observation.output", "langfuse.trace.input",
+                  "langfuse.trace.output"),
     prompt=(_prompt,),
     completion=(_completion,),
     status_message_keys=("langfuse.observation.status_message",),

@@ -86,6 +86,8 @@ CONVENTION = Convention(
               "llm.token_count.completion", "llm.token_count.total"),
     llm_if=lambda attributes: attributes.get("openinference.span.kind") == "LLM",
     content_heads=frozenset({"llm.input_messages", "llm.output_messages", "input.value", "output.value"}),
+    content_keys=("llm.input_messages.", "llm.output_messages.", "input.value", "output.value",
+                  "llm.prompts", "llm.prompt_template.variables", "tool.parameters", "message.content"),
     prompt=(_prompt,),
     prompt_fallbacks=(_input_value,),
     completion=(_completion,),

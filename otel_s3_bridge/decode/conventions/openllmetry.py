@@ -60,6 +60,8 @@ CONVENTION = Convention(
     },
     llm_keys=("llm.usage.total_tokens",),
     content_heads=frozenset({"gen_ai.prompt", "gen_ai.completion"}),
+    content_keys=("gen_ai.prompt.", "gen_ai.completion.", "llm.prompts", "llm.prompts.", "llm.completions",
+                  "llm.completions.", "traceloop.entity.input", "traceloop.entity.output"),
     prompt=(_prompt,),
     completion=(_completion,),
     metadata_prefixes=(ASSOCIATION,),

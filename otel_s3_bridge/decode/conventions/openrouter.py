@@ -71,6 +71,8 @@ CONVENTION = Convention(
         "native_finish_reason": ("trace.metadata.openrouter.finish_reason",),
     },
     content_heads=frozenset({"gen_ai.prompt", "gen_ai.completion"}),
+    content_keys=("gen_ai.prompt", "gen_ai.prompt.", "gen_ai.completion", "gen_ai.completion.", "span.input",
+                  "span.output"),
     prompt=(_prompt,),
     completion=(_completion,),
     finish_reason_keys=("gen_ai.response.finish_reason",),

@@ -1,0 +1,343 @@
+"""Governance per key, through the running bridge and the S3 server: each key's policy from the
+TOML config (`[keys.NAME]`), content dropped or hashed everywhere it occurs, identities turned
+into pseudonyms, calls sampled by trace id, and rate limits that refuse a whole export (429 /
+RESOURCE_EXHAUSTED with a retry time) without slowing another key.
+
+What a policy removes is looked for in every place the bridge writes: the objects in the bucket
+(Parquet read back, not scanned compressed), the spool's segment files, the join store, the
+bridge's log and its metrics.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import hmac
+import io
+import pathlib
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import orjson
+import pyarrow.parquet as pq
+import pytest
+import requests
+from conftest import TOKENS, S3Bridge, eventually, list_keys, new_bucket
+from google.rpc import error_details_pb2, status_pb2
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+from otlp_builders import request, span, to_protobuf
+from test_genai_events import call_span, log_record, logs_request, post_logs
+
+MARKER = "zebra-marker-7d41"  # in every message of every governed call; never anywhere after `drop`
+KEPT_MARKER = "kept-marker-19c3"  # the same calls from a key that keeps content: proof the places are looked at
+CUSTOMER, KEPT_CUSTOMER = "alice@example.com", "bob@example.com"
+SESSION = "session-42-q"
+SECRET = b"pseudonym-secret-for-tests-0123456789"
+
+
+def key_id(secret: bytes) -> str:
+    return "k" + hashlib.sha256(b"otel-s3-bridge pseudonym key id\0" + secret).hexdigest()[:8]
+
+
+def expected_pseudonym(value: str, secret: bytes = SECRET) -> str:
+    return f"{key_id(secret)}:{hmac.new(secret, value.encode(), hashlib.sha256).hexdigest()[:32]}"
+
+
+def ids() -> tuple[str, str]:
+    return uuid.uuid4().hex, uuid.uuid4().hex[:16]
+
+
+def openinference_call(trace_id: str, span_id: str, start: int) -> dict:
+    return span(trace_id, span_id, "ChatCompletion", {
+        "openinference.span.kind": "LLM", "llm.model_name": "gpt-4o-mini", "llm.provider": "openai",
+        "llm.token_count.prompt": 12, "llm.token_count.completion": 3,
+        "llm.input_messages.0.message.role": "user",
+        "llm.input_messages.0.message.content": f"My card is 4111 1111 1111 1111 {MARKER}",
+        "llm.output_messages.0.message.role": "assistant",
+        "llm.output_messages.0.message.content": f"Noted {MARKER}",
+        "input.value": orjson.dumps({"messages": [{"role": "user", "content": MARKER}]}).decode(),
+        "output.value": f"Noted {MARKER}", "user.id": CUSTOMER, "session.id": SESSION}, start=start)
+
+
+def genai_call(trace_id: str, span_id: str, start: int, *, status_error: bool = False, marker: str = MARKER,
+               customer: str = CUSTOMER, session: str = SESSION) -> dict:
+    built = span(trace_id, span_id, "chat gpt-4o-mini", {
+        "gen_ai.operation.name": "chat", "gen_ai.system": "openai", "gen_ai.request.model": "gpt-4o-mini",
+        "gen_ai.usage.input_tokens": 22, "gen_ai.usage.output_tokens": 7, "user.id": customer,
+        "gen_ai.conversation.id": session,
+        "gen_ai.input.messages": orjson.dumps([{"role": "user", "parts": [
+            {"type": "text", "content": f"What is the capital of France? {marker}"}]}]).decode(),
+        "gen_ai.output.messages": orjson.dumps([{"role": "assistant", "finish_reason": "stop", "parts": [
+            {"type": "text", "content": f"Paris. {marker}"}]}]).decode()}, start=start)
+    built["events"] = [{"timeUnixNano": str(start + 1), "name": "gen_ai.user.message",
+                        "attributes": [{"key": "content", "value": {"stringValue": f"again {marker}"}}]}]
+    if status_error:
+        built["status"] = {"code": 2, "message": "upstream failed"}
+    return built
+
+
+def bucket_text(s3, bucket: str) -> str:
+    """Everything the bucket holds, decoded: JSON objects as they are, lake files read back."""
+    texts = []
+    for key in list_keys(s3, bucket):
+        body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        if key.endswith(".parquet"):
+            texts.append(orjson.dumps(pq.read_table(io.BytesIO(body)).to_pylist(), default=str).decode())
+        elif key.endswith(".gz"):
+            texts.append(gzip.decompress(body).decode())
+        else:
+            texts.append(body.decode())
+    return "\n".join(texts)
+
+
+def files_text(directory: pathlib.Path) -> bytes:
+    return b"\n".join(path.read_bytes() for path in sorted(directory.rglob("*")) if path.is_file())
+
+
+def trace_records(s3, bucket: str) -> list[dict]:
+    return [orjson.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+            for key in list_keys(s3, bucket) if key.endswith(".json")]
+
+
+def write_config(tmp_path: pathlib.Path, text: str) -> str:
+    path = tmp_path / "bridge.toml"
+    path.write_text(text)
+    return str(path)
+
+
+def secret_file(tmp_path: pathlib.Path, secret: bytes = SECRET) -> str:
+    path = tmp_path / "pseudonym.key"
+    path.write_bytes(secret + b"\n")
+    return str(path)
+
+
+def test_drop_and_hmac_leave_no_message_and_no_identity_in_bucket_spool_join_store_log_or_metrics(
+        moto, s3, tmp_path):
+    config = write_config(tmp_path, """
+[keys.sdk]
+content = "drop"
+identities = "hmac"
+""")
+    spool, join = tmp_path / "spool", tmp_path / "join"
+    bridge = S3Bridge(moto, new_bucket(s3), tmp_path / "bridge.log",
+                      ["--config", config, "--pseudonym-key-file", secret_file(tmp_path), "--layout", "both",
+                       "--batch-max-age-seconds", "3600", "--spool-dir", str(spool), "--join-dir", str(join)])
+    try:
+        start = 1_790_000_000_000_000_000
+        (oi_trace, oi_span), (ga_trace, ga_span), (late_trace, late_span) = ids(), ids(), ids()
+        # The GenAI event logs of a call come first: they wait in the join store for its span.
+        events = [log_record(late_trace, late_span, "gen_ai.user.message", {"content": f"hello {MARKER}"}, start + 1),
+                  log_record(late_trace, late_span, "gen_ai.choice", {"index": 0, "finish_reason": "stop", "message": {
+                      "role": "assistant", "content": f"hi {MARKER}"}}, start + 2)]
+        assert post_logs(bridge, logs_request(*events)).status_code == 200
+        late = call_span(late_trace, late_span, start)
+        late["attributes"].append({"key": "user.id", "value": {"stringValue": CUSTOMER}})
+        for body in (request(openinference_call(oi_trace, oi_span, start)),
+                     request(genai_call(ga_trace, ga_span, start)), request(late)):
+            assert bridge.post(orjson.dumps(body), key="sdk").status_code == 200
+        # The same call from a key without a policy keeps everything, in the same places.
+        kept_trace, kept_span = ids()
+        kept = genai_call(kept_trace, kept_span, start, marker=KEPT_MARKER, customer=KEPT_CUSTOMER,
+                          session="kept-session")
+        assert bridge.post(orjson.dumps(request(kept)), key="openrouter").status_code == 200
+        eventually(lambda: len([k for k in list_keys(s3, bridge.bucket) if k.endswith(".json")]) == 4)
+
+        # Still in the spool (the lake files wait) and in the join store: looked at there first.
+        spooled, joined = files_text(spool), files_text(join)
+        assert oi_trace.encode() in spooled and late_trace.encode() in joined
+        assert KEPT_MARKER.encode() in spooled and KEPT_CUSTOMER.encode() in spooled
+        for secret in (MARKER, CUSTOMER, SESSION):
+            assert secret.encode() not in spooled and secret.encode() not in joined
+
+        records = {record["otel_trace_id"]: record for record in trace_records(s3, bridge.bucket)}
+        for trace_id in (oi_trace, ga_trace, late_trace):
+            record = records[trace_id]
+            text = orjson.dumps(record).decode()
+            assert MARKER not in text and CUSTOMER not in text and SESSION not in text, record
+            assert record["content_policy"] == "drop" and record["prompt"] is None and record["completion"] is None
+            assert record["customer_id"] == expected_pseudonym(CUSTOMER)
+            assert record["model"] and record["input_tokens"] and record["output_tokens"]
+        assert records[oi_trace]["session_id"] == records[ga_trace]["session_id"] == expected_pseudonym(SESSION)
+        assert records[kept_trace]["content_policy"] == "keep"
+        assert records[kept_trace]["customer_id"] == KEPT_CUSTOMER and records[kept_trace]["prompt"]
+        metrics = requests.get(f"http://127.0.0.1:{bridge.metrics_port}/metrics", timeout=10).text
+    finally:
+        assert bridge.stop() == 0
+    lake = bucket_text(s3, bridge.bucket)
+    assert ".parquet" in "".join(list_keys(s3, bridge.bucket)) and oi_trace in lake and KEPT_MARKER in lake
+    assert MARKER not in lake and CUSTOMER not in lake and SESSION not in lake
+    assert MARKER not in bridge.log and CUSTOMER not in bridge.log and SECRET.decode() not in bridge.log
+    assert MARKER not in metrics and CUSTOMER not in metrics
+
+
+def sha256_text(text: str) -> str:
+    return f"sha256:{hashlib.sha256(text.encode()).hexdigest()}:{len(text)}"
+
+
+def test_hash_replaces_each_text_by_its_digest_and_length_so_equal_prompts_compare_equal(moto, s3, tmp_path):
+    bridge = S3Bridge(moto, new_bucket(s3), tmp_path / "bridge.log",
+                      ["--ack", "upload", "--content", "hash"])  # the default policy, from its flag
+    try:
+        start = 1_790_000_000_000_000_000
+        (first, first_span), (second, second_span) = ids(), ids()
+        for trace_id, span_id in ((first, first_span), (second, second_span)):
+            body = orjson.dumps(request(genai_call(trace_id, span_id, start)))
+            assert bridge.post(body, key="sdk").status_code == 200
+        records = {record["otel_trace_id"]: record for record in trace_records(s3, bridge.bucket)}
+    finally:
+        assert bridge.stop() == 0
+    question, answer = f"What is the capital of France? {MARKER}", f"Paris. {MARKER}"
+    for record in records.values():
+        assert record["content_policy"] == "hash"
+        assert record["prompt"] == [{"role": "user", "parts": [{"type": "text", "content": sha256_text(question)}]}]
+        assert record["completion"]["text"] == sha256_text(answer)
+        assert [event["attributes"]["content"] for event in record["events"]] == [sha256_text(f"again {MARKER}")]
+        assert (record["model"], record["input_tokens"], record["output_tokens"]) == ("gpt-4o-mini", 22, 7)
+        assert record["customer_id"] == CUSTOMER  # identities are another setting
+        assert MARKER not in orjson.dumps(record).decode()
+    assert records[first]["prompt"] == records[second]["prompt"]
+
+
+def test_sampling_keeps_whole_traces_by_trace_id_and_every_errored_call_and_counts_the_rest(moto, s3, tmp_path):
+    config = write_config(tmp_path, '[keys.sdk]\nsample = 0.3\n')
+    bridge = S3Bridge(moto, new_bucket(s3), tmp_path / "bridge.log", ["--ack", "upload", "--config", config])
+    try:
+        start = 1_790_000_000_000_000_000
+        calls = [ids() for _ in range(120)]
+        errored = [ids() for _ in range(10)]
+        spans = [genai_call(t, s, start) for t, s in calls] + [genai_call(t, s, start, status_error=True)
+                                                               for t, s in errored]
+        # a second span of each of the first 20 traces, in another export: the same decision
+        later = [genai_call(t, uuid.uuid4().hex[:16], start + 10 ** 10) for t, _ in calls[:20]]
+        unpoliced = [ids() for _ in range(5)]
+        answer = bridge.post(to_protobuf(request(*spans)), key="sdk",
+                             headers={"Content-Type": "application/x-protobuf"})
+        assert answer.status_code == 200
+        assert bridge.post(orjson.dumps(request(*later)), key="sdk").status_code == 200
+        assert bridge.post(orjson.dumps(request(*[genai_call(t, s, start) for t, s in unpoliced])),
+                           key="openrouter").status_code == 200  # a key without a policy: all stored
+        stored = [record["otel_trace_id"] for record in trace_records(s3, bridge.bucket)]
+        metrics = bridge.metrics()
+    finally:
+        assert bridge.stop() == 0
+    # OpenTelemetry's consistent sampling: the trace id's low 56 bits against the share.
+    kept = {t for t, _ in calls if int(t[-14:], 16) < 0.3 * 2 ** 56}
+    assert 15 < len(kept) < 60  # the ids are random: the share holds roughly
+    expected = sorted([t for t, _ in calls if t in kept] + [t for t, _ in errored]
+                      + [t for t, _ in calls[:20] if t in kept] + [t for t, _ in unpoliced])
+    assert sorted(stored) == expected
+    sampled_out = (len(calls) - len(kept)) + sum(1 for t, _ in calls[:20] if t not in kept)
+    assert metrics[("otel_s3_bridge_calls_sampled_out_total", (("key", "sdk"),))] == sampled_out
+
+
+def test_a_key_over_its_rates_is_refused_whole_with_a_retry_time_and_another_key_is_not(moto, s3, tmp_path):
+    config = write_config(tmp_path, "[keys.openrouter]\nmax_spans_per_second = 20\n")
+    bridge = S3Bridge(moto, new_bucket(s3), tmp_path / "bridge.log", ["--ack", "upload", "--config", config])
+    try:
+        start = 1_790_000_000_000_000_000
+        answers: dict[str, list[tuple[requests.Response, list[str]]]] = {"openrouter": [], "sdk": []}
+
+        def send(key: str) -> None:
+            traces = [ids() for _ in range(10)]
+            body = orjson.dumps(request(*[genai_call(t, s, start) for t, s in traces]))
+            answers[key].append((bridge.post(body, key=key), [t for t, _ in traces]))
+
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(send, ["openrouter", "sdk"] * 20))
+        stored = {record["otel_trace_id"] for record in trace_records(s3, bridge.bucket)}
+        limited = [(answer, traces) for answer, traces in answers["openrouter"] if answer.status_code == 429]
+        assert limited and all(answer.status_code == 200 for answer, _ in answers["sdk"])
+        assert {answer.status_code for answer, _ in answers["openrouter"]} == {200, 429}
+        for answer, traces in limited:
+            assert int(answer.headers["Retry-After"]) >= 1
+            status = status_pb2.Status.FromString(answer.content) if answer.headers["Content-Type"].endswith(
+                "protobuf") else orjson.loads(answer.content)
+            assert "max_spans_per_second" in (status.message if hasattr(status, "message") else status["message"])
+            assert not stored & set(traces)  # nothing of a refused export is stored
+        for answer, traces in answers["openrouter"] + answers["sdk"]:
+            if answer.status_code == 200:
+                assert set(traces) <= stored
+
+        # gRPC: RESOURCE_EXHAUSTED with RetryInfo, for the limited key only.
+        channel = grpc.insecure_channel(bridge.grpc_target)
+        stub = trace_service_pb2_grpc.TraceServiceStub(channel)
+        message = trace_service_pb2.ExportTraceServiceRequest.FromString(
+            to_protobuf(request(*[genai_call(*ids(), start) for _ in range(30)])))
+        refusals = []
+
+        def export(key: str) -> grpc.StatusCode:
+            try:
+                stub.Export(message, metadata=[("authorization", f"Bearer {TOKENS[key]}")], timeout=30)
+                return grpc.StatusCode.OK
+            except grpc.RpcError as error:
+                refusals.append(error)
+                return error.code()
+
+        eventually(lambda: export("openrouter") == grpc.StatusCode.OK)  # once its debt is paid
+        assert export("openrouter") == grpc.StatusCode.RESOURCE_EXHAUSTED  # 30 spans > 20 a second: in debt
+        assert export("sdk") == grpc.StatusCode.OK
+        channel.close()
+        for error in refusals:
+            assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            details = [status_pb2.Status.FromString(value) for name, value in error.trailing_metadata()
+                       if name == "grpc-status-details-bin"]
+            info = error_details_pb2.RetryInfo()
+            assert details and details[0].details[0].Unpack(info) and info.retry_delay.seconds >= 1
+        metrics = bridge.metrics()
+    finally:
+        assert bridge.stop() == 0
+    assert metrics[("otel_s3_bridge_exports_rate_limited_total", (("key", "openrouter"),))] >= len(limited) + 1
+
+
+def test_key_policies_in_the_config_are_checked_with_the_keys_and_the_old_flags_keep_working(tmp_path):
+    from otel_s3_bridge.config.load import load_config
+    from otel_s3_bridge.errors import ConfigError
+    tokens = ["team-a=tok-team-a-0000000001", "team-b=tok-team-b-0000000002"]
+    good = write_config(tmp_path, """
+[keys.team-a]
+prefix = "traces/team-a"
+bucket = "team-a-traces"
+content = "drop"
+sample = 0.25
+max_spans_per_second = 500
+max_bytes_per_second = 5_000_000
+""")
+    config = load_config({"config": good, "tokens": tokens, "key_prefixes": ["team-b=traces/team-b"],
+                          "content": "hash"}, env={})
+    team_a, team_b = config.policy_of("team-a"), config.policy_of("team-b")
+    assert (team_a.prefix, team_a.bucket, team_a.content, team_a.sample, team_a.max_spans_per_second) == (
+        "traces/team-a", "team-a-traces", "drop", 0.25, 500)
+    assert (team_b.prefix, team_b.bucket, team_b.content, team_b.sample) == ("traces/team-b", None, "hash", 1.0)
+    from_env = load_config({"tokens": tokens}, env={"OTEL_S3_BRIDGE_KEYS": '{"team-b": {"identities": "drop"}}'})
+    assert from_env.policy_of("team-b").identities == "drop"
+
+    bad = write_config(tmp_path, """
+[keys.team-a]
+prefix = "traces/other"
+content = "shred"
+colour = "red"
+[keys.nobody]
+sample = 2
+[keys.team-b]
+identities = "hmac"
+""")
+    with pytest.raises(ConfigError) as raised:
+        load_config({"config": bad, "tokens": tokens, "key_prefixes": ["team-a=traces/team-a"]}, env={})
+    text = "\n".join(raised.value.problems)
+    for expected in ("keys.team-a.content: must be one of keep, drop, hash", "unknown setting 'colour'",
+                     "keys.nobody.sample: must be a number from 0 to 1"):
+        assert expected in text, text
+    with pytest.raises(ConfigError) as raised:
+        load_config({"config": write_config(tmp_path, '[keys.nobody]\nsample = 0.5\n[keys.team-a]\nprefix = "x/a"\n'
+                                            '[keys.team-b]\nidentities = "hmac"\n'),
+                     "tokens": tokens, "key_prefixes": ["team-a=traces/team-a"]}, env={})
+    text = "\n".join(raised.value.problems)
+    for expected in ("keys: 'nobody' is not the name of a key", "'team-a' has another prefix in keys.team-a",
+                     "--pseudonym-key-file: identities = hmac needs a secret"):
+        assert expected in text, text
+    short = tmp_path / "short.key"
+    short.write_bytes(b"too-short")
+    with pytest.raises(ConfigError) as raised:
+        load_config({"tokens": tokens, "identities": "hmac", "pseudonym_key_file": str(short)}, env={})
+    assert "at least 16 bytes" in str(raised.value) and "too-short" not in str(raised.value)
