@@ -341,3 +341,27 @@ identities = "hmac"
     with pytest.raises(ConfigError) as raised:
         load_config({"tokens": tokens, "identities": "hmac", "pseudonym_key_file": str(short)}, env={})
     assert "at least 16 bytes" in str(raised.value) and "too-short" not in str(raised.value)
+
+
+@pytest.mark.parametrize("put_path", ["direct", "aiobotocore"])
+def test_objects_carry_encryption_storage_class_and_tags_signed_on_every_put_path(moto, s3, tmp_path, put_path):
+    """Read back from the S3 server: a small object (one PUT) and one over --s3-multipart-bytes (parts)."""
+    bridge = S3Bridge(moto, new_bucket(s3), tmp_path / "bridge.log",
+                      ["--ack", "upload", "--s3-put-path", put_path, "--s3-sse", "AES256",
+                       "--s3-storage-class", "STANDARD_IA", "--s3-tags", "team=ml platform, retention=90d",
+                       "--s3-multipart-bytes", str(5 * 1024 * 1024)])
+    try:
+        start = 1_790_000_000_000_000_000
+        small, large = ids(), ids()
+        assert bridge.post(orjson.dumps(request(genai_call(*small, start)))).status_code == 200
+        big = genai_call(*large, start, marker="x" * (6 * 1024 * 1024))
+        assert bridge.post(orjson.dumps(request(big))).status_code == 200
+    finally:
+        assert bridge.stop() == 0
+    keys = {key.rsplit("/", 1)[1].split("-")[0]: key for key in list_keys(s3, bridge.bucket)}
+    for trace_id in (small[0], large[0]):
+        head = s3.head_object(Bucket=bridge.bucket, Key=keys[trace_id])
+        assert head["ServerSideEncryption"] == "AES256" and head["StorageClass"] == "STANDARD_IA"
+        tags = s3.get_object_tagging(Bucket=bridge.bucket, Key=keys[trace_id])["TagSet"]
+        assert sorted((tag["Key"], tag["Value"]) for tag in tags) == [("retention", "90d"), ("team", "ml platform")]
+    assert head["ContentLength"] > 6 * 1024 * 1024 and "-" in head["ETag"]  # the large one went up in parts

@@ -14,6 +14,7 @@ from typing import Any
 
 from ..govern.policy import CONTENT_MODES, IDENTITY_MODES, KeyPolicy
 from ..lake.keys import KeyTemplate, compile_template, validate_prefix
+from ..lake.object_controls import SSE_MODES, ObjectControls, parse_storage_class, parse_tags
 from . import parsers
 from .tokens import NamedToken
 
@@ -217,6 +218,16 @@ class BridgeConfig:
         "direct", "how objects are put: direct (signed and sent by the bridge: about a tenth of the CPU) or "
         "aiobotocore (put_object, for a store the direct path does not suit)",
         parsers.choice("direct", "aiobotocore"), group=S3_CLIENT, commands=CHECK)
+    s3_sse: str = _option("off", "server-side encryption of every object: off, AES256 or aws:kms",
+                          parsers.choice(*SSE_MODES), group=S3_CLIENT, commands=CHECK, metavar="|".join(SSE_MODES))
+    s3_sse_kms_key_id: str | None = _option(None, "the KMS key of --s3-sse aws:kms (default: the bucket's)",
+                                            parsers.optional_text, group=S3_CLIENT, commands=CHECK, metavar="KEY_ID")
+    s3_storage_class: str | None = _option(
+        None, "storage class of every object (STANDARD_IA, INTELLIGENT_TIERING, ...)", parse_storage_class,
+        group=S3_CLIENT, commands=CHECK, metavar="CLASS")
+    s3_tags: tuple[tuple[str, str], ...] = _option(
+        (), "tags of every object, for lifecycle rules and cost reports", parse_tags, group=S3_CLIENT,
+        commands=CHECK, metavar="KEY=VALUE,...")
     s3_multipart_bytes: int = _option(
         16 * 1024 * 1024, "objects larger than this go up as multipart uploads, in parts of this size",
         parsers.integer(5 * 1024 * 1024, 5 * 1024 ** 3), group=S3_CLIENT, commands=CHECK, metavar="BYTES")
@@ -226,6 +237,10 @@ class BridgeConfig:
         serves the metrics of all."""
         return replace(self, spool_dir=str(Path(self.spool_dir) / f"worker-{index}"), join_dir=self.join_directory,
                        metrics_port=self.metrics_port if index == 0 else 0)
+
+    @property
+    def object_controls(self) -> ObjectControls:
+        return ObjectControls(self.s3_sse, self.s3_sse_kms_key_id, self.s3_storage_class, self.s3_tags)
 
     @property
     def default_policy(self) -> KeyPolicy:

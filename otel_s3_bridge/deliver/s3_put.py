@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, NamedTuple
 from urllib.parse import quote, urlsplit
 
@@ -61,8 +61,9 @@ def place(base_url: str) -> Place:
 class PutPath:
     def __init__(self, *, region: str, credentials: Callable[[], Awaitable[Any]],
                  base_url: Callable[[str], Awaitable[str]], connect_timeout: float, read_timeout: float,
-                 max_connections: int) -> None:
+                 max_connections: int, object_headers: Mapping[str, str] | None = None) -> None:
         self._signer = Signer(region)
+        self._object_headers = dict(object_headers or {})
         self._credentials = credentials
         self._resolve = base_url
         self._places: dict[str, Place] = {}
@@ -88,7 +89,7 @@ class PutPath:
         quoted = quote(key, safe="/~")
         payload = UNSIGNED_PAYLOAD if where.https else hashlib.sha256(body).hexdigest()
         headers = self._signer.put_headers(where.host, where.path + quoted, content_type, payload, credentials,
-                                           time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()))
+                                           time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()), self._object_headers)
         deadline = self._connect_timeout + self._read_timeout + len(body) / MIN_SEND_BYTES_PER_SECOND
         timeout = aiohttp.ClientTimeout(total=deadline, connect=self._connect_timeout, sock_read=self._read_timeout)
         async with self._session.put(URL(where.base + quoted, encoded=True), data=body, headers=headers,

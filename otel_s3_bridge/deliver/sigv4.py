@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Mapping
 from typing import NamedTuple
 
 ALGORITHM = "AWS4-HMAC-SHA256"
@@ -38,13 +39,14 @@ class Signer:
         return key
 
     def put_headers(self, host: str, path: str, content_type: str, payload_hash: str, credentials: Credentials,
-                    amz_date: str) -> dict[str, str]:
+                    amz_date: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         """The headers of `PUT {path}` (already URI-encoded, no query) to `host` (with its port when
         not the scheme's default), signed. `amz_date` is `YYYYMMDDTHHMMSSZ`."""
         headers = {"content-type": content_type, "host": host, "x-amz-content-sha256": payload_hash,
                    "x-amz-date": amz_date}
         if credentials.token:
             headers["x-amz-security-token"] = credentials.token
+        headers.update(extra or {})  # `x-amz-*` object controls: signed like the rest
         names = sorted(headers)
         signed = ";".join(names)
         canonical = "\n".join(["PUT", path, "", *(f"{name}:{' '.join(headers[name].split())}" for name in names), "",

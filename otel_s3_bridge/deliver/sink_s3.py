@@ -80,7 +80,8 @@ class S3Sink:
         self._puts = PutPath(region=self._client.meta.region_name or "us-east-1",
                              credentials=credentials.get_frozen_credentials if credentials else _no_credentials,
                              base_url=self._base_url, connect_timeout=min(5, self.config.s3_timeout_seconds),
-                             read_timeout=self.config.s3_timeout_seconds, max_connections=64)
+                             read_timeout=self.config.s3_timeout_seconds, max_connections=64,
+                             object_headers=self.config.object_controls.headers())
         await self._puts.open()
         self._stack.push_async_callback(self._puts.aclose)
 
@@ -99,7 +100,8 @@ class S3Sink:
             elif self._puts is not None:
                 await self._puts.put(bucket, key, body, content_type)
             else:
-                await self._client.put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type)
+                await self._client.put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type,
+                                              **self.config.object_controls.put_arguments())
         except Exception as exc:  # every failure is classified; none may escape as a 500
             raise self.classify(exc, bucket) from exc
 
@@ -107,7 +109,8 @@ class S3Sink:
         """One object in parts of --s3-multipart-bytes, a few at once; an upload that fails is
         aborted, so that no parts are left to be billed."""
         size = self.config.s3_multipart_bytes
-        created = await self._client.create_multipart_upload(Bucket=bucket, Key=key, ContentType=content_type)
+        created = await self._client.create_multipart_upload(Bucket=bucket, Key=key, ContentType=content_type,
+                                                             **self.config.object_controls.put_arguments())
         upload_id = created["UploadId"]
         slots = asyncio.Semaphore(MULTIPART_PARTS_AT_ONCE)
 
