@@ -365,3 +365,26 @@ def test_objects_carry_encryption_storage_class_and_tags_signed_on_every_put_pat
         tags = s3.get_object_tagging(Bucket=bridge.bucket, Key=keys[trace_id])["TagSet"]
         assert sorted((tag["Key"], tag["Value"]) for tag in tags) == [("retention", "90d"), ("team", "ml platform")]
     assert head["ContentLength"] > 6 * 1024 * 1024 and "-" in head["ETag"]  # the large one went up in parts
+
+
+def test_a_rotated_pseudonym_secret_is_read_again_and_named_by_its_key_id(moto, s3, tmp_path):
+    key_file = secret_file(tmp_path)
+    bridge = S3Bridge(moto, new_bucket(s3), tmp_path / "bridge.log",
+                      ["--ack", "upload", "--identities", "hmac", "--pseudonym-key-file", key_file])
+    rotated = b"the-rotated-pseudonym-secret-0002"
+    try:
+        start = 1_790_000_000_000_000_000
+
+        def customer_of_a_new_call() -> str:
+            trace_id, span_id = ids()
+            assert bridge.post(orjson.dumps(request(genai_call(trace_id, span_id, start)))).status_code == 200
+            return next(record["customer_id"] for record in trace_records(s3, bridge.bucket)
+                        if record["otel_trace_id"] == trace_id)
+
+        assert customer_of_a_new_call() == expected_pseudonym(CUSTOMER)
+        pathlib.Path(key_file).write_bytes(rotated)
+        eventually(lambda: customer_of_a_new_call() == expected_pseudonym(CUSTOMER, rotated), 30)
+    finally:
+        assert bridge.stop() == 0
+    assert key_id(rotated) != key_id(SECRET)
+    assert rotated.decode() not in bridge.log and SECRET.decode() not in bridge.log and CUSTOMER not in bridge.log

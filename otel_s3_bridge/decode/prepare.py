@@ -9,8 +9,10 @@ decode process for large ones (`decode.pool`): everything it needs comes in as a
 (`ExportContext`, picklable), everything it found goes out in a `PreparedExport`, so that where
 it runs changes nothing. Memory is bounded by the context: the body by `max_request_bytes` once
 inflated, the encoded objects by `max_output_bytes` (beyond: `PayloadTooLarge`, the export can
-never be held), and records are encoded one at a time and let go. Raises only `InvalidRequest`
-and `PayloadTooLarge`. Must not do I/O or read clocks.
+never be held), and records are encoded one at a time and let go. The sending key's policy
+(`govern`) is applied to each record (and to a logs export's events) before it is encoded, so
+nothing it removes is ever spooled or kept for a join. Raises only `InvalidRequest` and
+`PayloadTooLarge`. Must not do I/O or read clocks.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ import hmac
 from collections.abc import Callable
 from typing import Any
 
+from .. import memo
 from ..watched_file import WatchedFile
 from .places import Places, rewritten
 from .policy import KEEP, PseudonymKey
@@ -23,6 +24,8 @@ from .policy import KEEP, PseudonymKey
 HMAC, DROP = "hmac", "drop"
 MIN_SECRET_BYTES = 16
 PSEUDONYM_HEX = 32
+PSEUDONYMS_KEPT = 4096
+_PSEUDONYMS: dict[tuple[str, str], str] = {}
 # Custom metadata entries that name the end user or the session, whatever convention sent them.
 METADATA_IDENTITY_NAMES = frozenset({"userid", "user", "username", "useremail", "email", "customerid", "enduserid",
                                      "sessionid", "conversationid"})
@@ -54,8 +57,12 @@ def watch_pseudonym_key(path: str | None) -> WatchedFile[PseudonymKey | None] | 
 
 def pseudonym(key: PseudonymKey, value: Any) -> str:
     text = value if isinstance(value, str) else str(value)
+    # The same customers and sessions come again and again; an HMAC costs ~3 us. Kept in memory only.
+    found = _PSEUDONYMS.get((key.key_id, text))
+    if found is not None:
+        return found
     digest = hmac.new(key.secret, text.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
-    return f"{key.key_id}:{digest[:PSEUDONYM_HEX]}"
+    return memo.remember(_PSEUDONYMS, (key.key_id, text), f"{key.key_id}:{digest[:PSEUDONYM_HEX]}", PSEUDONYMS_KEPT)
 
 
 def _rewrite(value: Any, mode: str, key: PseudonymKey | None) -> Any:

@@ -273,7 +273,7 @@ class Ingestor:
             metrics.count_logs_export(transport, prepared.received, prepared.rejections)
         else:
             metrics.count_trace_export(transport, prepared.received, prepared.rejections, prepared.usage)
-        metrics.count_sampled_out(principal.name, prepared.sampled_out)
+            metrics.count_sampled_out(principal.name, prepared.sampled_out)  # (a call's events are not a call)
         return ExportResult(len(items), rejected, "; ".join(problems) or None, prepared.received)
 
     async def _complete_with_known_events(self, prepared: PreparedExport, principal: Principal,
