@@ -86,7 +86,8 @@ def measure(repeats: int) -> dict:
                                        for name in ("identities_hmac", "identities_drop")},
             "sample_half_us_per_span": per_span["sample_0.5"] - per_span["keep"]}
     limiter = statistics.median(limiter_us_per_export() for _ in range(3))
-    return {"spans_per_export": SPANS, "exports": EXPORTS, "sizes": sizes,
+    return {"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "spans_per_export": SPANS, "exports": EXPORTS,
+            "sizes": sizes,
             "rate_limit_us_per_export": limiter, "rate_limit_us_per_span": limiter / SPANS}
 
 

@@ -190,6 +190,8 @@ def write_report(results: dict, path: Path) -> None:
         lines += _answers_section(results)
     if "cpu_floor" in results:
         lines += _capacity_section(results)
+    if "governance" in results:
+        lines += _governance_section(results["governance"])
     analysis = HERE / "analysis.md"
     if analysis.exists():
         lines += [analysis.read_text().rstrip(), ""]
@@ -548,3 +550,30 @@ def _capacity_section(results: dict) -> list[str]:
 if __name__ == "__main__":
     source = Path(sys.argv[1]) if len(sys.argv) > 1 else HERE / "results.json"
     write_report(json.loads(source.read_text()), HERE / "RESULTS.md")
+
+
+def _governance_section(g: dict) -> list[str]:
+    sizes = g["sizes"]
+    lines = [
+        "## 12. What each key's policy costs (issue 22)",
+        "",
+        f"`python -m bench.governance_bench`{' (' + g['when'] + ')' if 'when' in g else ''}: `prepare_export` "
+        f"in-process over {g['exports']} OTLP/protobuf exports of {g['spans_per_export']} GenAI chat spans whose "
+        "prompt and completion each hold about 1 KiB or 8 KiB of text, process CPU, the least disturbed of 5 "
+        "passes. Content policies per KiB of message text (the difference to `keep` on the same bodies); the "
+        "others per span.",
+        "",
+        "| message text per span | keep µs/span | drop µs/KiB | hash µs/KiB | identities hmac µs/span "
+        "| identities drop µs/span | sample 0.5 µs/span |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, size in sizes.items():
+        lines.append(
+            f"| {_f(size['message_kib_per_span'])} KiB | {_f(size['us_per_span']['keep'])} "
+            f"| {_f(size['content_us_per_kib']['drop'], 2)} | {_f(size['content_us_per_kib']['hash'], 2)} "
+            f"| {_f(size['identities_us_per_span']['identities_hmac'])} "
+            f"| {_f(size['identities_us_per_span']['identities_drop'])} | {_f(size['sample_half_us_per_span'])} |")
+    lines += ["", f"The per-key rate limiter (admit + charge): {_f(g['rate_limit_us_per_export'], 2)} µs per export, "
+              f"{_f(g['rate_limit_us_per_span'], 3)} µs per span of a 100-span export. `redact` is not built yet "
+              "(issue 22, item 3).", ""]
+    return lines

@@ -367,6 +367,13 @@ def measure_answers(runs: int) -> dict:
     return json.loads(done.stdout)
 
 
+def measure_governance() -> dict:
+    """bench.governance_bench: each content policy per KiB of message text, identities, sampling, rates."""
+    done = subprocess.run([sys.executable, "-m", "bench.governance_bench"], check=True, cwd=ROOT,
+                          capture_output=True, text=True)
+    return json.loads(done.stdout)
+
+
 def machine() -> dict:
     model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                   if line.startswith("model name")), platform.processor())
@@ -443,6 +450,8 @@ def main() -> None:
         step("beside Arize Phoenix, same load")
         results["phoenix"] = (phoenix.measure() if phoenix.PHOENIX.exists()
                               else {"missing": f"{phoenix.PHOENIX} (bash bench/run installs it)"})
+        step("governance: what each key policy costs")
+        results["governance"] = measure_governance()
         step("report over 1 million records, batch layout")
         results["report_batch"] = measure_report(1_000_000, "batch", args.runs)
         step("report over 1 million records, trace layout (one run)")
