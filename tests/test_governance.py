@@ -388,3 +388,27 @@ def test_a_rotated_pseudonym_secret_is_read_again_and_named_by_its_key_id(moto, 
         assert bridge.stop() == 0
     assert key_id(rotated) != key_id(SECRET)
     assert rotated.decode() not in bridge.log and SECRET.decode() not in bridge.log and CUSTOMER not in bridge.log
+
+
+def test_hash_takes_message_json_nested_deeper_than_python_recurses(moto, s3, tmp_path):
+    """An attack on `hash`: a content attribute holding JSON 900 levels deep (and 5,000, which JSON
+    parsers refuse) must be stored hashed, not crash the export."""
+    bridge = S3Bridge(moto, new_bucket(s3), tmp_path / "bridge.log", ["--ack", "upload", "--content", "hash"])
+    try:
+        start = 1_790_000_000_000_000_000
+        stored = {}
+        for depth in (900, 5000):
+            trace_id, span_id = ids()
+            call = openinference_call(trace_id, span_id, start)
+            call["attributes"] = [a for a in call["attributes"] if a["key"] != "input.value"] + [
+                {"key": "input.value", "value": {"stringValue": "[" * depth + f'"{MARKER}"' + "]" * depth}}]
+            answer = bridge.post(orjson.dumps(request(call)), key="sdk")
+            assert answer.status_code == 200, answer.text
+            assert "rejected" not in answer.text, answer.text
+            stored[depth] = next(record for record in trace_records(s3, bridge.bucket)
+                                 if record["otel_trace_id"] == trace_id)
+    finally:
+        assert bridge.stop() == 0
+    for record in stored.values():
+        assert MARKER not in orjson.dumps(record).decode() and record["content_policy"] == "hash"
+    assert "could not be decoded" not in bridge.log

@@ -22,6 +22,9 @@ from .places import Places, rewritten
 from .policy import KEEP
 
 DROP, HASH = "drop", "hash"
+# Messages nest a few levels (message -> parts -> part -> content); anything deeper is hashed as one
+# text, so that a client's deeply nested JSON never meets Python's recursion limit.
+MAX_DEPTH = 32
 # Inside a message or a completion, what describes it rather than says it.
 STRUCTURE_KEYS = frozenset({"role", "type", "name", "id", "tool_call_id", "finish_reason", "mime_type", "index",
                             "modality"})
@@ -31,20 +34,34 @@ def hashed_text(text: str) -> str:
     return f"sha256:{hashlib.sha256(text.encode('utf-8', 'surrogatepass')).hexdigest()}:{len(text)}"
 
 
-def _hash_leaves(value: Any) -> Any:
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether `value` nests more than `limit` levels (walked without recursion)."""
+    pending = [(value, 0)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, (dict, list)):
+            if depth >= limit:
+                return True
+            pending.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return False
+
+
+def _hash_leaves(value: Any, depth: int = 0) -> Any:
     if isinstance(value, str):
-        if value[:1] in ("[", "{"):  # a JSON text of messages: its strings hashed, its shape kept
+        if value[:1] in ("[", "{") and depth == 0:  # a JSON text of messages: its strings hashed, its shape kept
             try:
                 document = orjson.loads(value)
             except orjson.JSONDecodeError:
                 return hashed_text(value)
-            return orjson.dumps(_hash_leaves(document)).decode()
+            if _deeper_than(document, MAX_DEPTH):  # deeper than messages go: hashed as one text
+                return hashed_text(value)
+            return orjson.dumps(_hash_leaves(document, depth + 1)).decode()
         return hashed_text(value)
     if isinstance(value, dict):
-        return {key: item if key in STRUCTURE_KEYS and not isinstance(item, (dict, list)) else _hash_leaves(item)
-                for key, item in value.items()}
+        return {key: item if key in STRUCTURE_KEYS and not isinstance(item, (dict, list))
+                else _hash_leaves(item, depth + 1) for key, item in value.items()}
     if isinstance(value, list):
-        return [_hash_leaves(item) for item in value]
+        return [_hash_leaves(item, depth + 1) for item in value]
     return value
 
 
