@@ -61,6 +61,7 @@ class S3Sink:
         self._stack = contextlib.AsyncExitStack()
         self._client: Any = None
         self._puts: PutPath | None = None  # the direct path (--s3-put-path direct)
+        self._object_arguments = config.object_controls.put_arguments()  # --s3-sse, --s3-storage-class, ...
 
     async def open(self) -> None:
         client_config = AioConfig(
@@ -101,7 +102,7 @@ class S3Sink:
                 await self._puts.put(bucket, key, body, content_type)
             else:
                 await self._client.put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type,
-                                              **self.config.object_controls.put_arguments())
+                                              **self._object_arguments)
         except Exception as exc:  # every failure is classified; none may escape as a 500
             raise self.classify(exc, bucket) from exc
 
@@ -110,7 +111,7 @@ class S3Sink:
         aborted, so that no parts are left to be billed."""
         size = self.config.s3_multipart_bytes
         created = await self._client.create_multipart_upload(Bucket=bucket, Key=key, ContentType=content_type,
-                                                             **self.config.object_controls.put_arguments())
+                                                             **self._object_arguments)
         upload_id = created["UploadId"]
         slots = asyncio.Semaphore(MULTIPART_PARTS_AT_ONCE)
 

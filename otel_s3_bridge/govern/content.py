@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from ..values import nested_deeper_than
 from .places import Places, rewritten
 from .policy import KEEP
 
@@ -34,18 +35,6 @@ def hashed_text(text: str) -> str:
     return f"sha256:{hashlib.sha256(text.encode('utf-8', 'surrogatepass')).hexdigest()}:{len(text)}"
 
 
-def _deeper_than(value: Any, limit: int) -> bool:
-    """Whether `value` nests more than `limit` levels (walked without recursion)."""
-    pending = [(value, 0)]
-    while pending:
-        item, depth = pending.pop()
-        if isinstance(item, (dict, list)):
-            if depth >= limit:
-                return True
-            pending.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
-    return False
-
-
 def _hash_leaves(value: Any, depth: int = 0) -> Any:
     if isinstance(value, str):
         if value[:1] in ("[", "{") and depth == 0:  # a JSON text of messages: its strings hashed, its shape kept
@@ -53,7 +42,7 @@ def _hash_leaves(value: Any, depth: int = 0) -> Any:
                 document = orjson.loads(value)
             except orjson.JSONDecodeError:
                 return hashed_text(value)
-            if _deeper_than(document, MAX_DEPTH):  # deeper than messages go: hashed as one text
+            if nested_deeper_than(document, MAX_DEPTH):  # deeper than messages go: hashed as one text
                 return hashed_text(value)
             return orjson.dumps(_hash_leaves(document, depth + 1)).decode()
         return hashed_text(value)

@@ -40,7 +40,7 @@ from ..enrich.pricing import PriceBook
 from ..errors import InvalidRequest, PayloadTooLarge, RateLimited, RecordsTooLarge, SinkError, Unavailable
 from ..govern.identities import watch_pseudonym_key
 from ..govern.limits import KeyRates
-from ..govern.policy import KEEP, RecordPolicy
+from ..govern.policy import KEEP, KeyPolicy, RecordPolicy
 from ..lake.encode import JSON_CONTENT_TYPE
 from ..lake.partitions import partition_dir
 from ..watched_file import WatchedFile
@@ -71,6 +71,10 @@ def expected_output_bytes(body_bytes: int, context: ExportContext) -> int:
     """What an export's records will plausibly take once decoded (at most what they may take)."""
     inflated = body_bytes * (COMPRESSION_RATIO if context.coding else 1)
     return min(inflated * EXPANSION.get(context.encoding, max(EXPANSION.values())), context.max_output_bytes)
+
+
+def _rates_of(policy: KeyPolicy) -> tuple[float, float]:
+    return policy.max_spans_per_second or 0.0, policy.max_bytes_per_second or 0.0
 
 
 class Item(NamedTuple):
@@ -150,8 +154,7 @@ class Ingestor:
         self._decode_failures: set[str] = set()
         self.inflight = InflightBytes(config.max_inflight_bytes)
         self.pseudonym_key = watch_pseudonym_key(config.pseudonym_key_file)
-        self._rates = KeyRates(lambda name: (config.policy_of(name).max_spans_per_second,
-                                             config.policy_of(name).max_bytes_per_second))
+        self._rates = KeyRates(lambda name: _rates_of(config.policy_of(name)))
         self.accepting = True
 
     def check_accepting(self) -> None:
