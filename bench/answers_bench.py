@@ -37,7 +37,8 @@ def _cpu() -> float:
 class _NoSink:
     description = "nowhere"
 
-    async def put(self, key: str, body: bytes, content_type: str, bucket: str | None = None) -> None:
+    async def put(self, key: str, body: bytes, content_type: str, bucket: str | None = None,
+                  controls: bytes = b"") -> None:
         return None
 
 

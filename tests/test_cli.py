@@ -305,7 +305,8 @@ OWN_FLAGS = {  # written from the issue's list of what each command is for, not 
     ("check",): COMMON | WHERE | {"--token", "--token-file", "--key-prefix", "--key-bucket", "--s3-put-path",
                                   "--s3-multipart-bytes", "--log-level", "--log-format",
                                   # each key's policy (issue 22): check validates it with the keys
-                                  "--keys", "--content", "--identities", "--pseudonym-key-file", "--sample",
+                                  "--keys", "--content", "--redact-pattern", "--redact-phone-region", "--identities",
+                                  "--pseudonym-key-file", "--sample",
                                   "--max-spans-per-second", "--max-bytes-per-second",
                                   "--s3-sse", "--s3-sse-kms-key-id", "--s3-storage-class", "--s3-tags"},
     ("health",): COMMON | {"--ready", "--host", "--http-port", "--metrics-port", "--metrics-host",

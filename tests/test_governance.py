@@ -325,7 +325,7 @@ identities = "hmac"
     with pytest.raises(ConfigError) as raised:
         load_config({"config": bad, "tokens": tokens, "key_prefixes": ["team-a=traces/team-a"]}, env={})
     text = "\n".join(raised.value.problems)
-    for expected in ("keys.team-a.content: must be one of keep, drop, hash", "unknown setting 'colour'",
+    for expected in ("keys.team-a.content: must be one of keep, drop, hash, redact", "unknown setting 'colour'",
                      "keys.nobody.sample: must be a number from 0 to 1"):
         assert expected in text, text
     with pytest.raises(ConfigError) as raised:
@@ -341,6 +341,32 @@ identities = "hmac"
     with pytest.raises(ConfigError) as raised:
         load_config({"tokens": tokens, "identities": "hmac", "pseudonym_key_file": str(short)}, env={})
     assert "at least 16 bytes" in str(raised.value) and "too-short" not in str(raised.value)
+    patterns = load_config({"tokens": tokens}, env={
+        "OTEL_S3_BRIDGE_REDACT_PATTERNS": "EMPLOYEE=EMP-\\d{3,6}\nTICKET=[A-Z]{2,4}-[0-9]+",
+        "OTEL_S3_BRIDGE_REDACT_PHONE_REGION": "de"})  # one per line: patterns hold commas
+    assert patterns.redact_patterns == (("EMPLOYEE", "EMP-\\d{3,6}"), ("TICKET", "[A-Z]{2,4}-[0-9]+"))
+    assert patterns.redact_phone_region == "DE"
+    for entry, expected in (("employee=x", "is not LABEL=REGEX"), ("EMAIL=x", "one of the built-in placeholders"),
+                            ("AFTER=(?<=a)b", "not an RE2 regular expression"), ("ANY=a*", "matches the empty text")):
+        with pytest.raises(ConfigError) as raised:
+            load_config({"tokens": tokens, "redact_patterns": [entry]}, env={})
+        assert expected in str(raised.value), raised.value
+    with pytest.raises(ConfigError) as raised:
+        load_config({"tokens": tokens, "redact_phone_region": "XX"}, env={})
+    assert "is not a country code" in str(raised.value)
+    objects = write_config(tmp_path, """
+[keys.team-a]
+s3_sse = "rot13"
+s3_storage_class = "cold storage"
+[keys.team-b]
+s3_tags = "a=1,b=2,c=3,d=4,e=5,f=6,g=7,h=8,i=9"
+""")
+    with pytest.raises(ConfigError) as raised:
+        load_config({"config": objects, "tokens": tokens, "s3_tags": "owner={keyName},z=0"}, env={})
+    text = "\n".join(raised.value.problems)
+    for expected in ("keys.team-a.s3_sse: 'rot13' is not one of off, AES256, aws:kms", "keys.team-a.s3_storage_class:",
+                     "keys.team-b.s3_tags: with --s3-tags that makes more than 10 tags per object"):
+        assert expected in text, text
 
 
 @pytest.mark.parametrize("put_path", ["direct", "aiobotocore"])
@@ -412,3 +438,156 @@ def test_hash_takes_message_json_nested_deeper_than_python_recurses(moto, s3, tm
     for record in stored.values():
         assert MARKER not in orjson.dumps(record).decode() and record["content_policy"] == "hash"
     assert "could not be decoded" not in bridge.log
+
+
+# What `redact` must find in each place a call holds messages: one of each kind, and the operator's own.
+PII = {"[EMAIL]": "maria.garcia@contoso.com", "[PHONE]": "(617) 253-1000", "[CARD]": "4111 1111 1111 1111",
+       "[IBAN]": "DE89 3704 0044 0532 0130 00", "[SSN]": "536-22-8726", "[IP]": "203.0.113.42",
+       "[SECRET]": "sk-proj-Tohsgnrb44Ds0EXR_ox-EVybB6X22ErphBWafZa75WVaOVQMQT948pt2h91AoliUe9WNhspikr",
+       "[EMPLOYEE]": "EMP-448812"}
+WORDS = "please keep these words"
+KEPT_EMAIL = "kept.person@example.net"
+
+
+def pii_text(*placeholders: str) -> str:
+    return " ".join(f"{WORDS} {PII[placeholder]}" for placeholder in placeholders or PII) + f" {MARKER}"
+
+
+def redacted_text(*placeholders: str) -> str:
+    return " ".join(f"{WORDS} {placeholder}" for placeholder in placeholders or PII) + f" {MARKER}"
+
+
+def test_redact_replaces_what_it_detects_by_typed_placeholders_everywhere_and_keeps_the_rest(moto, s3, tmp_path):
+    config = write_config(tmp_path, r"""
+redact_patterns = ["EMPLOYEE=EMP-\\d{6}"]
+[keys.sdk]
+content = "redact"
+""")
+    spool, join = tmp_path / "spool", tmp_path / "join"
+    bridge = S3Bridge(moto, new_bucket(s3), tmp_path / "bridge.log",
+                      ["--config", config, "--layout", "both", "--batch-max-age-seconds", "3600",
+                       "--spool-dir", str(spool), "--join-dir", str(join)])
+    try:
+        start = 1_790_000_000_000_000_000
+        (ga_trace, ga_span), (oi_trace, oi_span), (late_trace, late_span) = ids(), ids(), ids()
+        # GenAI event logs that wait in the join store for their span
+        events = [log_record(late_trace, late_span, "gen_ai.user.message", {"content": pii_text("[EMAIL]", "[CARD]")},
+                             start + 1),
+                  log_record(late_trace, late_span, "gen_ai.choice", {"index": 0, "finish_reason": "stop", "message": {
+                      "role": "assistant", "content": pii_text("[PHONE]")}}, start + 2)]
+        assert post_logs(bridge, logs_request(*events)).status_code == 200
+        genai = span(ga_trace, ga_span, "chat gpt-4o-mini", {
+            "gen_ai.operation.name": "chat", "gen_ai.system": "openai", "gen_ai.request.model": "gpt-4o-mini",
+            "gen_ai.usage.input_tokens": 22, "gen_ai.usage.output_tokens": 7, "user.id": CUSTOMER,
+            "gen_ai.input.messages": orjson.dumps([{"role": "user", "parts": [
+                {"type": "text", "content": pii_text()}]}]).decode(),
+            "gen_ai.output.messages": orjson.dumps([{"role": "assistant", "finish_reason": "stop", "parts": [
+                {"type": "text", "content": pii_text("[IBAN]", "[SSN]")}]}]).decode()}, start=start)
+        genai["events"] = [{"timeUnixNano": str(start + 1), "name": "gen_ai.user.message",
+                            "attributes": [{"key": "content", "value": {"stringValue": pii_text("[IP]", "[SECRET]")}}]}]
+        openinference = span(oi_trace, oi_span, "ChatCompletion", {
+            "openinference.span.kind": "LLM", "llm.model_name": "gpt-4o-mini", "llm.provider": "openai",
+            "llm.token_count.prompt": 12, "llm.token_count.completion": 3,
+            "llm.input_messages.0.message.role": "user",
+            "llm.input_messages.0.message.content": pii_text("[EMPLOYEE]", "[EMAIL]"),
+            "llm.output_messages.0.message.role": "assistant",
+            "llm.output_messages.0.message.content": pii_text("[SECRET]"),
+            "input.value": orjson.dumps({"messages": [{"role": "user", "content": pii_text("[CARD]")}]}).decode()},
+            start=start)
+        for body in (request(genai), request(openinference), request(call_span(late_trace, late_span, start))):
+            assert bridge.post(orjson.dumps(body), key="sdk").status_code == 200
+        kept_trace, kept_span = ids()  # a key without a policy: its values stay, in the same places
+        kept = genai_call(kept_trace, kept_span, start, marker=KEPT_EMAIL)
+        assert bridge.post(orjson.dumps(request(kept)), key="openrouter").status_code == 200
+        eventually(lambda: len([k for k in list_keys(s3, bridge.bucket) if k.endswith(".json")]) == 4)
+
+        spooled, joined = files_text(spool), files_text(join)
+        assert ga_trace.encode() in spooled and late_trace.encode() in joined and MARKER.encode() in joined
+        assert KEPT_EMAIL.encode() in spooled  # the unpoliced key's
+        records = {record["otel_trace_id"]: record for record in trace_records(s3, bridge.bucket)}
+    finally:
+        assert bridge.stop() == 0
+    for value in PII.values():
+        assert value.encode() not in spooled and value.encode() not in joined and value not in bridge.log, value
+
+    genai_record, oi_record, late_record = records[ga_trace], records[oi_trace], records[late_trace]
+    assert genai_record["content_policy"] == "redact"
+    assert genai_record["prompt"] == [{"role": "user", "parts": [{"type": "text", "content": redacted_text()}]}]
+    assert genai_record["completion"]["text"] == redacted_text("[IBAN]", "[SSN]")
+    assert [event["attributes"]["content"] for event in genai_record["events"]] == [redacted_text("[IP]", "[SECRET]")]
+    assert (genai_record["model"], genai_record["input_tokens"], genai_record["output_tokens"]) == (
+        "gpt-4o-mini", 22, 7)
+    assert genai_record["customer_id"] == CUSTOMER
+    oi_text = orjson.dumps(oi_record).decode()
+    assert redacted_text("[EMPLOYEE]", "[EMAIL]") in oi_text and redacted_text("[SECRET]") in oi_text
+    assert redacted_text("[CARD]") in oi_text
+    late_text = orjson.dumps(late_record).decode()
+    assert redacted_text("[EMAIL]", "[CARD]") in late_text and redacted_text("[PHONE]") in late_text
+    for record in (genai_record, oi_record, late_record):
+        assert not any(value in orjson.dumps(record).decode() for value in PII.values()), record
+    assert KEPT_EMAIL in orjson.dumps(records[kept_trace]).decode()
+    lake = bucket_text(s3, bridge.bucket)
+    assert ".parquet" in "".join(list_keys(s3, bridge.bucket)) and redacted_text() in lake and KEPT_EMAIL in lake
+    assert not any(value in lake for value in PII.values())
+
+
+@pytest.mark.parametrize("put_path", ["direct", "aiobotocore"])
+def test_each_keys_objects_carry_its_own_controls_and_tags_naming_the_key_and_the_instrumentation(
+        moto, s3, tmp_path, put_path):
+    """Trace objects and lake files: a key's [keys.NAME] controls over the flags', `{keyName}` and
+    `{source}` filled in per record; a lake file holds only records its tags are true of."""
+    config = write_config(tmp_path, """
+[keys.sdk]
+s3_storage_class = "ONEZONE_IA"
+s3_tags = "team=team-sdk,retention=30d"
+""")
+    bridge = S3Bridge(moto, new_bucket(s3), tmp_path / "bridge.log",
+                      ["--config", config, "--layout", "both", "--s3-put-path", put_path,
+                       "--s3-sse", "AES256", "--s3-tags", "owner={keyName},source={source},retention=90d",
+                       "--batch-max-age-seconds", "3600"])
+    try:
+        start = 1_790_000_000_000_000_000
+        sent = {"sdk": [ids(), ids()], "openrouter": [ids()]}
+        for (trace_id, span_id), call in ((sent["sdk"][0], genai_call), (sent["sdk"][1], openinference_call),
+                                          (sent["openrouter"][0], genai_call)):
+            key = "sdk" if (trace_id, span_id) in sent["sdk"] else "openrouter"
+            assert bridge.post(orjson.dumps(request(call(trace_id, span_id, start))), key=key).status_code == 200
+        eventually(lambda: len([k for k in list_keys(s3, bridge.bucket) if k.endswith(".json")]) == 3)
+        records = {record["otel_trace_id"]: record for record in trace_records(s3, bridge.bucket)}
+    finally:
+        assert bridge.stop() == 0  # drains the lake files
+    keys = {key.rsplit("/", 1)[1].split("-")[0]: key for key in list_keys(s3, bridge.bucket) if key.endswith(".json")}
+
+    def controls(key: str) -> tuple[str, str, dict[str, str]]:
+        head = s3.head_object(Bucket=bridge.bucket, Key=key)
+        tags = s3.get_object_tagging(Bucket=bridge.bucket, Key=key)["TagSet"]
+        return head["ServerSideEncryption"], head.get("StorageClass", "STANDARD"), {t["Key"]: t["Value"] for t in tags}
+
+    def expected(key_name: str, source: str) -> tuple[str, str, dict[str, str]]:
+        if key_name == "sdk":
+            return "AES256", "ONEZONE_IA", {"owner": "sdk", "source": source, "retention": "30d", "team": "team-sdk"}
+        return "AES256", "STANDARD", {"owner": key_name, "source": source, "retention": "90d"}
+
+    sources = {records[trace_id]["source"] for (trace_id, _) in sent["sdk"]}
+    assert len(sources) == 2  # one key, two instrumentations
+    for key_name, calls in sent.items():
+        for trace_id, _ in calls:
+            assert controls(keys[trace_id]) == expected(key_name, records[trace_id]["source"])
+    lake_files = [key for key in list_keys(s3, bridge.bucket) if key.endswith(".parquet")]
+    assert len(lake_files) == 3  # one per (key, source): tags are true of every record in a file
+    for key in lake_files:
+        rows = pq.read_table(io.BytesIO(s3.get_object(Bucket=bridge.bucket, Key=key)["Body"].read())).to_pylist()
+        (key_name, source), = {(row["ingest_key_name"], row["source"]) for row in rows}
+        assert controls(key) == expected(key_name, source)
+
+
+def test_tag_templates_are_filled_with_what_s3_takes_in_a_tag():
+    from otel_s3_bridge.lake.object_controls import ObjectControls, parse_tags
+    controls = ObjectControls(tags=parse_tags("owner={keyName},source={source},retention=90d"))
+    assert controls.templated and not ObjectControls(tags=(("a", "b"),)).templated
+    assert controls.render("team&a?", "gen_ai").tags == (("owner", "team_a_"), ("source", "gen_ai"),
+                                                         ("retention", "90d"))
+    assert controls.render(None, None).tags[:2] == (("owner", "anonymous"), ("source", "unknown"))
+    assert dict(controls.render("k" * 300, "x").tags)["owner"] == "k" * 256
+    with pytest.raises(ValueError, match="values may hold"):
+        parse_tags("owner={keyName}&x")

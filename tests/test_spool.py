@@ -12,6 +12,7 @@ import pytest
 from otel_s3_bridge.deliver.spool import Spool, SpoolFull
 from otel_s3_bridge.deliver.spool_commands import retry_quarantined, stats
 from otel_s3_bridge.deliver.spool_format import encode_entry, read_entries
+from otel_s3_bridge.lake.object_controls import ObjectControls
 
 
 def run(coroutine):
@@ -43,6 +44,40 @@ def test_batch_layout_entries_carry_their_partition_and_flags():
         ("c.json", None, b"[]", "p/lake/dt=2026-01-02/hour=04", True),
         ("d.json", None, b"1", None, True)]
     assert data[:4] == b"OSB3" and data[-len(encode_entry("d.json", b"1", 7)):][:4] == b"OSB2"
+
+
+def test_entries_keep_the_object_controls_they_were_accepted_with_through_a_restart_and_the_quarantine(tmp_path):
+    controls = ObjectControls("aws:kms", "key-1", "STANDARD_IA", (("team", "a"), ("source", "gen_ai"))).encode()
+    data = (encode_entry("a.json", b"{}", 5, "b1", "p/lake/dt=2026-01-02/hour=03", trace_object=False,
+                         controls=controls)
+            + encode_entry("c.json", b"[]", 6, None, None, controls=controls) + encode_entry("d.json", b"1", 7))
+    entries, end, problem = read_entries(data)
+    assert end == len(data) and problem is None and data[:4] == b"OSB4"
+    assert [(e.key, e.bucket, e.body, e.partition, e.trace_object) for e in entries] == [
+        ("a.json", "b1", b"{}", "p/lake/dt=2026-01-02/hour=03", False), ("c.json", None, b"[]", None, True),
+        ("d.json", None, b"1", None, True)]
+    assert [ObjectControls.decode(e.controls) for e in entries] == [
+        ObjectControls("aws:kms", "key-1", "STANDARD_IA", (("team", "a"), ("source", "gen_ai")))] * 2 + [
+        ObjectControls()]
+
+    async def first_run():
+        spool = Spool(str(tmp_path), max_bytes=1 << 30)
+        spool.open()
+        await spool.append([("k1", b"{}", None), ("k2", b"{}", None)], controls=[controls, b""])
+        await spool.quarantine(await spool.next(), b"{}", "refused for good")
+        await spool.close()
+
+    async def second_run():
+        spool = Spool(str(tmp_path), max_bytes=1 << 30)
+        replayed = spool.open()
+        refs = [await spool.next() for _ in range(replayed)]
+        await spool.close()
+        return refs
+
+    run(first_run())
+    assert [ref.controls for ref in run(second_run())] == [b""]  # k2; k1 is in the quarantine
+    retry_quarantined(str(tmp_path))
+    assert [(ref.key, ref.controls) for ref in run(second_run())] == [("k2", b""), ("k1", controls)]
 
 
 def test_concurrent_appends_share_fsyncs(tmp_path):

@@ -126,7 +126,8 @@ class MemorySink:
         self.attempts: dict[str, int] = {}
         self.behaviour = behaviour
 
-    async def put(self, key: str, body: bytes, content_type: str, *, bucket: str | None = None) -> None:
+    async def put(self, key: str, body: bytes, content_type: str, *, bucket: str | None = None,
+                  controls: bytes = b"") -> None:
         attempt = self.attempts[key] = self.attempts.get(key, 0) + 1
         self.behaviour(key, attempt)
         self.objects[key] = body

@@ -20,6 +20,7 @@ from typing import Any
 from ..enrich.pricing import PriceFileError, read_price_file
 from ..errors import ConfigError
 from ..govern.identities import read_pseudonym_key
+from ..lake.object_controls import MAX_TAGS
 from .schema import ADVANCED, BridgeConfig
 from .tokens import TokenFileError, read_token_file
 
@@ -100,8 +101,9 @@ def load_config(flags: Mapping[str, Any], env: Mapping[str, str] = os.environ, c
             source, raw = flag_of(f), flag_value
         elif env.get(env_of(f)) is not None:
             source, raw = env_of(f), env[env_of(f)]
-            if f.metadata["repeatable"]:
-                raw = [entry for entry in raw.split(",") if entry.strip()]
+            if f.metadata["repeatable"]:  # patterns hold commas: one per line
+                separator = "\n" if f.name == "redact_patterns" else ","
+                raw = [entry for entry in raw.split(separator) if entry.strip()]
         elif f.name in from_file:
             source, raw = f"{f.name} in {config_path}", from_file[f.name]
             raw = _file_entries(raw) if f.metadata["repeatable"] else raw if isinstance(raw, dict) else str(raw)
@@ -192,6 +194,8 @@ def _key_problems(config: BridgeConfig) -> list[str]:
     if prefixes and not str(config.path_template).startswith("{prefix}"):
         problems.append("--key-prefix: the path template must start with {prefix}, or keys' namespaces can overlap")
     problems.extend(_pseudonym_problems(config, names))
+    problems.extend(f"keys.{policy.name}.s3_tags: with --s3-tags that makes more than {MAX_TAGS} tags per object"
+                    for policy in config.keys if len(config.object_controls_of(policy.name).tags) > MAX_TAGS)
     spaces = [(buckets.get(name), prefixes.get(name, config.prefix), name) for name in names
               if name in prefixes or name in buckets]
     if spaces and any(name not in prefixes and name not in buckets for name in names):

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 from ..govern.policy import KeyPolicy, parse_key_policies
 from ..lake.keys import validate_prefix
+from ..lake.object_controls import SSE_MODES, parse_storage_class, parse_tags
 from ..values import bounded_int
 from .tokens import NamedToken
 
@@ -131,7 +132,19 @@ def number(low: float, high: float, what: str) -> Callable[[str], float]:
 
 def key_policies(raw: Any) -> tuple[KeyPolicy, ...]:
     """`[keys.NAME]` tables of the TOML config, or their JSON text (flag, environment)."""
-    return parse_key_policies(raw, validate_prefix=validate_prefix, validate_bucket=_policy_bucket)
+    return parse_key_policies(raw, validate_prefix=validate_prefix, validate_bucket=_policy_bucket, object_settings={
+        "s3_sse": choice(*SSE_MODES), "s3_sse_kms_key_id": _text_value, "s3_storage_class": _text_value_of(
+            parse_storage_class), "s3_tags": _text_value_of(parse_tags)})
+
+
+def _text_value(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("must be a non-empty string")
+    return value.strip()
+
+
+def _text_value_of(parse: Callable[[str], Any]) -> Callable[[Any], Any]:
+    return lambda value: parse(_text_value(value))
 
 
 def _policy_bucket(raw: str) -> str:
@@ -139,3 +152,16 @@ def _policy_bucket(raw: str) -> str:
     if name is None:
         raise ValueError("must be a bucket name")
     return name
+
+
+def redact_patterns(entries: list[str]) -> tuple[tuple[str, str], ...]:
+    from ..govern.redact import parse_patterns  # loaded only by a bridge that redacts (~14 MB)
+    return parse_patterns(entries)
+
+
+def phone_region(raw: str) -> str:
+    from ..govern.redact import PHONE_REGIONS
+    region = raw.strip().upper()
+    if region not in PHONE_REGIONS:
+        raise ValueError(f"{raw!r} is not a country code phonenumbers knows (US, GB, DE, FR, IN, ...)")
+    return region

@@ -71,11 +71,21 @@ class BridgeConfig:
         flag="--key-bucket", metavar="NAME=BUCKET", repeatable=True)
     keys: tuple[KeyPolicy, ...] = _option(
         (), "per-key policies as JSON {\"NAME\": {\"content\": \"drop\", ...}}; in --config: [keys.NAME] tables of "
-        "prefix, bucket, content, identities, sample, max_spans_per_second, max_bytes_per_second",
-        parsers.key_policies, group=KEYS, commands=CHECK, metavar="JSON")
+        "prefix, bucket, content, identities, sample, max_spans_per_second, max_bytes_per_second, s3_sse, "
+        "s3_sse_kms_key_id, s3_storage_class, s3_tags", parsers.key_policies, group=KEYS, commands=CHECK,
+        metavar="JSON")
 
-    content: str = _option("keep", "prompts and completions: keep, drop, or hash (sha256:<hex>:<length>)",
-                           parsers.choice(*CONTENT_MODES), group=PRIVACY, commands=CHECK)
+    content: str = _option(
+        "keep", "prompts and completions: keep, drop, hash (sha256:<hex>:<length>) or redact ([EMAIL], [PHONE], "
+        "[CARD], [IBAN], [SSN], [IP], [SECRET] in place of what is found)", parsers.choice(*CONTENT_MODES),
+        group=PRIVACY, commands=CHECK)
+    redact_patterns: tuple[tuple[str, str], ...] = _option(
+        (), "content = redact also replaces what this RE2 pattern matches by [LABEL] (repeatable; in the "
+        "environment one per line)", parsers.redact_patterns, group=PRIVACY, commands=CHECK,
+        flag="--redact-pattern", metavar="LABEL=REGEX", repeatable=True)
+    redact_phone_region: str = _option(
+        "US", "content = redact: the country (ISO 3166 code) of phone numbers written without +<country code>",
+        parsers.phone_region, group=PRIVACY, commands=CHECK, metavar="CC")
     identities: str = _option(
         "keep", "customer_id, session_id and user attributes: keep, hmac (pseudonyms, --pseudonym-key-file) "
         "or drop", parsers.choice(*IDENTITY_MODES), group=PRIVACY, commands=CHECK)
@@ -226,7 +236,8 @@ class BridgeConfig:
         None, "storage class of every object (STANDARD_IA, INTELLIGENT_TIERING, ...)", parse_storage_class,
         group=S3_CLIENT, commands=CHECK, metavar="CLASS")
     s3_tags: tuple[tuple[str, str], ...] = _option(
-        (), "tags of every object, for lifecycle rules and cost reports", parse_tags, group=S3_CLIENT,
+        (), "tags of every object, for lifecycle rules and cost reports; a value may hold {keyName} (the sending "
+        "key) and {source} (the record's instrumentation)", parse_tags, group=S3_CLIENT,
         commands=CHECK, metavar="KEY=VALUE,...")
     s3_multipart_bytes: int = _option(
         16 * 1024 * 1024, "objects larger than this go up as multipart uploads, in parts of this size",
@@ -241,6 +252,14 @@ class BridgeConfig:
     @property
     def object_controls(self) -> ObjectControls:
         return ObjectControls(self.s3_sse, self.s3_sse_kms_key_id, self.s3_storage_class, self.s3_tags)
+
+    def object_controls_of(self, name: str | None) -> ObjectControls:
+        """Key `name`'s object controls: its [keys.NAME] settings over the flags' (tags merged by name)."""
+        own = next((policy for policy in self.keys if policy.name == name), None)
+        if own is None:
+            return self.object_controls
+        return ObjectControls(own.s3_sse, own.s3_sse_kms_key_id, own.s3_storage_class,
+                              own.s3_tags or ()).over(self.object_controls)
 
     @property
     def default_policy(self) -> KeyPolicy:

@@ -80,6 +80,7 @@ class PreparedExport:
     rejections: dict[str, int] = field(default_factory=dict)  # of `rejected_spans`, by reason
     usage: Usage = field(default_factory=dict)
     partitions: list[str] = field(default_factory=list)  # with `lake`: each object's lake partition
+    sources: list[str] = field(default_factory=list)  # each object's record's instrumentation (its `source`)
     decode_failure: str | None = None  # a span a bug kept from being decoded (the first), for the log
     sampled_out: int = 0  # calls (logs: calls' events) the key's policy samples out: acknowledged, not stored
 
@@ -110,6 +111,7 @@ def prepare_export(body: bytes, context: ExportContext) -> PreparedExport:
     objects: list[tuple[str, bytes, int]] = []
     halves: list[SpanHalf] = []
     partitions: list[str] = []
+    sources: list[str] = []
     usage: Usage = {}
     output_bytes = sampled_out = 0
     policy = context.policy
@@ -131,6 +133,7 @@ def prepare_export(body: bytes, context: ExportContext) -> PreparedExport:
             raise RecordsTooLarge(f"the records decoded from this export exceed {context.max_output_bytes} bytes "
                                   "(--max-inflight-bytes); send smaller batches")
         objects.append((key, encoded, 1 + len(record["observations"])))
+        sources.append(record["source"])
         if context.lake:
             partitions.append(partition_dir(context.prefix, record))
         _add_usage(usage, record)
@@ -149,7 +152,7 @@ def prepare_export(body: bytes, context: ExportContext) -> PreparedExport:
                           received=len(parsed.spans) + parsed.rejected_spans,
                           rejections={"invalid": parsed.rejected_spans + decoded.failed_spans,
                                       "non_llm": decoded.dropped_spans},
-                          usage=usage, partitions=partitions, decode_failure=decoded.first_failure,
+                          usage=usage, partitions=partitions, sources=sources, decode_failure=decoded.first_failure,
                           sampled_out=sampled_out)
 
 

@@ -3,9 +3,10 @@ partition per flush, behind the spool beside the `trace` uploader.
 
 The uploader hands over every spooled entry that goes into a batch file (`add`). Entries wait as
 spool refs (their bodies stay in the spool's memory cache or on disk) in one open batch per
-(bucket, partition), flushed once it holds --batch-max-records records or --batch-max-bytes of
-them, or is --batch-max-age-seconds old, whichever comes first, so a record is in a file at the next
-flush whether or not its GenAI event logs may still complete it: a record completed later is
+(bucket, partition, object controls: a file's tags are true of every record in it), flushed
+once it holds --batch-max-records records or --batch-max-bytes of them, or is
+--batch-max-age-seconds old, whichever comes first, so a record is in a file at the next flush
+whether or not its GenAI event logs may still complete it: a record completed later is
 spooled again and goes into a later file, and readers keep a call's newest version
 (`schema.NEWEST_FIRST`). Of a call spooled more than once before a flush, only the newest entry is
 written, completed with whatever events the join store holds for it by then.
@@ -75,6 +76,7 @@ class Batch:
     failures: int = 0  # unexpected failures to write it
     first_failure_at: float = 0.0  # loop time of the first of them
     disk_failures: int = 0  # local disk errors (retried with backoff, never a reason to quarantine)
+    controls: bytes = b""  # its members' encoded ObjectControls (all the same)
 
 
 @dataclass
@@ -94,7 +96,7 @@ class BatchWriter:
         self._settings = settings
         self._latest_body = latest_body
         self.directory = spool.directory / "batches"
-        self._open: dict[tuple[str | None, str], Batch] = {}
+        self._open: dict[tuple[str | None, str, bytes], Batch] = {}
         self._flushes: set[asyncio.Task] = set()
         self._slots = asyncio.Semaphore(FLUSHES_AT_ONCE)
         self._wake = asyncio.Event()
@@ -106,10 +108,11 @@ class BatchWriter:
 
     def add(self, ref: Ref) -> None:
         """Take a spooled entry for its partition's next file (never blocks)."""
-        place = (ref.bucket, ref.partition)
+        place = (ref.bucket, ref.partition, ref.controls)
         batch = self._open.get(place)
         if batch is None:
-            batch = self._open[place] = Batch(ref.bucket, ref.partition, asyncio.get_running_loop().time())
+            batch = self._open[place] = Batch(ref.bucket, ref.partition, asyncio.get_running_loop().time(),
+                                              controls=ref.controls)
             self._wake.set()
         batch.refs.append(ref)
         batch.bytes += ref.length
@@ -117,8 +120,8 @@ class BatchWriter:
             self._close(batch)
 
     def _close(self, batch: Batch) -> None:
-        if self._open.get((batch.bucket, batch.folder)) is batch:
-            del self._open[(batch.bucket, batch.folder)]
+        if self._open.get(place := (batch.bucket, batch.folder, batch.controls)) is batch:
+            del self._open[place]
         task = asyncio.create_task(self._flush(batch), name=f"batch {batch.folder}")
         self._flushes.add(task)
         task.add_done_callback(self._flushes.discard)
@@ -232,7 +235,8 @@ class BatchWriter:
         failures = 0
         while True:
             try:
-                await self._sink.put(batch.key, data, partitions.CONTENT_TYPES[batch.file_format], bucket=batch.bucket)
+                await self._sink.put(batch.key, data, partitions.CONTENT_TYPES[batch.file_format], bucket=batch.bucket,
+                                     controls=batch.controls)
                 return True
             except SinkError as error:
                 if not error.retryable:
@@ -268,6 +272,7 @@ class BatchWriter:
     async def _write_manifest(self, batch: Batch) -> Path:
         path = self.directory / f"{batch.key.rsplit('/', 1)[1].split('.', 1)[0]}{MANIFEST}"
         document = orjson.dumps({"key": batch.key, "format": batch.file_format, "bucket": batch.bucket,
+                                 "controls": batch.controls.decode(),
                                  "members": [[ref.key, ref.enqueued_unix_nano] for ref in batch.refs]})
         await asyncio.to_thread(_write_manifest_file, path, document)
         return path
@@ -299,6 +304,7 @@ class BatchWriter:
                 manifest = orjson.loads(path.read_bytes())
                 members = {(key, enqueued) for key, enqueued in manifest["members"]}
                 bucket, key, file_format = manifest["bucket"], manifest["key"], manifest["format"]
+                controls = str(manifest.get("controls") or "").encode()  # (manifests before object controls: none)
             except (OSError, orjson.JSONDecodeError, KeyError, TypeError, ValueError) as error:
                 log.error("batch manifest %s cannot be read (%s); its records are written to a new file", path,
                           error)
@@ -306,7 +312,8 @@ class BatchWriter:
                 continue
             refs = self._spool.queue.take(
                 lambda ref: ref.bucket == bucket and (ref.key, ref.enqueued_unix_nano) in members)
-            batch = Batch(bucket, key.rsplit("/", 1)[0], 0.0, refs, key=key, file_format=file_format, manifest=path)
+            batch = Batch(bucket, key.rsplit("/", 1)[0], 0.0, refs, key=key, file_format=file_format, manifest=path,
+                          controls=controls)
             if path.suffix == UPLOADED or not refs:
                 await self._finish(batch)
                 continue

@@ -77,9 +77,10 @@ class PutPath:
         self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout, auto_decompress=False,
                                               skip_auto_headers=("Accept-Encoding",))
 
-    async def put(self, bucket: str, key: str, body: bytes, content_type: str) -> None:
-        """Store the object; raises ClientError (S3 refused it), NoCredentialsError, or what
-        aiohttp raises for a connection that failed or timed out."""
+    async def put(self, bucket: str, key: str, body: bytes, content_type: str,
+                  object_headers: Mapping[str, str] | None = None) -> None:
+        """Store the object (with `object_headers`, else the path's own); raises ClientError (S3
+        refused it), NoCredentialsError, or what aiohttp raises for a connection that failed or timed out."""
         where = self._places.get(bucket)
         if where is None:
             where = self._places[bucket] = place(await self._resolve(bucket))
@@ -89,7 +90,8 @@ class PutPath:
         quoted = quote(key, safe="/~")
         payload = UNSIGNED_PAYLOAD if where.https else hashlib.sha256(body).hexdigest()
         headers = self._signer.put_headers(where.host, where.path + quoted, content_type, payload, credentials,
-                                           time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()), self._object_headers)
+                                           time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()),
+                                           self._object_headers if object_headers is None else object_headers)
         deadline = self._connect_timeout + self._read_timeout + len(body) / MIN_SEND_BYTES_PER_SECOND
         timeout = aiohttp.ClientTimeout(total=deadline, connect=self._connect_timeout, sock_read=self._read_timeout)
         async with self._session.put(URL(where.base + quoted, encoded=True), data=body, headers=headers,

@@ -20,8 +20,10 @@ class ObjectSink(Protocol):
 
     async def open(self) -> None: ...
 
-    async def put(self, key: str, body: bytes, content_type: str, *, bucket: str | None = None) -> None:
-        """Store one object; `bucket` is a key's own bucket (per-key routing), None for the default."""
+    async def put(self, key: str, body: bytes, content_type: str, *, bucket: str | None = None,
+                  controls: bytes = b"") -> None:
+        """Store one object; `bucket` is a key's own bucket (per-key routing), None for the default;
+        `controls` its encoded ObjectControls (encryption, storage class, tags), b"": the sink's own."""
         ...
 
     async def check(self) -> list[str]:
@@ -39,10 +41,11 @@ class MeteredSink:
         self.description = sink.description
         self.open, self.check, self.aclose = sink.open, sink.check, sink.aclose
 
-    async def put(self, key: str, body: bytes, content_type: str, *, bucket: str | None = None) -> None:
+    async def put(self, key: str, body: bytes, content_type: str, *, bucket: str | None = None,
+                  controls: bytes = b"") -> None:
         started = time.perf_counter()
         try:
-            await self._sink.put(key, body, content_type, bucket=bucket)
+            await self._sink.put(key, body, content_type, bucket=bucket, controls=controls)
         except SinkError as error:
             metrics.observe_put(time.perf_counter() - started, error.retryable)
             raise

@@ -41,7 +41,8 @@ class LocalDirectorySink:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_atomically(path, body)
 
-    async def put(self, key: str, body: bytes, content_type: str, *, bucket: str | None = None) -> None:
+    async def put(self, key: str, body: bytes, content_type: str, *, bucket: str | None = None,
+                  controls: bytes = b"") -> None:
         try:
             await asyncio.to_thread(self._write, key, body, bucket)
         except OSError as exc:

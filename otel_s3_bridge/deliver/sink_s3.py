@@ -31,6 +31,7 @@ from botocore.exceptions import (
 
 from ..config import BridgeConfig
 from ..errors import SinkError
+from ..lake.object_controls import ObjectControls
 from .s3_put import PutPath
 
 MULTIPART_PARTS_AT_ONCE = 4
@@ -61,7 +62,11 @@ class S3Sink:
         self._stack = contextlib.AsyncExitStack()
         self._client: Any = None
         self._puts: PutPath | None = None  # the direct path (--s3-put-path direct)
-        self._object_arguments = config.object_controls.put_arguments()  # --s3-sse, --s3-storage-class, ...
+        # --s3-sse, --s3-storage-class, --s3-tags: of objects whose entries carry no controls of their own
+        # (the connection check's probe, entries spooled before controls were kept per entry)
+        self._default_controls = config.object_controls.render(None, None)
+        self._object_arguments = self._default_controls.put_arguments()
+        self._controls: dict[bytes, tuple[dict[str, str], dict[str, str]]] = {}  # an entry's: (headers, arguments)
 
     async def open(self) -> None:
         client_config = AioConfig(
@@ -82,7 +87,7 @@ class S3Sink:
                              credentials=credentials.get_frozen_credentials if credentials else _no_credentials,
                              base_url=self._base_url, connect_timeout=min(5, self.config.s3_timeout_seconds),
                              read_timeout=self.config.s3_timeout_seconds, max_connections=64,
-                             object_headers=self.config.object_controls.headers())
+                             object_headers=self._default_controls.headers())
         await self._puts.open()
         self._stack.push_async_callback(self._puts.aclose)
 
@@ -93,25 +98,39 @@ class S3Sink:
                                                         ExpiresIn=60)
         return url.split("?", 1)[0][:-1]
 
-    async def put(self, key: str, body: bytes, content_type: str, *, bucket: str | None = None) -> None:
+    async def put(self, key: str, body: bytes, content_type: str, *, bucket: str | None = None,
+                  controls: bytes = b"") -> None:
         bucket = bucket or self.bucket
+        headers, arguments = self._controls_of(controls) if controls else (None, self._object_arguments)
         try:
             if len(body) > self.config.s3_multipart_bytes:
-                await self._put_multipart(bucket, key, memoryview(body), content_type)
+                await self._put_multipart(bucket, key, memoryview(body), content_type, arguments)
             elif self._puts is not None:
-                await self._puts.put(bucket, key, body, content_type)
+                await self._puts.put(bucket, key, body, content_type, headers)
             else:
                 await self._client.put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type,
-                                              **self._object_arguments)
+                                              **arguments)
         except Exception as exc:  # every failure is classified; none may escape as a 500
             raise self.classify(exc, bucket) from exc
 
-    async def _put_multipart(self, bucket: str, key: str, body: memoryview, content_type: str) -> None:
+    def _controls_of(self, encoded: bytes) -> tuple[dict[str, str], dict[str, str]]:
+        """An entry's object controls as headers and as aiobotocore arguments; entries share a few
+        (one per key and instrumentation), so each is decoded once."""
+        known = self._controls.get(encoded)
+        if known is None:
+            if len(self._controls) >= 1024:
+                self._controls.clear()
+            controls = ObjectControls.decode(encoded)
+            known = self._controls[encoded] = (controls.headers(), controls.put_arguments())
+        return known
+
+    async def _put_multipart(self, bucket: str, key: str, body: memoryview, content_type: str,
+                             arguments: dict[str, str]) -> None:
         """One object in parts of --s3-multipart-bytes, a few at once; an upload that fails is
         aborted, so that no parts are left to be billed."""
         size = self.config.s3_multipart_bytes
         created = await self._client.create_multipart_upload(Bucket=bucket, Key=key, ContentType=content_type,
-                                                             **self._object_arguments)
+                                                             **arguments)
         upload_id = created["UploadId"]
         slots = asyncio.Semaphore(MULTIPART_PARTS_AT_ONCE)
 

@@ -177,7 +177,7 @@ class Spool:
                 self._idle.clear()
                 self.queue.put(Ref(segment, entry.offset, entry.length, entry.key, entry.bucket, None,
                                    entry.enqueued_unix_nano, partition=entry.partition,
-                                   trace_object=entry.trace_object))
+                                   trace_object=entry.trace_object, controls=entry.controls))
                 adopted += 1
             self._finish_if_done(segment)
         if adopted:
@@ -220,11 +220,12 @@ class Spool:
 
     async def append(self, items: list[tuple[str, bytes, str | None]], joins: list[str | None] | None = None,
                      on_written: Callable[[], None] | None = None, partitions: list[str | None] | None = None,
-                     trace_objects: bool = True) -> None:
+                     trace_objects: bool = True, controls: list[bytes] | None = None) -> None:
         """Make the entries (key, body, bucket) durable; return only once they are fsynced.
         `joins`: for each entry, the join store's name of its call, if a join half is kept for it.
         `partitions`: for each entry, its lake partition when it goes into a `batch` file too (or
         only, when not `trace_objects`).
+        `controls`: for each entry, its objects' encoded ObjectControls (b"": the bridge's own).
         `on_written`: called once the entries are written in order, before the fsync is awaited.
         Raises SpoolTooSmall (never fits), SpoolFull (not now) or OSError. Bodies are written as
         they are (no copy of them is made), however large the export."""
@@ -232,8 +233,8 @@ class Spool:
         size = sum(len(body) + len(key) + 64 for key, body, _ in items)
         if size > self.max_bytes:
             raise SpoolTooSmall(f"{size} bytes of records are more than the whole spool holds ({self.max_bytes})")
-        headers = (await asyncio.to_thread(_headers, items, now, partitions, trace_objects)
-                   if size > THREAD_WRITE_BYTES else _headers(items, now, partitions, trace_objects))
+        headers = (await asyncio.to_thread(_headers, items, now, partitions, trace_objects, controls)
+                   if size > THREAD_WRITE_BYTES else _headers(items, now, partitions, trace_objects, controls))
         total = sum(len(header) + len(body) for header, (_, body, _) in zip(headers, items))
         if self.used_bytes + total > self.max_bytes:
             if self.used_bytes:  # uploads will free room: not ready until they do
@@ -275,7 +276,8 @@ class Spool:
                 self.queue.put(Ref(segment, offset, length, key, bucket, body, now,
                                    join=joins[index] if joins else None,
                                    partition=partitions[index] if partitions else None,
-                                   trace_object=trace_objects or not partitions or partitions[index] is None))
+                                   trace_object=trace_objects or not partitions or partitions[index] is None,
+                                   controls=controls[index] if controls else b""))
                 offset += length
 
     async def _durable(self, sequence: int) -> None:
@@ -380,7 +382,8 @@ class Spool:
     async def quarantine(self, ref: Ref, body: bytes, reason: str) -> None:
         """Keep an entry the sink refused for good in its own file; never deleted by the bridge.
         Raises OSError (then the entry stays where it is)."""
-        entry = encode_entry(ref.key, body, ref.enqueued_unix_nano, ref.bucket, ref.partition, ref.trace_object)
+        entry = encode_entry(ref.key, body, ref.enqueued_unix_nano, ref.bucket, ref.partition, ref.trace_object,
+                             ref.controls)
         name = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}{SEGMENT_SUFFIX}"
         await asyncio.to_thread(write_atomically, self.quarantine_dir / name, entry)
         self._quarantine_bytes += len(entry)
@@ -449,11 +452,13 @@ class Spool:
 
 
 def _headers(items: list[tuple[str, bytes, str | None]], now: int, partitions: list[str | None] | None,
-             trace_objects: bool) -> list[bytes]:
-    if not partitions:
+             trace_objects: bool, controls: list[bytes] | None = None) -> list[bytes]:
+    if not partitions and not controls:
         return [entry_header(key, body, now, bucket) for key, body, bucket in items]
-    return [entry_header(key, body, now, bucket, partition, trace_objects or partition is None)
-            for (key, body, bucket), partition in zip(items, partitions)]
+    partitions = partitions or [None] * len(items)
+    controls = controls or [b""] * len(items)
+    return [entry_header(key, body, now, bucket, partition, trace_objects or partition is None, control)
+            for (key, body, bucket), partition, control in zip(items, partitions, controls)]
 
 
 __all__ = ["DamagedEntry", "Ref", "Segment", "SegmentFiles", "Spool", "SpoolFull", "SpoolTooSmall"]

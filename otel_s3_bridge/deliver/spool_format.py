@@ -4,8 +4,10 @@ Entry: 4-byte magic, payload length, CRC-32 of the payload; payload = enqueue ti
 length, key length, bucket, key, body. An `OSB3` entry also says what to write: after the key
 length come the length of its lake partition and a flags byte (1: its own `trace` object; 2, set
 by earlier versions, is ignored), and after the key the partition itself
-(`{prefix}/lake/dt=…/hour=…`: the folder of its `batch` layout file). `OSB2` entries (the trace
-object only) and `OSB1` ones (written before per-key buckets, no bucket) are still read. An
+(`{prefix}/lake/dt=…/hour=…`: the folder of its `batch` layout file). An `OSB4` entry is an
+`OSB3` one that also says how its objects are stored (`ObjectControls.encode`: encryption, storage
+class, tags): its length after the flags, the controls after the partition. `OSB2` entries (the
+trace object only) and `OSB1` ones (written before per-key buckets, no bucket) are still read. An
 incomplete or corrupt entry (a torn last write after a crash) ends the readable part of its file.
 A `.done` file beside a segment lists the offsets of its entries
 the sink already has. Must not open sockets, keep state or decide anything about uploads.
@@ -18,13 +20,14 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-MAGIC, MAGIC_V1, MAGIC_V3 = b"OSB2", b"OSB1", b"OSB3"
+MAGIC, MAGIC_V1, MAGIC_V3, MAGIC_V4 = b"OSB2", b"OSB1", b"OSB3", b"OSB4"
 PREFIX = struct.Struct("<4sII")  # magic, payload length, crc32(payload)
 META = struct.Struct("<QHH")  # enqueue time (unix ns), bucket length, key length
 META_V1 = struct.Struct("<QH")  # enqueue time (unix ns), key length
 META_V3 = struct.Struct("<QHHHB")  # enqueue time (unix ns), bucket, key and partition lengths, flags
+META_V4 = struct.Struct("<QHHHBH")  # ... and the object controls' length
 TRACE_OBJECT = 1  # OSB3 flag: the entry is also written as its own `trace` layout object
-MINIMUM = {MAGIC: META.size, MAGIC_V1: META_V1.size, MAGIC_V3: META_V3.size}
+MINIMUM = {MAGIC: META.size, MAGIC_V1: META_V1.size, MAGIC_V3: META_V3.size, MAGIC_V4: META_V4.size}
 SEGMENT_SUFFIX = ".seg"
 DONE_RECORD = struct.Struct("<Q")  # offset of an entry the sink has
 
@@ -39,6 +42,7 @@ class StoredEntry:
     body: bytes
     partition: str | None = None  # the lake partition of its `batch` file; None: no batch file
     trace_object: bool = True  # written as its own `trace` layout object
+    controls: bytes = b""  # its objects' encoded ObjectControls; empty: the bridge's own settings
 
 
 class DamagedEntry(ValueError):
@@ -46,10 +50,16 @@ class DamagedEntry(ValueError):
 
 
 def entry_header(key: str, body: bytes, enqueued_unix_nano: int, bucket: str | None = None,
-                 partition: str | None = None, trace_object: bool = True) -> bytes:
+                 partition: str | None = None, trace_object: bool = True, controls: bytes = b"") -> bytes:
     """Everything of an entry but its body (which follows it as is, never copied)."""
     key_bytes, bucket_bytes = key.encode(), (bucket or "").encode()
-    if partition is None:
+    if controls:
+        partition_bytes = (partition or "").encode()
+        magic = MAGIC_V4
+        head = (META_V4.pack(enqueued_unix_nano, len(bucket_bytes), len(key_bytes), len(partition_bytes),
+                             TRACE_OBJECT if trace_object or partition is None else 0, len(controls))
+                + bucket_bytes + key_bytes + partition_bytes + controls)
+    elif partition is None:
         magic, head = MAGIC, META.pack(enqueued_unix_nano, len(bucket_bytes), len(key_bytes)) + bucket_bytes + key_bytes
     else:
         partition_bytes = partition.encode()
@@ -61,8 +71,8 @@ def entry_header(key: str, body: bytes, enqueued_unix_nano: int, bucket: str | N
 
 
 def encode_entry(key: str, body: bytes, enqueued_unix_nano: int, bucket: str | None = None,
-                 partition: str | None = None, trace_object: bool = True) -> bytes:
-    return entry_header(key, body, enqueued_unix_nano, bucket, partition, trace_object) + body
+                 partition: str | None = None, trace_object: bool = True, controls: bytes = b"") -> bytes:
+    return entry_header(key, body, enqueued_unix_nano, bucket, partition, trace_object, controls) + body
 
 
 def _decode_payload(magic: bytes, payload: bytes, offset: int = 0, length: int = 0) -> StoredEntry:
@@ -75,14 +85,22 @@ def _decode_payload(magic: bytes, payload: bytes, offset: int = 0, length: int =
         start = META.size + bucket_length
         bucket = payload[META.size:start].decode(errors="replace")
     else:
-        enqueued, bucket_length, key_length, partition_length, flags = META_V3.unpack_from(payload)
-        start = META_V3.size + bucket_length
-        bucket = payload[META_V3.size:start].decode(errors="replace")
+        controls_length = 0
+        if magic == MAGIC_V4:
+            enqueued, bucket_length, key_length, partition_length, flags, controls_length = META_V4.unpack_from(payload)
+            meta = META_V4.size
+        else:
+            enqueued, bucket_length, key_length, partition_length, flags = META_V3.unpack_from(payload)
+            meta = META_V3.size
+        start = meta + bucket_length
+        bucket = payload[meta:start].decode(errors="replace")
         partition = payload[start + key_length:start + key_length + partition_length].decode(errors="replace")
         trace_object = bool(flags & TRACE_OBJECT)
         key = payload[start:start + key_length].decode(errors="replace")
-        body = payload[start + key_length + partition_length:]
-        return StoredEntry(offset, length, key, bucket or None, enqueued, body, partition, trace_object)
+        controls_start = start + key_length + partition_length
+        body = payload[controls_start + controls_length:]
+        return StoredEntry(offset, length, key, bucket or None, enqueued, body, partition or None, trace_object,
+                           bytes(payload[controls_start:controls_start + controls_length]))
     key = payload[start:start + key_length].decode(errors="replace")
     return StoredEntry(offset, length, key, bucket or None, enqueued, payload[start + key_length:], partition,
                        trace_object)

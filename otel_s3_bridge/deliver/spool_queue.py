@@ -40,6 +40,7 @@ class Ref:
     join: str | None = None  # the join store's name of the call whose record this is (this run only)
     partition: str | None = None  # its lake partition, when it goes into a `batch` file
     trace_object: bool = True  # written as its own `trace` layout object
+    controls: bytes = b""  # its objects' encoded ObjectControls; empty: the bridge's own settings
     finished: bool = False  # uploaded, quarantined or superseded
 
 

@@ -123,9 +123,9 @@ class Uploader:
                     if attempt and latest == body:
                         break
                     body = latest
-                    await self._sink.put(ref.key, body, JSON_CONTENT_TYPE, bucket=ref.bucket)
+                    await self._sink.put(ref.key, body, JSON_CONTENT_TYPE, bucket=ref.bucket, controls=ref.controls)
             else:
-                await self._sink.put(ref.key, body, JSON_CONTENT_TYPE, bucket=ref.bucket)
+                await self._sink.put(ref.key, body, JSON_CONTENT_TYPE, bucket=ref.bucket, controls=ref.controls)
         except SinkError as error:
             if error.retryable:
                 self._retry(ref, error.message)

@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 KEEP = "keep"
-CONTENT_MODES = (KEEP, "drop", "hash")
+CONTENT_MODES = (KEEP, "drop", "hash", "redact")
 IDENTITY_MODES = (KEEP, "hmac", "drop")
 
 
@@ -28,11 +28,15 @@ class KeyPolicy:
     name: str
     prefix: str | None = None  # its own {prefix} (as --key-prefix)
     bucket: str | None = None  # its own bucket (as --key-bucket)
-    content: str | None = None  # keep | drop | hash
+    content: str | None = None  # keep | drop | hash | redact
     identities: str | None = None  # keep | hmac | drop
     sample: float | None = None  # share of calls kept, 0..1; errored calls always kept
     max_spans_per_second: float | None = None  # 0: unlimited
     max_bytes_per_second: float | None = None  # request bytes as received; 0: unlimited
+    s3_sse: str | None = None  # its objects' controls (as --s3-sse, ...); tags add to --s3-tags
+    s3_sse_kms_key_id: str | None = None
+    s3_storage_class: str | None = None
+    s3_tags: tuple[tuple[str, str], ...] | None = None
 
     def over(self, default: KeyPolicy) -> KeyPolicy:
         """This policy with every unset setting taken from `default`."""
@@ -56,6 +60,8 @@ class RecordPolicy:
     identities: str = KEEP
     sample: float = 1.0
     pseudonym: PseudonymKey | None = field(default=None, repr=False)
+    redact_patterns: tuple[tuple[str, str], ...] = ()  # the operator's own (label, RE2 pattern) for redact
+    phone_region: str = "US"  # the country of phone numbers written without +<country code>
 
     @property
     def changes_nothing(self) -> bool:
@@ -93,9 +99,15 @@ SETTINGS = {"prefix": _text, "bucket": _text, "content": _choice(CONTENT_MODES),
             "max_bytes_per_second": _rate}
 
 
-def parse_key_policies(raw: Any, *, validate_prefix, validate_bucket) -> tuple[KeyPolicy, ...]:
+OBJECT_SETTINGS = ("s3_sse", "s3_sse_kms_key_id", "s3_storage_class", "s3_tags")
+
+
+def parse_key_policies(raw: Any, *, validate_prefix, validate_bucket,
+                       object_settings: Mapping[str, Any]) -> tuple[KeyPolicy, ...]:
     """`{name: {setting: value}}` (a TOML table, or its JSON text) -> the policies, by name.
-    Raises ValueError naming every bad key and setting."""
+    `object_settings`: the parser of each of OBJECT_SETTINGS (the storage layer's rules). Raises
+    ValueError naming every bad key and setting."""
+    settings_parsers = {**SETTINGS, **object_settings}
     if isinstance(raw, str):
         try:
             raw = orjson.loads(raw) if raw.strip() else {}
@@ -107,13 +119,13 @@ def parse_key_policies(raw: Any, *, validate_prefix, validate_bucket) -> tuple[K
     policies = []
     for name, settings in raw.items():
         if not isinstance(settings, Mapping):
-            problems.append(f"keys.{name}: must be a table of settings ({', '.join(SETTINGS)})")
+            problems.append(f"keys.{name}: must be a table of settings ({', '.join(settings_parsers)})")
             continue
         values: dict[str, Any] = {}
         for setting, value in settings.items():
-            parse = SETTINGS.get(setting)
+            parse = settings_parsers.get(setting)
             if parse is None:
-                problems.append(f"keys.{name}: unknown setting {setting!r} (known: {', '.join(SETTINGS)})")
+                problems.append(f"keys.{name}: unknown setting {setting!r} (known: {', '.join(settings_parsers)})")
                 continue
             try:
                 value = parse(value)

@@ -35,7 +35,7 @@ def govern_record(record: dict[str, Any], policy: RecordPolicy, places: Places) 
     """Apply `policy` to `record` in place; False when the call is sampled out (not to be stored)."""
     if record["status"] != "error" and not sampled_in(record["otel_trace_id"], policy.sample):
         return False
-    govern_content(record, policy.content, places)
+    govern_content(record, policy, places)
     govern_identities(record, policy.identities, policy.pseudonym, places)
     return True
 
@@ -46,5 +46,5 @@ def govern_call_events(trace_id: str, events: list[dict[str, Any]], policy: Reco
     out (they are then not kept for the join either)."""
     if not sampled_in(trace_id, policy.sample):
         return None
-    return govern_event_identities(govern_events(events, policy.content, places), policy.identities,
+    return govern_event_identities(govern_events(events, policy, places), policy.identities,
                                    policy.pseudonym, places)

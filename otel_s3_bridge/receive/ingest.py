@@ -86,6 +86,7 @@ class Item(NamedTuple):
     spans: int  # how many spans (or GenAI events) it holds, for partial_success when refused
     join: str | None = None  # the join store's name of its call, when a half is kept for it
     partition: str | None = None  # its lake partition, when it goes into a `batch` layout file
+    controls: bytes = b""  # its objects' encoded ObjectControls (the key's, tags filled in); b"": none
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +156,7 @@ class Ingestor:
         self.inflight = InflightBytes(config.max_inflight_bytes)
         self.pseudonym_key = watch_pseudonym_key(config.pseudonym_key_file)
         self._rates = KeyRates(lambda name: _rates_of(config.policy_of(name)))
+        self._controls: dict[tuple[str | None, str | None], bytes] = {}
         self.accepting = True
 
     def check_accepting(self) -> None:
@@ -201,11 +203,25 @@ class Ingestor:
         self._rates.charge(principal.name, result.received, received_bytes)
         return result
 
+    def _controls_of(self, key_name: str | None, source: str | None) -> bytes:
+        """The object controls of a record from `key_name` of instrumentation `source`, encoded for
+        the spool; b"" when they are the sink's own (the flags', nothing filled in). One per (key,
+        source), both from small sets (names of keys, of conventions)."""
+        encoded = self._controls.get((key_name, source))
+        if encoded is None:
+            if len(self._controls) >= 1024:
+                self._controls.clear()
+            controls = self._config.object_controls_of(key_name).render(key_name, source)
+            encoded = b"" if controls == self._config.object_controls else controls.encode()
+            self._controls[(key_name, source)] = encoded
+        return encoded
+
     def _record_policy(self, principal: Principal) -> RecordPolicy:
         policy = principal.policy
         return RecordPolicy(policy.content or KEEP, policy.identities or KEEP,
                             1.0 if policy.sample is None else policy.sample,
-                            self.pseudonym_key.value if self.pseudonym_key is not None else None)
+                            self.pseudonym_key.value if self.pseudonym_key is not None else None,
+                            self._config.redact_patterns, self._config.redact_phone_region)
 
     async def _export_whole_or_in_chunks(self, body: bytes, context: ExportContext, reservation: Reservation,
                                          principal: Principal) -> ExportResult:
@@ -258,7 +274,8 @@ class Ingestor:
             if signal == LOGS:
                 items = await self._completed_by_events(prepared, principal, reservation)
             else:
-                items = [Item(key, body, principal.bucket, spans) for key, body, spans in prepared.objects]
+                items = [Item(key, body, principal.bucket, spans, controls=self._controls_of(principal.name, source))
+                         for (key, body, spans), source in zip(prepared.objects, prepared.sources)]
                 if prepared.partitions:
                     items = [item._replace(partition=partition) for item, partition in zip(items, prepared.partitions)]
                 await self._complete_with_known_events(prepared, principal, items)
@@ -323,7 +340,8 @@ class Ingestor:
                 continue
             reservation.add(len(body))
             partition = partition_dir(principal.prefix, envelope["record"]) if self._config.writes_batches else None
-            items.append(Item(key, body, envelope["bucket"], len(events), name, partition))
+            items.append(Item(key, body, envelope["bucket"], len(events), name, partition,
+                              self._controls_of(principal.name, envelope["record"].get("source"))))
         return items
 
     async def latest_body(self, join_name: str, body: bytes) -> bytes:
@@ -368,12 +386,11 @@ class Ingestor:
         """Put every object; (spans refused for good, a cause). Raises Unavailable when a retry helps."""
         slots = asyncio.Semaphore(self._config.upload_concurrency)
 
-        async def put(key: str, body: bytes, bucket: str | None) -> None:
+        async def put(item: Item) -> None:
             async with slots:
-                await self._sink.put(key, body, JSON_CONTENT_TYPE, bucket=bucket)
+                await self._sink.put(item.key, item.body, JSON_CONTENT_TYPE, bucket=item.bucket, controls=item.controls)
 
-        outcomes = await asyncio.gather(*(put(item.key, item.body, item.bucket) for item in items),
-                                        return_exceptions=True)
+        outcomes = await asyncio.gather(*(put(item) for item in items), return_exceptions=True)
         retryable = [o for o in outcomes if isinstance(o, BaseException) and not _permanent(o)]
         if retryable:
             self._report_failure(retryable[0])
@@ -393,7 +410,8 @@ class Ingestor:
             partitions = [item.partition for item in items] if self._config.writes_batches else None
             await self._spool.append([(item.key, item.body, item.bucket) for item in items],
                                      [item.join for item in items], on_written, partitions,
-                                     trace_objects=self._config.writes_objects)
+                                     trace_objects=self._config.writes_objects,
+                                     controls=[item.controls for item in items])
         except SpoolTooSmall as too_large:
             raise PayloadTooLarge(f"{too_large} (--spool-max-bytes); send smaller batches") from None
         except SpoolFull as full:
