@@ -555,7 +555,7 @@ def _governance_section(g: dict) -> list[str]:
         "",
         f"`python -m bench.governance_bench`{' (' + g['when'] + ')' if 'when' in g else ''}"
         + (f", on a machine where ten million Python additions took {_f(g['python_loop_seconds'], 2)} s of CPU "
-           "(a slower day than the other sections': compare ratios, not µs)" if "python_loop_seconds" in g else "")
+           "(machines and days differ: compare the ratios, not the µs)" if "python_loop_seconds" in g else "")
         + ": `prepare_export` "
         f"in-process over {g['exports']} OTLP/protobuf exports of {g['spans_per_export']} GenAI chat spans whose "
         "prompt and completion each hold about 1 KiB or 8 KiB of text, process CPU, the least disturbed of 5 "

@@ -505,10 +505,12 @@ content = "redact"
         assert ga_trace.encode() in spooled and late_trace.encode() in joined and MARKER.encode() in joined
         assert KEPT_EMAIL.encode() in spooled  # the unpoliced key's
         records = {record["otel_trace_id"]: record for record in trace_records(s3, bridge.bucket)}
+        metrics = requests.get(f"http://127.0.0.1:{bridge.metrics_port}/metrics", timeout=10).text
     finally:
         assert bridge.stop() == 0
     for value in PII.values():
         assert value.encode() not in spooled and value.encode() not in joined and value not in bridge.log, value
+        assert value not in metrics, value
 
     genai_record, oi_record, late_record = records[ga_trace], records[oi_trace], records[late_trace]
     assert genai_record["content_policy"] == "redact"
