@@ -179,10 +179,16 @@ def test_routes_that_would_mix_tenants_are_refused(tmp_path, routes, problem):
     assert TOKENS["openrouter"] not in result.stderr
 
 
-def test_a_key_routed_to_a_missing_bucket_stops_start_up(moto, s3, tmp_path):
+@pytest.mark.parametrize("route", ["flag", "config"])
+def test_a_key_routed_to_a_missing_bucket_stops_start_up(moto, s3, tmp_path, route):
+    """Either way of giving a key its bucket: --key-bucket, or `bucket` in its [keys.NAME] table
+    (which the start-up check once left unprobed: the bridge started, then refused every upload)."""
+    config = tmp_path / "bridge.toml"
+    config.write_text('[keys.sdk]\nbucket = "no-such-bucket-for-sdk"\n')
+    where = ["--key-bucket", "sdk=no-such-bucket-for-sdk"] if route == "flag" else ["--config", str(config)]
     result = subprocess.run(
         [sys.executable, "-m", "otel_s3_bridge", "serve", "--bucket", new_bucket(s3), "--endpoint-url", moto.url,
-         "--token", f"sdk={TOKENS['sdk']}", "--key-bucket", "sdk=no-such-bucket-for-sdk",
+         "--token", f"sdk={TOKENS['sdk']}", *where,
          "--spool-dir", str(tmp_path / "spool"), "--http-port", str(free_port()), "--grpc-port", "0"],
         capture_output=True, text=True, timeout=60)
     assert result.returncode == 1 and "'no-such-bucket-for-sdk' does not exist" in result.stderr

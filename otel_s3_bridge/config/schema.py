@@ -253,6 +253,13 @@ class BridgeConfig:
     def object_controls(self) -> ObjectControls:
         return ObjectControls(self.s3_sse, self.s3_sse_kms_key_id, self.s3_storage_class, self.s3_tags)
 
+    @property
+    def routed_buckets(self) -> dict[str, str]:
+        """Each key's own bucket, from --key-bucket or its [keys.NAME] table."""
+        buckets = dict(self.key_buckets)
+        buckets.update((policy.name, policy.bucket) for policy in self.keys if policy.bucket)
+        return buckets
+
     def object_controls_of(self, name: str | None) -> ObjectControls:
         """Key `name`'s object controls: its [keys.NAME] settings over the flags' (tags merged by name)."""
         own = next((policy for policy in self.keys if policy.name == name), None)

@@ -151,11 +151,15 @@ class S3Sink:
             raise
 
     async def check(self) -> list[str]:
-        """Write and delete a probe object in the bucket and in every key's own bucket."""
+        """Write and delete a probe object in the bucket and in every key's own bucket, with the
+        object controls a key writing there uses (a bucket policy may demand encryption)."""
         verified = [f"endpoint {self.config.endpoint_url or 'AWS S3'} reachable and credentials accepted"]
-        for bucket in dict.fromkeys([self.bucket, *(bucket for _, bucket in self.config.key_buckets)]):
+        owners = {self.bucket: None, **{bucket: name for name, bucket in self.config.routed_buckets.items()}}
+        for bucket, owner in owners.items():
             probe = f"{self.config.prefix}/.otel-s3-bridge-check-{uuid.uuid4().hex}.json"
-            await self.put(probe, b'{"otel-s3-bridge":"connection check"}', "application/json", bucket=bucket)
+            controls = self.config.object_controls_of(owner).render(owner, "check")
+            await self.put(probe, b'{"otel-s3-bridge":"connection check"}', "application/json", bucket=bucket,
+                           controls=controls.encode())
             verified.append(f"s3:PutObject on s3://{bucket}/{probe}")
             try:
                 await self._client.delete_object(Bucket=bucket, Key=probe)
