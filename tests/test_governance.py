@@ -1,7 +1,8 @@
 """Governance per key, through the running bridge and the S3 server: each key's policy from the
-TOML config (`[keys.NAME]`), content dropped or hashed everywhere it occurs, identities turned
-into pseudonyms, calls sampled by trace id, and rate limits that refuse a whole export (429 /
-RESOURCE_EXHAUSTED with a retry time) without slowing another key.
+TOML config (`[keys.NAME]`), content dropped, hashed or redacted everywhere it occurs, identities
+turned into pseudonyms or dropped, calls sampled by trace id, rate limits that refuse a whole
+export (429 / RESOURCE_EXHAUSTED with a retry time) without slowing another key, and each key's
+object controls.
 
 What a policy removes is looked for in every place the bridge writes: the objects in the bucket
 (Parquet read back, not scanned compressed), the spool's segment files, the join store, the
@@ -112,12 +113,13 @@ def secret_file(tmp_path: pathlib.Path, secret: bytes = SECRET) -> str:
     return str(path)
 
 
-def test_drop_and_hmac_leave_no_message_and_no_identity_in_bucket_spool_join_store_log_or_metrics(
-        moto, s3, tmp_path):
-    config = write_config(tmp_path, """
+@pytest.mark.parametrize("content, identities", [("drop", "hmac"), ("hash", "drop")])
+def test_content_and_identity_policies_leave_nothing_they_remove_in_bucket_spool_join_store_log_or_metrics(
+        moto, s3, tmp_path, content, identities):
+    config = write_config(tmp_path, f"""
 [keys.sdk]
-content = "drop"
-identities = "hmac"
+content = "{content}"
+identities = "{identities}"
 """)
     spool, join = tmp_path / "spool", tmp_path / "join"
     bridge = S3Bridge(moto, new_bucket(s3), tmp_path / "bridge.log",
@@ -155,10 +157,14 @@ identities = "hmac"
             record = records[trace_id]
             text = orjson.dumps(record).decode()
             assert MARKER not in text and CUSTOMER not in text and SESSION not in text, record
-            assert record["content_policy"] == "drop" and record["prompt"] is None and record["completion"] is None
-            assert record["customer_id"] == expected_pseudonym(CUSTOMER)
-            assert record["model"] and record["input_tokens"] and record["output_tokens"]
-        assert records[oi_trace]["session_id"] == records[ga_trace]["session_id"] == expected_pseudonym(SESSION)
+            assert record["content_policy"] == content and record["model"] and record["input_tokens"]
+            if content == "drop":
+                assert record["prompt"] is None and record["completion"] is None
+            elif trace_id != late_trace:  # (the late call's content comes from its events)
+                assert "sha256:" in orjson.dumps(record["prompt"]).decode() and record["output_tokens"]
+            assert record["customer_id"] == (expected_pseudonym(CUSTOMER) if identities == "hmac" else None)
+        assert records[oi_trace]["session_id"] == records[ga_trace]["session_id"] == (
+            expected_pseudonym(SESSION) if identities == "hmac" else None)
         assert records[kept_trace]["content_policy"] == "keep"
         assert records[kept_trace]["customer_id"] == KEPT_CUSTOMER and records[kept_trace]["prompt"]
         metrics = requests.get(f"http://127.0.0.1:{bridge.metrics_port}/metrics", timeout=10).text
