@@ -43,6 +43,11 @@ _BYTES, _UTF8 = _options(re2.Options.Encoding.LATIN1), _options(re2.Options.Enco
 # Phone and IBAN candidates judged, remembered (phonenumbers and stdnum's registry take 0.1-0.2 ms a
 # number, and senders repeat theirs). Held in memory only, as the records being decoded are.
 CHECK_CACHE = 4096
+# A phone candidate holding more digits than one number ("212-736-5000 212-736-5001": the pattern
+# runs on across the space) is split at its spaces; the numbering plans asked while splitting are
+# bounded per text, so a text of endless digit groups costs no more than this many checks.
+PHONE_SPLIT_CHECKS = 256
+MAX_PHONE_DIGITS = 15  # E.164
 
 WORD = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")  # byte values
 ALNUM = WORD - {ord("_")}
@@ -147,12 +152,36 @@ _DATE_OR_TIME = re.compile(r"\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-
 
 @functools.lru_cache(maxsize=CHECK_CACHE)
 def _valid_phone(candidate: str, region: str) -> bool:
-    if not 7 <= sum(c.isdigit() for c in candidate) <= 15 or _DATE_OR_TIME.search(candidate):
+    if not 7 <= sum(c.isdigit() for c in candidate) <= MAX_PHONE_DIGITS or _DATE_OR_TIME.search(candidate):
         return False
     try:
         return phonenumbers.is_valid_number(phonenumbers.parse(candidate, region))
     except phonenumbers.NumberParseException:
         return False
+
+
+def _phone_numbers_in(value: str, region: str, budget: list[int]) -> list[tuple[int, int]]:
+    """(start, end) in `value` of the numbers a run of several holds: from the left, the longest run
+    of up to four space-separated pieces that is a valid number; `budget[0]` checks at most."""
+    pieces = [match.span() for match in _PIECE.finditer(value)]
+    found: list[tuple[int, int]] = []
+    index = 0
+    while index < len(pieces) and budget[0] > 0:
+        for last in range(min(len(pieces), index + 4) - 1, index - 1, -1):
+            start, end = pieces[index][0], pieces[last][1]
+            budget[0] -= 1
+            if _valid_phone(value[start:end], region):
+                found.append((start, end))
+                index = last + 1
+                break
+            if budget[0] <= 0:
+                break
+        else:
+            index += 1
+    return found
+
+
+_PIECE = re.compile(r"\S+")
 
 
 def _phone_check(region: str) -> Callable[[str, bytes, bytes], bool]:
@@ -210,7 +239,7 @@ BUILT_IN = (
 
 
 def _phone_detector(region: str) -> Detector:
-    return Detector("phone", PHONE, r"\+?\(?[0-9][0-9 ().-]{5,24}[0-9]",
+    return Detector("phone", PHONE, r"\+?\(?[0-9][0-9 ().-]{5,}[0-9]",
                     not_before=WORD | set(b".-+"), not_after=_KEY, check=_phone_check(region))
 
 
@@ -241,6 +270,7 @@ class Redactor:
     """The detectors of one configuration; `find` and `redact` are pure and safe across threads."""
 
     def __init__(self, patterns: tuple[tuple[str, str], ...] = (), phone_region: str = "US") -> None:
+        self.phone_region = phone_region
         self.detectors = BUILT_IN + (_phone_detector(phone_region),)
         # The built-in patterns read the UTF-8 bytes one by one (Latin-1 mode: a byte beyond ASCII is
         # one character, so a class can take any of them as a letter and the automaton stays small).
@@ -261,6 +291,7 @@ class Redactor:
             return []
         found: list[Finding] = []
         phones: list[Finding] = []
+        split_budget = [PHONE_SPLIT_CHECKS]
         runs = [(self.detectors[index], self._compiled[index]) for index in hits]
         for detector, compiled in (*runs, *zip(self.user_detectors, self._user_compiled)):
             for match in compiled.finditer(data):
@@ -269,9 +300,12 @@ class Redactor:
                 if start == end or (whole_start and data[whole_start - 1] in detector.not_before) or (
                         whole_end < len(data) and data[whole_end] in detector.not_after):
                     continue
-                if detector.check is not None and not detector.check(
-                        data[start:end].decode("utf-8", "surrogatepass"), data[max(0, start - 2):start],
-                        data[end:end + 2]):
+                value = data[start:end].decode("utf-8", "surrogatepass")
+                if detector.check is not None and not detector.check(value, data[max(0, start - 2):start],
+                                                                     data[end:end + 2]):
+                    if detector.kind == PHONE and sum(c.isdigit() for c in value) > MAX_PHONE_DIGITS:
+                        phones.extend(Finding(PHONE, start + first, start + last, detector.name) for first, last
+                                      in _phone_numbers_in(value, self.phone_region, split_budget))
                     continue
                 (phones if detector.kind == PHONE else found).append(Finding(detector.kind, start, end, detector.name))
         kept = _without_overlaps(found)
