@@ -506,7 +506,11 @@ content = "redact"
         kept_trace, kept_span = ids()  # a key without a policy: its values stay, in the same places
         kept = genai_call(kept_trace, kept_span, start, marker=KEPT_EMAIL)
         assert bridge.post(orjson.dumps(request(kept)), key="openrouter").status_code == 200
-        eventually(lambda: len([k for k in list_keys(s3, bridge.bucket) if k.endswith(".json")]) == 4)
+        # An export over 128 KiB is decoded in a decode process: the policy travels there too.
+        large = [genai_call(*ids(), start, marker=pii_text() + " padding" * 100) for _ in range(120)]
+        large_body = orjson.dumps(request(*large))
+        assert len(large_body) > 128 * 1024 and bridge.post(large_body, key="sdk").status_code == 200
+        eventually(lambda: len([k for k in list_keys(s3, bridge.bucket) if k.endswith(".json")]) == 4 + len(large))
 
         spooled, joined = files_text(spool), files_text(join)
         assert ga_trace.encode() in spooled and late_trace.encode() in joined and MARKER.encode() in joined
@@ -534,6 +538,9 @@ content = "redact"
     assert redacted_text("[EMAIL]", "[CARD]") in late_text and redacted_text("[PHONE]") in late_text
     for record in (genai_record, oi_record, late_record):
         assert not any(value in orjson.dumps(record).decode() for value in PII.values()), record
+    pooled = [record for record in records.values() if "padding" in orjson.dumps(record).decode()]
+    assert len(pooled) == 120 and all(record["content_policy"] == "redact" for record in pooled)
+    assert all(redacted_text() in orjson.dumps(record).decode() for record in pooled)
     assert KEPT_EMAIL in orjson.dumps(records[kept_trace]).decode()
     lake = bucket_text(s3, bridge.bucket)
     assert ".parquet" in "".join(list_keys(s3, bridge.bucket)) and redacted_text() in lake and KEPT_EMAIL in lake
