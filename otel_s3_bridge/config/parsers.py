@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..govern.policy import KeyPolicy, parse_key_policies
+from ..govern.policy import KeyPolicy, parse_key_policies, text_setting
 from ..lake.keys import validate_prefix
 from ..lake.object_controls import SSE_MODES, parse_storage_class, parse_tags
 from ..values import bounded_int
@@ -133,18 +133,12 @@ def number(low: float, high: float, what: str) -> Callable[[str], float]:
 def key_policies(raw: Any) -> tuple[KeyPolicy, ...]:
     """`[keys.NAME]` tables of the TOML config, or their JSON text (flag, environment)."""
     return parse_key_policies(raw, validate_prefix=validate_prefix, validate_bucket=_policy_bucket, object_settings={
-        "s3_sse": choice(*SSE_MODES), "s3_sse_kms_key_id": _text_value, "s3_storage_class": _text_value_of(
+        "s3_sse": choice(*SSE_MODES), "s3_sse_kms_key_id": text_setting, "s3_storage_class": _text_value_of(
             parse_storage_class), "s3_tags": _text_value_of(parse_tags)})
 
 
-def _text_value(value: Any) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError("must be a non-empty string")
-    return value.strip()
-
-
 def _text_value_of(parse: Callable[[str], Any]) -> Callable[[Any], Any]:
-    return lambda value: parse(_text_value(value))
+    return lambda value: parse(text_setting(value))
 
 
 def _policy_bucket(raw: str) -> str:

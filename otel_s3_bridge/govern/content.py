@@ -74,9 +74,14 @@ def _attributes(attributes: Any, rewrite: Callable[[str], str] | None, holds_con
 
 def govern_events(events: Any, policy: RecordPolicy, places: Places) -> Any:
     """Span events (or GenAI event records as span events) under `policy.content`."""
-    if policy.content == KEEP or not isinstance(events, list):
+    if policy.content == KEEP:
         return events
-    rewrite = text_rewrite(policy)
+    return _events(events, text_rewrite(policy), places)
+
+
+def _events(events: Any, rewrite: Callable[[str], str] | None, places: Places) -> Any:
+    if not isinstance(events, list):
+        return events
     governed = []
     for event in events:
         if isinstance(event, dict):
@@ -99,8 +104,8 @@ def govern_content(record: dict[str, Any], policy: RecordPolicy, places: Places)
         if isinstance(record["completion"], dict):
             record["completion"] = {key: _leaves(value, rewrite) for key, value in record["completion"].items()}
     record["attributes"] = _attributes(record["attributes"], rewrite, places.is_content)
-    record["events"] = govern_events(record["events"], policy, places)
+    record["events"] = _events(record["events"], rewrite, places)
     for observation in record["observations"] or ():
         if isinstance(observation, dict):
             observation["attributes"] = _attributes(observation.get("attributes"), rewrite, places.is_content)
-            observation["events"] = govern_events(observation.get("events"), policy, places)
+            observation["events"] = _events(observation.get("events"), rewrite, places)

@@ -88,13 +88,13 @@ def _rate(value: Any) -> float:
     return float(value)
 
 
-def _text(value: Any) -> str:
+def text_setting(value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ValueError("must be a non-empty string")
     return value.strip()
 
 
-SETTINGS = {"prefix": _text, "bucket": _text, "content": _choice(CONTENT_MODES),
+SETTINGS = {"prefix": text_setting, "bucket": text_setting, "content": _choice(CONTENT_MODES),
             "identities": _choice(IDENTITY_MODES), "sample": _share, "max_spans_per_second": _rate,
             "max_bytes_per_second": _rate}
 
