@@ -95,3 +95,14 @@ def test_a_large_text_beyond_ascii_holding_many_findings_is_placed_right_in_one_
     text = unit * 40_000
     redacted = Redactor().redact(text)
     assert redacted == "Grüße an [EMAIL], Tel. [PHONE] — ok. " * 40_000
+
+
+def test_endless_digit_groups_cost_a_bounded_number_of_numbering_plan_checks():
+    """An attack on the phone split: one run of 250,000 space-separated digit groups (1 MB) is one
+    candidate of far too many digits; splitting it asks phonenumbers (~0.1 ms a new value) at most
+    PHONE_SPLIT_CHECKS times, not once or four times per group."""
+    from otel_s3_bridge.govern import redact
+    text = " ".join(f"{index % 1000:03d}" for index in range(250_000))
+    redact._valid_phone.cache_clear()
+    assert Redactor().redact(text) is not None
+    assert redact._valid_phone.cache_info().misses <= redact.PHONE_SPLIT_CHECKS + 1
