@@ -416,7 +416,8 @@ def test_an_older_body_never_overwrites_a_completed_object_after_restarts(moto, 
         bridge.process.wait(10)
         bridge = S3Bridge(moto, bucket, tmp_path / "bridge-2.log", args)  # the stale body replayed, failing
         before = failures()
-        eventually(lambda: failures() >= before + 5)  # its backoff is now seconds long
+        # its backoff is now seconds long: five jittered retries take up to ~13 s of sleeping alone
+        eventually(lambda: failures() >= before + 5, timeout=90)
         assert post_logs(bridge, logs_request(*message_events(trace_id, span_id, start))).status_code == 200
         only_record(s3, bucket, trace_id, completed)  # the completed body is stored
         os.kill(bridge.process.pid, signal.SIGKILL)
