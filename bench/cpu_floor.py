@@ -5,16 +5,21 @@ trace, prompt and completion on the span), 2 at a time, into the batch layout (P
 mock S3, until every record is in a file. The bridge's CPU is that of its whole process tree
 (/proc). The floor is what any Python receiver must spend on the same bodies, measured in this
 process in the same run: parse with protobuf, read each attribute once into a dict, encode the
-dict with orjson. Prints one JSON object; bench/suite.py puts it in RESULTS.md.
+dict with orjson. The bridge runs twice per run: on the decode core as installed (compiled by
+bench/run) and on its pure-Python build (OTEL_S3_BRIDGE_PURE=1); `prepare_export` alone is timed
+in-process for each build too. Prints one JSON object; bench/suite.py puts it in RESULTS.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -22,7 +27,9 @@ from pathlib import Path
 
 import orjson
 import requests
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+)
 
 from bench import payloads
 from bench.suite import BATCH_OPTIONS, TOKEN, Stack
@@ -73,9 +80,36 @@ def send_all(url: str, all_bodies: list[bytes], headers: dict[str, str], concurr
         return list(pool.map(send, range(len(all_bodies))))
 
 
+def prepare_us_per_span(exports: int = 30, passes: int = 5) -> float:
+    """`prepare_export` (parse, decode, price, key, encode) in this process, the least disturbed pass."""
+    from otel_s3_bridge.decode.prepare import ExportContext, prepare_export
+    from otel_s3_bridge.lake.keys import compile_template
+    all_bodies = bodies(exports)
+    context = ExportContext(encoding="protobuf", coding="", key_name="bench", transport="http/protobuf",
+                            received_at_unix_nano=time.time_ns(), non_llm_spans="drop",
+                            template=compile_template("{prefix}/{date}"), prefix="bench", max_request_bytes=1 << 30,
+                            max_resource_bytes=16384, max_output_bytes=1 << 30, lake=True)
+    timings = []
+    for _ in range(passes + 1):  # the first pass warms the caches
+        started = time.process_time()
+        for body in all_bodies:
+            prepare_export(body, context)
+        timings.append(time.process_time() - started)
+    return min(timings[1:]) / (exports * SPANS) * 1e6
+
+
+def prepare_in_child(pure: bool) -> dict:
+    """`prepare_us_per_span` of one build, in a process of its own (the build is chosen at import)."""
+    env = {**os.environ, "OTEL_S3_BRIDGE_PURE": "1"} if pure else {k: v for k, v in os.environ.items()
+                                                                     if k != "OTEL_S3_BRIDGE_PURE"}
+    out = subprocess.run([sys.executable, "-m", "bench.cpu_floor", "--prepare-only"], env=env, check=True,
+                         capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent).stdout
+    return json.loads(out)
+
+
 def bridge_seconds(scratch: Path, all_bodies: list[bytes], concurrency: int = CONCURRENCY,
-                   extra: tuple[str, ...] = ()) -> dict:
-    stack = Stack(scratch, extra=extra or BATCH_OPTIONS)
+                   extra: tuple[str, ...] = (), pure: bool = False) -> dict:
+    stack = Stack(scratch, extra=extra or BATCH_OPTIONS, pure=pure)
     headers = {"Content-Type": "application/x-protobuf", "Authorization": f"Bearer {TOKEN}"}
     try:
         with requests.Session() as warm:
@@ -99,23 +133,36 @@ def measure(runs: int, extra: tuple[str, ...] = ()) -> dict:
             spans = len(all_bodies) * SPANS
             floor = min(floor_seconds(all_bodies) for _ in range(5))  # the least disturbed of 5
             bridge = bridge_seconds(scratch, all_bodies, extra=extra)
+            pure = bridge_seconds(scratch, all_bodies, extra=extra, pure=True)
             outcomes.append({"bridge_us_per_span": bridge["cpu_seconds"] / spans * 1e6,
                              "floor_us_per_span": floor / spans * 1e6,
                              "ratio": bridge["cpu_seconds"] / floor,
                              "spans_per_cpu_second": spans / bridge["cpu_seconds"],
-                             "codes": bridge["codes"], "peak_rss_mb": bridge["peak_rss_mb"]})
+                             "codes": bridge["codes"], "peak_rss_mb": bridge["peak_rss_mb"],
+                             "pure_us_per_span": pure["cpu_seconds"] / spans * 1e6,
+                             "pure_ratio": pure["cpu_seconds"] / floor, "pure_codes": pure["codes"]})
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    numeric = ("bridge_us_per_span", "floor_us_per_span", "ratio", "spans_per_cpu_second", "peak_rss_mb")
+    compiled, pure_build = prepare_in_child(pure=False), prepare_in_child(pure=True)
+    numeric = ("bridge_us_per_span", "floor_us_per_span", "ratio", "spans_per_cpu_second", "peak_rss_mb",
+               "pure_us_per_span", "pure_ratio")
     return {"exports": EXPORTS, "spans_per_export": SPANS, "concurrency": CONCURRENCY, "runs": outcomes,
+            "build": compiled["build"], "prepare_us_per_span": compiled["prepare_us_per_span"],
+            "pure_prepare_us_per_span": pure_build["prepare_us_per_span"],
             **{key: statistics.median(run[key] for run in outcomes) for key in numeric}}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--prepare-only", action="store_true",
+                        help="time prepare_export alone on the build this process runs, and say which")
     args = parser.parse_args()
-    print(json.dumps(measure(args.runs)))
+    if args.prepare_only:
+        import otel_s3_bridge
+        print(json.dumps({"build": otel_s3_bridge.BUILD, "prepare_us_per_span": prepare_us_per_span()}))
+    else:
+        print(json.dumps(measure(args.runs)))
 
 
 if __name__ == "__main__":

@@ -100,7 +100,7 @@ class Stack:
     """Mock S3 (or moto) + the bridge, in a scratch directory."""
 
     def __init__(self, scratch: Path, *, park_uploads: bool = False, workers: int = 1, moto: bool = False,
-                 extra: tuple[str, ...] = ()) -> None:
+                 extra: tuple[str, ...] = (), pure: bool = False) -> None:
         self.dir = Path(tempfile.mkdtemp(dir=scratch))
         self.s3_port = free_port()
         if moto:
@@ -123,7 +123,8 @@ class Stack:
              "--spool-dir", str(self.dir / "spool"), "--spool-max-bytes", str(16 * 1024 ** 3),
              "--drain-seconds", "0", "--log-level", "warning", "--workers", str(workers), *extra],
             self.http_port, self.dir / "bridge.log",
-            env={"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench"})
+            env={"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
+                 **({"OTEL_S3_BRIDGE_PURE": "1"} if pure else {})})  # the decode core's pure-Python build
         deadline = time.monotonic() + 60
         while workers > 1 and len(self.bridge.tree()) < workers + 1 and time.monotonic() < deadline:
             time.sleep(0.1)

@@ -8,6 +8,7 @@ Must not know about OTLP, records or configuration fields.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -85,3 +86,9 @@ def nested_deeper_than(value: Any, limit: int) -> bool:
 def _shown(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
+
+
+def frozen_reduce(instance: Any) -> tuple[type, tuple[Any, ...]]:
+    """`__reduce__` for a frozen dataclass that crosses to a decode process: its compiled (mypyc)
+    build cannot be unpickled field by field (every assignment is refused as frozen)."""
+    return type(instance), tuple(getattr(instance, field.name) for field in dataclasses.fields(instance))

@@ -19,7 +19,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from .. import __version__, logs
+from .. import BUILD, __version__, logs
 from ..app import Bridge
 from ..config import BridgeConfig, add_config_arguments
 from ..deliver.sink import build_sink
@@ -114,7 +114,7 @@ def _ready_message(config: BridgeConfig) -> str:
         layouts.append(f"{config.batch_format} files {config.prefix}/lake/dt=YYYY-MM-DD/hour=HH/ (at most "
                        f"{config.batch_max_records:,} records or {config.batch_max_age_seconds}s each)")
     return f"otel-s3-bridge {__version__} ready: {listening}; {auth}; {delivery}; writing to {where}, " \
-           + " and ".join(layouts)
+           + " and ".join(layouts) + f"; decode core: {BUILD}"
 
 
 async def _serve(config: BridgeConfig, *, share_ports: bool = False) -> int:

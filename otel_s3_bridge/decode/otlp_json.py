@@ -14,7 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from typing import Any
+from typing import Any, Literal, overload
 
 import orjson
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as SpanMessage
@@ -168,6 +168,12 @@ def _json_attributes(items: Any, depth: int = 0) -> dict[str, Any]:
 _HEX_IDS = {16: re.compile(r"[0-9a-fA-F]{32}"), 8: re.compile(r"[0-9a-fA-F]{16}")}
 
 
+@overload
+def _hex_id(value: Any, size: int, what: str, *, required: Literal[True]) -> str: ...
+@overload
+def _hex_id(value: Any, size: int, what: str, *, required: bool) -> str | None: ...
+
+
 def _hex_id(value: Any, size: int, what: str, *, required: bool) -> str | None:
     if value is None or value == "":
         if required:
@@ -287,8 +293,8 @@ def parse_json(body: bytes, *, max_resource_bytes: int = MAX_RESOURCE_BYTES) -> 
                 scope_name = scope_text(_text(scope.get("name"), "scope.name"))
                 scope_version = scope_text(_text(scope.get("version"), "scope.version"))
             except SpanProblem as exc:
-                spans = scope_spans.get("spans") if isinstance(scope_spans, dict) else None
-                parsed.reject(f"{scope_where}: {exc}", len(spans) if isinstance(spans, list) else 0)
+                sent = scope_spans.get("spans") if isinstance(scope_spans, dict) else None
+                parsed.reject(f"{scope_where}: {exc}", len(sent) if isinstance(sent, list) else 0)
                 continue
             for index, raw in enumerate(spans):
                 try:

@@ -7,7 +7,7 @@ id, value, resource or scope rejects only the spans it concerns. Must not know t
 from __future__ import annotations
 
 import base64
-from typing import Any
+from typing import Any, Literal, overload
 
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -44,6 +44,12 @@ def _pb_attributes(items: Any, depth: int = 0) -> dict[str, Any]:
         # Scalars (nearly every attribute) are read here: a call per attribute is a third of parsing.
         found[item.key] = getattr(value, kind) if kind in _SCALARS else _pb_value(value, depth + 1)
     return found
+
+
+@overload
+def _pb_id(raw: bytes, size: int, what: str, *, required: Literal[True]) -> str: ...
+@overload
+def _pb_id(raw: bytes, size: int, what: str, *, required: bool) -> str | None: ...
 
 
 def _pb_id(raw: bytes, size: int, what: str, *, required: bool) -> str | None:

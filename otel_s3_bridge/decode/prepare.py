@@ -27,6 +27,7 @@ from ..govern.records import govern_call_events, govern_record
 from ..lake.encode import encode_json
 from ..lake.keys import KeyTemplate, object_key
 from ..lake.partitions import partition_dir
+from ..values import frozen_reduce
 from . import conventions, otlp
 from .compression import inflate
 from .otlp_logs import parse_logs
@@ -56,6 +57,9 @@ class ExportContext:
     prices: PriceBook = PriceBook()  # the deployment's own rates (--prices), before genai-prices' table
     policy: RecordPolicy = RecordPolicy()  # what the sending key's policy allows to be stored
 
+    def __reduce__(self):
+        return frozen_reduce(self)
+
 
 @dataclass(frozen=True, slots=True)
 class SpanHalf:
@@ -65,6 +69,9 @@ class SpanHalf:
     pair: str  # trace id + span id
     key: str
     document: bytes  # the record as stored (the object's body itself, not a copy)
+
+    def __reduce__(self):
+        return frozen_reduce(self)
 
 
 @dataclass(slots=True)

@@ -33,6 +33,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from ..values import frozen_reduce
 from ..watched_file import WatchedFile
 
 REPORTED, ESTIMATED = "reported", "estimated"
@@ -56,6 +57,9 @@ class Rates:
     input_per_call: float = 0.0
     output_per_call: float = 0.0
     other_per_call: float = 0.0
+
+    def __reduce__(self):
+        return frozen_reduce(self)
 
     def rates(self, input_tokens: int) -> Rates:
         """The rates of a call of that size: the same whatever its size (the deployment's own
@@ -124,6 +128,9 @@ class PriceBook:
     """The deployment's own rates by model name (lower case), which win over the table."""
 
     rates: Mapping[str, Rates] = field(default_factory=dict)
+
+    def __reduce__(self):
+        return frozen_reduce(self)
 
     def rates_for(self, model: str) -> Rates | None:
         return self.rates.get(model.lower()) if self.rates else None
@@ -343,7 +350,8 @@ def _price_for(book: PriceBook, provider: Any, model: Any, requested: Any, start
     if memo in _priced:
         return _priced[memo]
     names = [name for name in (model, requested) if isinstance(name, str) and name]
-    price = next((rates for name in names if (rates := book.rates_for(name)) is not None), None)
+    price: Rates | _TablePrice | None = next(
+        (rates for name in names if (rates := book.rates_for(name)) is not None), None)
     if price is None:
         when = datetime.datetime.fromtimestamp(start_unix_nano / 1e9, datetime.UTC)
         found = next((found for name in names

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import memo
+from ..values import frozen_reduce
 
 PLACEHOLDERS = ("prefix", "date", "year", "month", "day", "hour", "apiKeyName", "keyName")
 MAX_KEY_BYTES = 1024  # S3's limit for a whole key
@@ -41,6 +42,9 @@ class KeyTemplate:
 
     text: str
     parts: tuple[tuple[str, str | None], ...]
+
+    def __reduce__(self):
+        return frozen_reduce(self)
 
     def __str__(self) -> str:
         return self.text

@@ -23,8 +23,8 @@ from ..messages import (
 from ..spans import Span
 from .base import Attributes, CompletionFound, Convention, structured_list
 
-PROMPT_EVENT_ROLES = {"gen_ai.system.message": "system", "gen_ai.user.message": "user",
-                      "gen_ai.assistant.message": "assistant", "gen_ai.tool.message": "tool"}
+PROMPT_EVENT_ROLES: dict[str, str] = {"gen_ai.system.message": "system", "gen_ai.user.message": "user",
+                                       "gen_ai.assistant.message": "assistant", "gen_ai.tool.message": "tool"}
 CHOICE_EVENT = "gen_ai.choice"
 CONTENT_PROMPT_EVENT = "gen_ai.content.prompt"
 CONTENT_COMPLETION_EVENT = "gen_ai.content.completion"
@@ -106,7 +106,7 @@ def _time_to_first_token_ms(a: Attributes, start: int) -> float | None:
     return seconds * 1000.0 if seconds is not None else None
 
 
-CONVENTION = Convention(
+CONVENTION: Convention = Convention(
     source="gen_ai",
     detects=_detects,
     fields={

@@ -51,7 +51,7 @@ def _time_to_first_token_ms(a: Attributes, start: int) -> float | None:
     return (first_chunk - start) / 1e6
 
 
-CONVENTION = Convention(
+CONVENTION: Convention = Convention(
     source="langfuse",
     detects=_detects,
     fields={

@@ -63,7 +63,7 @@ def _output_value(a: Attributes, events: list[dict[str, Any]], used_events: set[
     return text_completion(a, "output.value")
 
 
-CONVENTION = Convention(
+CONVENTION: Convention = Convention(
     source="openinference",
     detects=_detects,
     fields={

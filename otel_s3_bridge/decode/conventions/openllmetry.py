@@ -46,7 +46,7 @@ def _completion(a: Attributes, events: list[dict[str, Any]], used_events: set[in
     return first_flattened_message(a, "gen_ai.completion.", messages)
 
 
-CONVENTION = Convention(
+CONVENTION: Convention = Convention(
     source="openllmetry",
     detects=_detects,
     fields={

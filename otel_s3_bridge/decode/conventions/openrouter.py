@@ -54,7 +54,7 @@ def _time_to_first_token_ms(a: Attributes, start: int) -> float | None:
     return a.pick("trace.metadata.openrouter.first_token_ms", convert=as_float)
 
 
-CONVENTION = Convention(
+CONVENTION: Convention = Convention(
     source="openrouter",
     detects=_detects,
     fields={

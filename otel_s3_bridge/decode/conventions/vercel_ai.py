@@ -58,7 +58,7 @@ def _time_to_first_token_ms(a: Attributes, start: int) -> float | None:
     return a.pick("ai.response.msToFirstChunk", convert=as_float)
 
 
-CONVENTION = Convention(
+CONVENTION: Convention = Convention(
     source="vercel_ai",
     detects=_detects,
     fields={
