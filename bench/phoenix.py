@@ -93,7 +93,7 @@ def measure(phoenix: Path = PHOENIX, exports: int = EXPORTS) -> dict:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     phoenix_us = other["cpu_seconds"] / spans * 1e6
-    result = {"exports": exports, "spans_per_export": cpu_floor.SPANS, "concurrency": cpu_floor.CONCURRENCY,
+    result = {"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "exports": exports, "spans_per_export": cpu_floor.SPANS, "concurrency": cpu_floor.CONCURRENCY,
               "phoenix_version": _version(phoenix), "phoenix": {**other, "us_per_span": phoenix_us}}
     for name, run in (("bridge_batch", batch), ("bridge_trace", trace)):
         us = run["cpu_seconds"] / spans * 1e6

@@ -49,6 +49,7 @@ def write_report(results: dict, path: Path) -> None:
         "of the bridge's whole process tree read from `/proc/<pid>/stat` over the measured window; peak RSS is "
         "`VmHWM` summed over that tree.",
         "",
+        *_ratios_again_note(results),
         "## Targets",
         "",
         "| target | figure | |",
@@ -483,13 +484,66 @@ def _capacity_targets(results: dict, verdict) -> list[str]:
     return rows
 
 
+def _ratios_again_note(results: dict) -> list[str]:
+    if "ratios_machine" not in results:
+        return []
+    m = results["ratios_machine"]
+    return [f"**Measured again on {m['date']}** by `python -m bench.suite --only-ratios` ({m['nproc']} CPUs, "
+            f"{m['cpu']}), in one run: the end-to-end OpenRouter figures of section 1's first table, the bare "
+            "aiohttp echo and aiobotocore PUT of section 4, and section 11's CPU per span against the floor and "
+            "beside Arize Phoenix (every figure issue 21's ratios are made of, and the targets that quote them; "
+            "section 11 dates each of its measurements). "
+            "The other sections are the run above: compare ratios across the two runs, not µs.", ""]
+
+
+def _instructions(counted: dict | None) -> list[str]:
+    if not counted:
+        return []
+    if "missing" in counted:
+        return [f"Instructions per span not counted: {counted['missing']} is missing.", ""]
+    rows = [f"| `prepare_export`, decode core {name} | {_f(value / 1000, 0)} k | {_f(counted['prepare_over_floor'][name], 2)}× |"
+            for name, value in counted["prepare_per_span"].items()]
+    return [
+        f"`python -m bench.instructions` ({counted['when']}): instructions per span counted by valgrind's callgrind "
+        f"(a difference of differences over {counted['exports']} exports: start-up, imports and building the bodies "
+        "cancel out). Unlike CPU seconds on this shared machine, these counts repeat from run to run; they are not "
+        "time (a cache miss costs more than an addition).",
+        "",
+        "| work per span | instructions | over the floor |",
+        "|---|---|---|",
+        f"| the floor (parse, read each attribute, orjson) | {_f(counted['floor_per_span'] / 1000, 0)} k | 1× |",
+        *rows,
+        "",
+    ]
+
+
+def _builds(floor: dict) -> list[str]:
+    """The decode core's two builds side by side, when the run measured both."""
+    if "pure_us_per_span" not in floor:
+        return []
+    return [
+        f"The figures above are the bridge as installed (decode core: {floor['build']}). The same run, on the "
+        "decode core's pure-Python build (`OTEL_S3_BRIDGE_PURE=1`), and `prepare_export` alone in-process "
+        "(parse, decode, price, key, encode; the least disturbed of 5 passes over 3,000 spans):",
+        "",
+        "| decode core | bridge µs/span (runs) | ratio to the floor (runs) | `prepare_export` µs/span |",
+        "|---|---|---|---|",
+        f"| {floor['build']} | {_f(floor['bridge_us_per_span'])} ({_runs(floor, 'bridge_us_per_span')}) "
+        f"| {_f(floor['ratio'])}× ({_runs(floor, 'ratio')}) | {_f(floor['prepare_us_per_span'])} |",
+        f"| pure Python | {_f(floor['pure_us_per_span'])} ({_runs(floor, 'pure_us_per_span')}) "
+        f"| {_f(floor['pure_ratio'])}× ({_runs(floor, 'pure_ratio')}) | {_f(floor['pure_prepare_us_per_span'])} |",
+        "",
+    ]
+
+
 def _capacity_section(results: dict) -> list[str]:
     floor, capacity, phoenix = results["cpu_floor"], results["capacity"], results.get("phoenix", {})
     largest = capacity["largest_export"]
     lines = [
         "## 11. Capacity: CPU per span against the floor, admission, beside Phoenix",
         "",
-        f"`python -m bench.cpu_floor`: {floor['exports']} OTLP/HTTP protobuf exports of {floor['spans_per_export']} "
+        f"`python -m bench.cpu_floor`{' (' + floor['when'] + ')' if 'when' in floor else ''}: "
+        f"{floor['exports']} OTLP/HTTP protobuf exports of {floor['spans_per_export']} "
         "GenAI chat spans (each its own trace, prompt and completion on the span), "
         f"{floor['concurrency']} at a time, into the batch layout (Parquet) on the mock S3, until every record is "
         "in a file. The floor is measured in the same run on the same bodies: parse with protobuf, read each "
@@ -502,6 +556,8 @@ def _capacity_section(results: dict) -> list[str]:
         f"| runs | {_runs(floor, 'bridge_us_per_span')} | {_runs(floor, 'floor_us_per_span')} "
         f"| {_runs(floor, 'ratio')} | {_runs(floor, 'spans_per_cpu_second', 0)} | {_runs(floor, 'peak_rss_mb')} |",
         "",
+        *_builds(floor),
+        *_instructions(results.get("instructions")),
         f"The trace layout's CPU per OpenRouter delivery (section 1) over bare aiohttp echo + bare aiobotocore PUT "
         f"(section 4): {_f(results['end_to_end']['cpu_ms_per_delivery'], 3)} ms / "
         f"({_f(results['bare_http']['cpu_us_per_request'] / 1000, 3)} + "
@@ -527,7 +583,7 @@ def _capacity_section(results: dict) -> list[str]:
     if "bridge_batch" in phoenix:
         other = phoenix["phoenix"]
         lines += [
-            f"`python -m bench.phoenix`: Arize Phoenix {phoenix['phoenix_version']} (`phoenix serve`, SQLite, its "
+            f"`python -m bench.phoenix`{' (' + phoenix['when'] + ')' if 'when' in phoenix else ''}: Arize Phoenix {phoenix['phoenix_version']} (`phoenix serve`, SQLite, its "
             f"own virtualenv from bench/phoenix.lock) and the bridge receive the same {phoenix['exports']} exports "
             f"of {phoenix['spans_per_export']} spans, {phoenix['concurrency']} at a time; CPU of each whole "
             "process tree until everything is stored (Phoenix: its CPU quiet, its REST API counting "

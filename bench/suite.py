@@ -389,8 +389,14 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--out", default=str(ROOT / "bench" / "results.json"))
+    parser.add_argument("--only-ratios", action="store_true",
+                        help="measure again, in one run, only the figures issue 21's ratios are made of (sections 1 "
+                             "and 4's bare echo and PUT, 11's CPU against the floor and beside Phoenix) and put "
+                             "them into the existing --out file, each section dated")
     args = parser.parse_args()
-    from bench import capacity, cpu_floor, phoenix  # they run their servers with this module's Stack
+    from bench import capacity, cpu_floor, instructions, phoenix  # they run their servers with this module's Stack
+    if args.only_ratios:
+        return _ratios_again(args, cpu_floor, phoenix, instructions)
     scratch = Path(tempfile.mkdtemp(prefix="otel-s3-bench-"))
     results: dict = {"machine": machine(), "command": " ".join(["python -m bench.suite", *sys.argv[1:]]),
                      "runs": args.runs, "seconds": args.seconds}
@@ -446,6 +452,8 @@ def main() -> None:
         results["batch_layout"] = measure_batch_layout(scratch, seconds=args.seconds, runs=args.runs)
         step("CPU per span against the same-run floor")
         results["cpu_floor"] = cpu_floor.measure(args.runs)
+        step("instructions per span, both builds of the decode core (callgrind)")
+        results["instructions"] = instructions.measure()
         step("capacity: admission under concurrency, /healthz during the largest export")
         results["capacity"] = capacity.measure()
         step("beside Arize Phoenix, same load")
@@ -463,6 +471,26 @@ def main() -> None:
     from bench.report import write_report
     write_report(results, ROOT / "bench" / "RESULTS.md")
     step("wrote bench/RESULTS.md")
+
+
+def _ratios_again(args, cpu_floor, phoenix, instructions) -> None:
+    results = json.loads(Path(args.out).read_text())
+    scratch = Path(tempfile.mkdtemp(prefix="otel-s3-bench-"))
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    try:
+        results["bare_put"] = {**measure_bare_put(scratch, runs=args.runs), "when": when}
+        results["bare_http"] = {**measure_bare_http(scratch, seconds=args.seconds, runs=args.runs), "when": when}
+        results["end_to_end"] = {**measure_end_to_end(scratch, seconds=args.seconds, runs=args.runs), "when": when}
+        results["cpu_floor"] = cpu_floor.measure(args.runs)
+        results["instructions"] = instructions.measure()
+        if phoenix.PHOENIX.exists():
+            results["phoenix"] = phoenix.measure()
+        results["ratios_machine"] = machine()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    Path(args.out).write_text(json.dumps(results, indent=1))
+    from bench.report import write_report
+    write_report(results, ROOT / "bench" / "RESULTS.md")
 
 
 if __name__ == "__main__":
