@@ -80,15 +80,21 @@ def send_all(url: str, all_bodies: list[bytes], headers: dict[str, str], concurr
         return list(pool.map(send, range(len(all_bodies))))
 
 
+def prepare_context():
+    """The `ExportContext` of these bodies as the batch layout's bridge prepares them."""
+    from otel_s3_bridge.decode.prepare import ExportContext
+    from otel_s3_bridge.lake.keys import compile_template
+    return ExportContext(encoding="protobuf", coding="", key_name="bench", transport="http/protobuf",
+                         received_at_unix_nano=time.time_ns(), non_llm_spans="drop",
+                         template=compile_template("{prefix}/{date}"), prefix="bench", max_request_bytes=1 << 30,
+                         max_resource_bytes=16384, max_output_bytes=1 << 30, lake=True)
+
+
 def prepare_us_per_span(exports: int = 30, passes: int = 5) -> float:
     """`prepare_export` (parse, decode, price, key, encode) in this process, the least disturbed pass."""
-    from otel_s3_bridge.decode.prepare import ExportContext, prepare_export
-    from otel_s3_bridge.lake.keys import compile_template
+    from otel_s3_bridge.decode.prepare import prepare_export
     all_bodies = bodies(exports)
-    context = ExportContext(encoding="protobuf", coding="", key_name="bench", transport="http/protobuf",
-                            received_at_unix_nano=time.time_ns(), non_llm_spans="drop",
-                            template=compile_template("{prefix}/{date}"), prefix="bench", max_request_bytes=1 << 30,
-                            max_resource_bytes=16384, max_output_bytes=1 << 30, lake=True)
+    context = prepare_context()
     timings = []
     for _ in range(passes + 1):  # the first pass warms the caches
         started = time.process_time()

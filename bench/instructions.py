@@ -38,13 +38,8 @@ def _work(what: str, exports: int) -> None:
     gc.freeze()  # as `serve` does after start-up
     gc.set_threshold(50_000, 50, 100)
     if what == "prepare":
-        from otel_s3_bridge.decode.prepare import ExportContext, prepare_export
-        from otel_s3_bridge.lake.keys import compile_template
-        context = ExportContext(encoding="protobuf", coding="", key_name="bench", transport="http/protobuf",
-                                received_at_unix_nano=time.time_ns(), non_llm_spans="drop",
-                                template=compile_template("{prefix}/{date}"), prefix="bench",
-                                max_request_bytes=1 << 30, max_resource_bytes=16384, max_output_bytes=1 << 30,
-                                lake=True)
+        from otel_s3_bridge.decode.prepare import prepare_export
+        context = cpu_floor.prepare_context()
         for body in bodies:
             prepare_export(body, context)
     elif what == "floor":
