@@ -5,6 +5,7 @@ again here on the pure sources, in a child pytest with OTEL_S3_BRIDGE_PURE=1."""
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import re
@@ -79,7 +80,7 @@ def _package_copy(tmp_path: Path) -> Path:
     if not (tmp_path / "otel_s3_bridge" / compiled.BUILT_FROM).exists():
         # No compiled build here: say the sources are what one was built from, to test the choice.
         (tmp_path / "otel_s3_bridge" / compiled.BUILT_FROM).write_text(
-            __import__("json").dumps(compiled.source_digests(tmp_path / "otel_s3_bridge")))
+            json.dumps(compiled.source_digests(tmp_path / "otel_s3_bridge")))
     return tmp_path
 
 
