@@ -23,7 +23,7 @@ from pathlib import Path
 PACKAGE = "otel_s3_bridge"
 CORE_MODULES = (
     "values", "memo",
-    "decode/spans", "decode/otlp_json", "decode/otlp_protobuf", "decode/messages", "decode/records",
+    "decode/spans", "decode/otlp_json", "decode/otlp_protobuf", "decode/otlp_wire", "decode/messages", "decode/records",
     "decode/prepare",
     "decode/conventions/__init__", "decode/conventions/base", "decode/conventions/gen_ai",
     "decode/conventions/langfuse", "decode/conventions/openinference", "decode/conventions/openllmetry",
