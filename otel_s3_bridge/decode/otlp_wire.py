@@ -18,6 +18,7 @@ from typing import Any
 
 from ..errors import InvalidRequest
 from ..values import MAX_VALUE_DEPTH
+from .otlp_protobuf import _pb_id
 from .spans import MAX_RESOURCE_BYTES, ParsedRequest, Span, SpanProblem, bound_resource, scope_text
 
 # Wire types.
@@ -240,25 +241,6 @@ def _key_value(data: bytes, pos: int, end: int, found: dict[str, Any], depth: in
     found[key] = None if value_start < 0 else _any_value(data, value_start, value_stop, depth, more)
 
 
-def _id(data: bytes, start: int, stop: int, size: int, what: str, required: bool) -> str | None:
-    if start == stop:
-        if required:
-            raise SpanProblem(f"{what} is missing")
-        return None
-    if stop - start != size:
-        raise SpanProblem(f"{what} has {stop - start} bytes, expected {size}")
-    raw = data[start:stop]
-    if required and not any(raw):
-        raise SpanProblem(f"{what} is all zeros")
-    return raw.hex()
-
-
-def _required_id(data: bytes, start: int, stop: int, size: int, what: str) -> str:
-    found = _id(data, start, stop, size, what, True)
-    assert found is not None
-    return found
-
-
 def _event(data: bytes, pos: int, end: int) -> dict[str, Any]:
     name = ""
     time_unix_nano = 0
@@ -296,8 +278,8 @@ def _link(data: bytes, pos: int, end: int) -> dict[str, Any]:
         elif tag == 0x22:
             _key_value(data, start, stop, attributes, 1)
         pos = stop
-    return {"trace_id": _required_id(data, trace[0], trace[1], 16, "link traceId"),
-            "span_id": _required_id(data, span[0], span[1], 8, "link spanId"),
+    return {"trace_id": _pb_id(data[trace[0]:trace[1]], 16, "link traceId", required=True),
+            "span_id": _pb_id(data[span[0]:span[1]], 8, "link spanId", required=True),
             "attributes": attributes}
 
 
@@ -358,9 +340,9 @@ def _span(data: bytes, pos: int, end: int, resource: dict[str, Any], scope_name:
         else:
             pos = _skip(data, pos, end, tag)
     return Span(
-        trace_id=_required_id(data, trace[0], trace[1], 16, "traceId"),
-        span_id=_required_id(data, span[0], span[1], 8, "spanId"),
-        parent_span_id=_id(data, parent[0], parent[1], 8, "parentSpanId", False),
+        trace_id=_pb_id(data[trace[0]:trace[1]], 16, "traceId", required=True),
+        span_id=_pb_id(data[span[0]:span[1]], 8, "spanId", required=True),
+        parent_span_id=_pb_id(data[parent[0]:parent[1]], 8, "parentSpanId", required=False),
         name=name,
         kind=kind,
         start_time_unix_nano=start_time,
