@@ -125,15 +125,16 @@ def table(records: list[dict[str, Any]], columns: list[str] | None = None) -> pa
     return pa.Table.from_pylist([{name: get(record) for name, get in getters} for record in records], schema=schema)
 
 
-def _duckdb_reading() -> tuple[dict[str, str], str]:
-    """How DuckDB's JSON reader reads stored records as `SCHEMA` rows: the type of each top-level
-    field (the open-ended parts as JSON text, kept as written), and the SELECT list that flattens
-    `scope` and `ingest` and parses the timestamps (cast to `SCHEMA` afterwards)."""
+def duckdb_rows_of_bodies(table: str, column: str) -> str:
+    """DuckDB SQL reading stored records (JSON text, one a row in `column` of `table`) as `SCHEMA`
+    rows: each top-level field with its type (the open-ended parts as JSON text, kept as written),
+    `scope` and `ingest` flattened, the timestamps parsed (cast to `SCHEMA` afterwards)."""
     sql_types = {pa.string(): "VARCHAR", pa.int64(): "BIGINT", pa.float64(): "DOUBLE", UTC_MS: "VARCHAR"}
     types = {field.name: "JSON" if field.name in JSON_COLUMNS else sql_types[field.type]
              for field in SCHEMA if not field.name.startswith(("scope_", "ingest_"))}
-    types["scope"] = "STRUCT(name VARCHAR, version VARCHAR)"
-    types["ingest"] = "STRUCT(received_at VARCHAR, key_name VARCHAR, transport VARCHAR, completed_at VARCHAR)"
+    types["scope"] = {"name": "VARCHAR", "version": "VARCHAR"}
+    types["ingest"] = {"received_at": "VARCHAR", "key_name": "VARCHAR", "transport": "VARCHAR",
+                       "completed_at": "VARCHAR"}
     rfc3339 = "'%Y-%m-%dT%H:%M:%S.%gZ'"
     timestamps = {"timestamp": '"timestamp"', "ingest_received_at": "ingest.received_at",
                   "ingest_completed_at": "ingest.completed_at"}  # RFC 3339 text in the records
@@ -146,10 +147,9 @@ def _duckdb_reading() -> tuple[dict[str, str], str]:
             select.append(f'{part}.{field} AS "{name}"')
         else:
             select.append(f'"{name}"')
-    return types, ", ".join(select)
-
-
-DUCKDB_TYPES, DUCKDB_SELECT = _duckdb_reading()
+    structure = orjson.dumps(types).decode()  # names and types of our own: no quote to escape
+    return (f"SELECT {', '.join(select)} FROM (SELECT unnest(from_json({column}, '{structure}')) "
+            f"FROM {table})")
 
 
 def encode(records: list[dict[str, Any]], file_format: str) -> bytes:
