@@ -137,7 +137,7 @@ def test_a_table_of_some_columns_is_those_columns_of_the_whole_table():
 
 
 def test_the_batch_writers_parquet_holds_what_lake_table_makes_of_the_records(tmp_path, caplog):
-    """The writer reads spooled bodies with DuckDB's JSON reader; `lake_schema.table` is the reference.
+    """The writer reads spooled bodies with DuckDB's JSON functions; `lake_schema.table` is the reference.
     Real records, and one with every awkward string a prompt can hold."""
     records = _records()
     awkward = dict(records[0], span_id="f" * 16, name="tab\there \u2028 \u202e \U0001f600 \x00\x1f \"q\" \\ é",
@@ -146,8 +146,10 @@ def test_the_batch_writers_parquet_holds_what_lake_table_makes_of_the_records(tm
                    timestamp="2026-11-30T23:59:59.999Z")
     records.append(awkward)
     bodies = [encode_json(record) for record in records]
+    database = batch_writer.DuckDB(tmp_path)
     written = pq.read_table(io.BytesIO(batch_writer._build([(None, 0, 0, body) for body in bodies],
-                                                           partitions.PARQUET, tmp_path)))
+                                                           partitions.PARQUET, database)))
+    database.close()
     expected = lake_schema.table(records)
     assert written.schema.equals(lake_schema.SCHEMA, check_metadata=False) and written.num_rows == len(records)
     for name in lake_schema.SCHEMA.names:
@@ -156,5 +158,5 @@ def test_the_batch_writers_parquet_holds_what_lake_table_makes_of_the_records(tm
                 == [None if text is None else orjson.loads(text) for text in expected.column(name).to_pylist()], name
         else:
             assert written.column(name).to_pylist() == expected.column(name).to_pylist(), name
-    assert list(tmp_path.iterdir()) == []  # the staged records are gone
+    assert list(tmp_path.iterdir()) == []  # nothing left behind (DuckDB's spill)
     assert "DuckDB could not read" not in caplog.text  # DuckDB wrote it, not the Python fallback

@@ -26,19 +26,20 @@ At start (`recover`, before the uploaders run) manifests a crash left are finish
 of an `.uploaded` one are marked done; a `.batch` one is written again from its members under its
 key (an overwrite: never a second file holding the same records). A file the sink refuses for good
 sends its members to the spool's quarantine. Must not decide what is retryable (the sink does) nor
-parse OTLP; pyarrow is loaded at the first flush, so a `trace`-only bridge never loads it.
+parse OTLP; pyarrow and DuckDB are loaded at the first flush, so a `trace`-only bridge never loads them.
 """
 
 from __future__ import annotations
 
 import array
 import asyncio
+import contextlib
 import itertools
 import logging
 import os
 import random
 import shutil
-import uuid
+import threading
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,6 +99,7 @@ class BatchWriter:
         self._settings = settings
         self._latest_body = latest_body
         self.directory = spool.directory / "batches"
+        self._duckdb = DuckDB(self.directory)
         self._open: dict[tuple[str | None, str, bytes], Batch] = {}
         self._flushes: set[asyncio.Task] = set()
         self._slots = asyncio.Semaphore(FLUSHES_AT_ONCE)
@@ -208,7 +210,7 @@ class BatchWriter:
             if ref.join is not None and self._latest_body is not None:  # completed by another process?
                 sources[index] = (None, 0, 0, await self._latest_body(ref.join, self._spool.body_of(ref)))
         try:
-            data = await asyncio.to_thread(_build, sources, file_format, self.directory)
+            data = await asyncio.to_thread(_build, sources, file_format, self._duckdb)
         except _Unreadable as unreadable:
             ref = batch.refs[unreadable.index]
             reason = f"an entry of {ref.segment.path.name} cannot be read back ({unreadable.cause})"
@@ -334,6 +336,7 @@ class BatchWriter:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.to_thread(self._duckdb.close)  # after the builds (a cancelled one runs on in its thread)
 
 
 class _Unreadable(Exception):
@@ -372,7 +375,46 @@ def _parts(items: Iterator[bytes], size: int) -> Iterator[list[bytes]]:
         yield part
 
 
-def _build(sources: list[tuple[Path | None, int, int, bytes | None]], file_format: str, scratch: Path) -> bytes:
+class DuckDB:
+    """The DuckDB database a writer's Parquet builds read records with, opened at the first one
+    (opening one costs ~20 ms, which a flush paid every time) and shared: each build has its own
+    cursor. One thread, so that the other cores serve exports; its memory bounded, spilling into
+    `scratch`."""
+
+    def __init__(self, scratch: Path) -> None:
+        self._spill = scratch / "duckdb.spill"
+        self._lock = threading.Lock()
+        self._database: Any = None
+        self._builds = 0  # cursors in use
+
+    @contextlib.contextmanager
+    def cursor(self) -> Iterator[Any]:
+        import duckdb
+
+        with self._lock:
+            if self._database is None:
+                self._database = duckdb.connect(config={"threads": 1, "memory_limit": DUCKDB_MEMORY,
+                                                        "temp_directory": str(self._spill)})
+            cursor = self._database.cursor()
+            self._builds += 1
+        try:
+            yield cursor
+        finally:
+            cursor.close()
+            with self._lock:
+                self._builds -= 1
+
+    def close(self) -> None:
+        """At stop. A build still running (cancelled, its thread goes on) keeps the database open
+        until the process ends; the next start deletes what it spilled."""
+        with self._lock:
+            if self._database is not None and not self._builds:
+                self._database.close()
+                self._database = None
+                shutil.rmtree(self._spill, ignore_errors=True)
+
+
+def _build(sources: list[tuple[Path | None, int, int, bytes | None]], file_format: str, database: DuckDB) -> bytes:
     """The file's bytes, reading `PART_RECORDS` records at a time. NDJSON: the bodies as stored,
     gzip-compressed. Parquet: DuckDB's JSON functions turn the bodies, handed over in memory as
     one Arrow string column a part, into columns (measured here: 8 µs a record, against 12 when
@@ -388,32 +430,25 @@ def _build(sources: list[tuple[Path | None, int, int, bytes | None]], file_forma
     import pyarrow as pa
 
     try:
-        return schema.encode_tables(_duckdb_tables(_parts(_bodies(sources), PART_RECORDS), scratch))
+        return schema.encode_tables(_duckdb_tables(_parts(_bodies(sources), PART_RECORDS), database))
     except (duckdb.Error, pa.ArrowInvalid) as error:
         log.warning("DuckDB could not read a batch of records (%s); they are encoded in Python instead", error)
         return schema.encode_parts([orjson.loads(body) for body in part]
                                    for part in _parts(_bodies(sources), PART_RECORDS))
 
 
-def _duckdb_tables(parts: Iterator[list[bytes]], scratch: Path) -> Iterator[Any]:
-    import duckdb
+def _duckdb_tables(parts: Iterator[list[bytes]], database: DuckDB) -> Iterator[Any]:
     import pyarrow as pa
 
     from ..lake import schema
 
-    # One thread: the other cores serve exports. Its memory is bounded, spilling beside the files.
-    spill = scratch / f"{uuid.uuid4().hex}.spill"  # this build's own: two builds at once must not share one
-    connection = duckdb.connect(config={"threads": 1, "memory_limit": DUCKDB_MEMORY, "temp_directory": str(spill)})
     rows = schema.duckdb_rows_of_bodies("bodies", "body")
-    try:
+    with database.cursor() as cursor:
         for part in parts:
-            connection.register("bodies", pa.table({"body": _strings(part)}))
+            cursor.register("bodies", pa.table({"body": _strings(part)}))
             del part  # the column holds them now
-            yield connection.sql(rows).to_arrow_table()
-            connection.unregister("bodies")
-    finally:
-        connection.close()
-        shutil.rmtree(spill, ignore_errors=True)
+            yield cursor.sql(rows).to_arrow_table()
+            cursor.unregister("bodies")
 
 
 def _strings(bodies: list[bytes]) -> Any:

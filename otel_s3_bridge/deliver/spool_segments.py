@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..durable import fsync_directory
+from ..durable import fsync_directory, write_all
 from .spool_format import DONE_RECORD, SEGMENT_SUFFIX, done_path, read_done, read_entries
 
 
@@ -45,11 +45,15 @@ class Segment:
     def finished(self) -> bool:
         return self.sealed and self.done == self.entries
 
-    def record_done(self, offset: int) -> None:
+    def record_done(self, offsets: list[int]) -> None:
+        """Append the entries' marks (one write). None after a failed one: a torn mark would shift
+        every later one."""
+        if self.marks_lost:
+            return
         try:
             if self.done_fd is None:
                 self.done_fd = os.open(done_path(self.path), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-            os.write(self.done_fd, DONE_RECORD.pack(offset))
+            write_all(self.done_fd, [b"".join(map(DONE_RECORD.pack, offsets))])
         except OSError:  # e.g. a full disk: for an object, the mark only saves a re-upload after a restart;
             self.marks_lost = True  # for a batch file's member, `done_durably` must say it is not on disk
 
