@@ -489,7 +489,8 @@ def _ratios_again_note(results: dict) -> list[str]:
         return []
     m = results["ratios_machine"]
     return [f"**Measured again on {m['date']}** by `python -m bench.suite --only-ratios` ({m['nproc']} CPUs, "
-            f"{m['cpu']}), in one run: the end-to-end OpenRouter figures of section 1's first table, the bare "
+            f"{m['cpu']}), in one run: the end-to-end OpenRouter figures of section 1's first table (1 and 2 "
+            "workers), the bare "
             "aiohttp echo and aiobotocore PUT of section 4, and section 11's CPU per span against the floor and "
             "beside Arize Phoenix (every figure issue 21's ratios are made of, and the targets that quote them; "
             "section 11 dates each of its measurements). "

@@ -400,7 +400,8 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "bench" / "results.json"))
     parser.add_argument("--only-ratios", action="store_true",
                         help="measure again, in one run, only the figures issue 21's ratios are made of (sections 1 "
-                             "and 4's bare echo and PUT, 11's CPU against the floor and beside Phoenix) and put "
+                             "(1 and 2 workers) and 4's bare echo and PUT, 11's CPU against the floor and beside "
+                             "Phoenix) and put "
                              "them into the existing --out file, each section dated")
     args = parser.parse_args()
     from bench import capacity, cpu_floor, instructions, phoenix  # they run their servers with this module's Stack
@@ -490,6 +491,9 @@ def _ratios_again(args, cpu_floor, phoenix, instructions) -> None:
         results["bare_put"] = {**measure_bare_put(scratch, runs=args.runs), "when": when}
         results["bare_http"] = {**measure_bare_http(scratch, seconds=args.seconds, runs=args.runs), "when": when}
         results["end_to_end"] = {**measure_end_to_end(scratch, seconds=args.seconds, runs=args.runs), "when": when}
+        # the --workers 2 target compares it with the figure above: the same run's, not another day's
+        results["end_to_end_workers2"] = {**measure_end_to_end(scratch, seconds=args.seconds, runs=args.runs,
+                                                               workers=2), "when": when}
         results["cpu_floor"] = cpu_floor.measure(args.runs)
         results["instructions"] = instructions.measure()
         if phoenix.PHOENIX.exists():
