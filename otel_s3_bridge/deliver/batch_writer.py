@@ -295,7 +295,8 @@ class BatchWriter:
         """Finish the files a crash left half done (call after the spool is open, before the
         uploaders start). Returns how many files are written again."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        for leftover in [*self.directory.glob("*.partial"), *self.directory.glob("*.spill")]:  # a crash's scratch (.partial: records staged by earlier versions)
+        # A crash's scratch: DuckDB's spill, and records staged as NDJSON by earlier versions.
+        for leftover in [*self.directory.glob("*.partial"), *self.directory.glob("*.spill")]:
             if leftover.is_dir():
                 shutil.rmtree(leftover, ignore_errors=True)
             else:

@@ -437,7 +437,7 @@ class Spool:
     async def done_durably(self, refs: list[Ref]) -> bool:
         """`done` for every entry; True once the marks are on disk (a `batch` file's members: a
         replay must know the file holds them). False: some mark could not be written or synced."""
-        marked = self.done_all(refs)
+        marked = {*self.done_all(refs), *(ref.segment for ref in refs)}  # (a member marked before, too)
         segments = {segment for segment in marked if self._segments.get(segment.path) is segment}
         if any(segment.done_fd is None or segment.marks_lost for segment in segments):
             return False
