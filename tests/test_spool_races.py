@@ -165,6 +165,9 @@ def test_one_bad_entry_never_holds_a_worker_and_no_worker_dies(tmp_path):
             await asyncio.sleep(0.01)
         while spool.quarantined_total < 1:
             await asyncio.sleep(0.01)
+        # Retried with its own backoff (random, up to 0.4 s here): the others may all be done first.
+        while sink.attempts.get("always-503", 0) < 2:
+            await asyncio.sleep(0.01)
         pending = spool.pending
         await uploader.stop()
         await spool.close()
