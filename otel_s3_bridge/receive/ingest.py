@@ -274,10 +274,11 @@ class Ingestor:
             if signal == LOGS:
                 items = await self._completed_by_events(prepared, principal, reservation)
             else:
-                items = [Item(key, body, principal.bucket, spans, controls=self._controls_of(principal.name, source))
-                         for (key, body, spans), source in zip(prepared.objects, prepared.sources)]
-                if prepared.partitions:
-                    items = [item._replace(partition=partition) for item, partition in zip(items, prepared.partitions)]
+                partitions = prepared.partitions or [None] * len(prepared.objects)
+                items = [Item(key, body, principal.bucket, spans, partition=partition,
+                              controls=self._controls_of(principal.name, source))
+                         for (key, body, spans), source, partition in zip(prepared.objects, prepared.sources,
+                                                                          partitions)]
                 await self._complete_with_known_events(prepared, principal, items)
             if items and self._spool is not None:
                 await self._append_to_spool(items, on_written=in_order.release)
