@@ -424,18 +424,19 @@ def _build(sources: list[tuple[Path | None, int, int, bytes | None]], file_forma
     tested against."""
     from ..lake import schema
 
+    def parts() -> Iterator[list[bytes]]:  # read again from the start on each call
+        return _parts(_bodies(sources), PART_RECORDS)
+
     if file_format == partitions.NDJSON:
-        return schema.encode_lines(b"".join(body + b"\n" for body in part)
-                                   for part in _parts(_bodies(sources), PART_RECORDS))
+        return schema.encode_lines(b"".join(body + b"\n" for body in part) for part in parts())
     import duckdb
     import pyarrow as pa
 
     try:
-        return schema.encode_tables(_duckdb_tables(_parts(_bodies(sources), PART_RECORDS), database))
+        return schema.encode_tables(_duckdb_tables(parts(), database))
     except (duckdb.Error, pa.ArrowInvalid) as error:
         log.warning("DuckDB could not read a batch of records (%s); they are encoded in Python instead", error)
-        return schema.encode_parts([orjson.loads(body) for body in part]
-                                   for part in _parts(_bodies(sources), PART_RECORDS))
+        return schema.encode_parts([orjson.loads(body) for body in part] for part in parts())
 
 
 def _duckdb_tables(parts: Iterator[list[bytes]], database: DuckDB) -> Iterator[Any]:
@@ -447,7 +448,6 @@ def _duckdb_tables(parts: Iterator[list[bytes]], database: DuckDB) -> Iterator[A
     with database.cursor() as cursor:
         for part in parts:
             cursor.register("bodies", pa.table({"body": _strings(part)}))
-            del part  # the column holds them now
             yield cursor.sql(rows).to_arrow_table()
             cursor.unregister("bodies")
 
