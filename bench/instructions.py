@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+BRIDGE_EXPORTS = 20  # of bench.cpu_floor's 100-span exports, for the whole bridge under callgrind (~40 s)
 WARM = 2  # exports done before the counted ones, in every process (caches filled, first-call costs paid)
 
 
@@ -66,6 +67,43 @@ def per_span(what: str, exports: int, pure: bool) -> float:
     return (work - bodies) / (exports * SPANS)
 
 
+def bridge_per_span(exports: int = BRIDGE_EXPORTS) -> float:
+    """What the whole bridge executes per span, every thread, for bench.cpu_floor's load: the bridge
+    runs under callgrind with counting off; it is warmed as there (one small export, drained), then
+    counts from the first export of the load until every record is in a file (the batch age, the
+    Parquet build and the upload included; the drain probes too, ~0.1 % of it). User space only:
+    what the kernel does for it (page faults, sockets, fsync) is not an instruction counted here."""
+    import tempfile
+
+    import requests
+
+    from bench.cpu_floor import SPANS, bodies, send_all
+    from bench.suite import BATCH_OPTIONS, TOKEN, Stack
+
+    scratch = Path(tempfile.mkdtemp(prefix="otel-s3-instructions-"))
+    out = scratch / "callgrind.out"
+    stack = Stack(scratch, extra=BATCH_OPTIONS, wrapper=(
+        "valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}"))
+    headers = {"Content-Type": "application/x-protobuf", "Authorization": f"Bearer {TOKEN}"}
+    try:
+        load = bodies(exports)
+        with requests.Session() as warm:
+            assert warm.post(stack.url, data=bodies(1, 10)[0], headers=headers, timeout=600).status_code == 200
+        stack.wait_drained(timeout=1200, poll_seconds=1)
+        pid = str(stack.bridge.popen.pid)
+        subprocess.run(["callgrind_control", "--instr=on", pid], check=True, capture_output=True)
+        codes = send_all(stack.url, load, headers, 2)
+        stack.wait_drained(timeout=1200, poll_seconds=1)
+        subprocess.run(["callgrind_control", "--instr=off", pid], check=True, capture_output=True)
+        if set(codes) != {200}:
+            raise RuntimeError(f"the bridge answered {sorted(set(codes))} under callgrind")
+        stack.close()  # callgrind writes its file as the bridge exits
+        return int(re.search(r"^totals: (\d+)", out.read_text(), re.M).group(1)) / (exports * SPANS)
+    finally:
+        stack.close()
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
 def measure(exports: int = 8) -> dict:
     if shutil.which("valgrind") is None:
         return {"missing": "valgrind (apt-get install valgrind)"}
@@ -73,18 +111,23 @@ def measure(exports: int = 8) -> dict:
     floor = per_span("floor", exports, pure=True)
     builds = {"compiled" if otel_s3_bridge.BUILD == "compiled" else "installed": per_span("prepare", exports, False),
               "pure": per_span("prepare", exports, True)}
+    bridge = bridge_per_span()
     return {"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "exports": exports,
             "floor_per_span": floor, "prepare_per_span": builds,
-            "prepare_over_floor": {name: value / floor for name, value in builds.items()}}
+            "prepare_over_floor": {name: value / floor for name, value in builds.items()},
+            "bridge_exports": BRIDGE_EXPORTS, "bridge_per_span": bridge, "bridge_over_floor": bridge / floor}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--exports", type=int, default=8)
+    parser.add_argument("--bridge-only", action="store_true", help="count the whole bridge's instructions only")
     parser.add_argument("--work", nargs=2, metavar=("WHAT", "EXPORTS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.work:
         _work(args.work[0], int(args.work[1]))
+    elif args.bridge_only:
+        print(json.dumps({"bridge_per_span": bridge_per_span()}))
     else:
         print(json.dumps(measure(args.exports)))
 

@@ -514,8 +514,17 @@ def _instructions(counted: dict | None) -> list[str]:
         "|---|---|---|",
         f"| the floor (parse, read each attribute, orjson) | {_f(counted['floor_per_span'] / 1000, 0)} k | 1× |",
         *rows,
+        *_bridge_instructions(counted),
         "",
     ]
+
+
+def _bridge_instructions(counted: dict) -> list[str]:
+    if "bridge_per_span" not in counted:
+        return []
+    return [f"| the whole bridge, every thread, for `bench.cpu_floor`'s load ({counted['bridge_exports']} exports: "
+            "answered, spooled, built into Parquet, uploaded; user space only) | "
+            f"{_f(counted['bridge_per_span'] / 1000, 0)} k | {_f(counted['bridge_over_floor'], 2)}× |"]
 
 
 def _builds(floor: dict) -> list[str]:

@@ -63,12 +63,13 @@ def wait_port(port: int, process: subprocess.Popen, timeout: float = 60) -> None
 class Process:
     """A subprocess measured as a whole tree: CPU seconds and peak RSS of it and its children."""
 
-    def __init__(self, command: list[str], port: int, log: Path, env: dict | None = None) -> None:
+    def __init__(self, command: list[str], port: int, log: Path, env: dict | None = None,
+                 start_seconds: float = 60) -> None:
         self.log = log
         with open(log, "wb") as handle:
             self.popen = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, cwd=ROOT,
                                           env={**os.environ, **(env or {})})
-        wait_port(port, self.popen)
+        wait_port(port, self.popen, start_seconds)
 
     def tree(self) -> list[int]:
         return process_tree(self.popen.pid)
@@ -100,7 +101,8 @@ class Stack:
     """Mock S3 (or moto) + the bridge, in a scratch directory."""
 
     def __init__(self, scratch: Path, *, park_uploads: bool = False, workers: int = 1, moto: bool = False,
-                 extra: tuple[str, ...] = (), pure: bool = False) -> None:
+                 extra: tuple[str, ...] = (), pure: bool = False, wrapper: tuple[str, ...] = ()) -> None:
+        """`wrapper`: a command the bridge runs under (valgrind, for bench.instructions)."""
         self.dir = Path(tempfile.mkdtemp(dir=scratch))
         self._probe: requests.Session | None = None
         self.s3_port = free_port()
@@ -117,7 +119,7 @@ class Stack:
         self.http_port, self.grpc_port, self.metrics_port = free_port(), free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.http_port}/v1/traces"
         self.bridge = Process(
-            [sys.executable, "-m", "otel_s3_bridge", "serve", "--http-port", str(self.http_port),
+            [*wrapper, sys.executable, "-m", "otel_s3_bridge", "serve", "--http-port", str(self.http_port),
              "--grpc-port", str(self.grpc_port), "--metrics-port", str(self.metrics_port),
              "--bucket", "bench", "--endpoint-url",
              f"http://127.0.0.1:{self.s3_port}", "--region", "us-east-1", "--token", f"bench={TOKEN}",
@@ -125,7 +127,8 @@ class Stack:
              "--drain-seconds", "0", "--log-level", "warning", "--workers", str(workers), *extra],
             self.http_port, self.dir / "bridge.log",
             env={"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
-                 **({"OTEL_S3_BRIDGE_PURE": "1"} if pure else {})})  # the decode core's pure-Python build
+                 **({"OTEL_S3_BRIDGE_PURE": "1"} if pure else {})},  # the decode core's pure-Python build
+            start_seconds=600 if wrapper else 60)
         deadline = time.monotonic() + 60
         while workers > 1 and len(self.bridge.tree()) < workers + 1 and time.monotonic() < deadline:
             time.sleep(0.1)
