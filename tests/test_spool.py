@@ -210,3 +210,25 @@ def test_spool_commands_cover_every_worker_directory(tmp_path):
                              timeout=60)
     assert retried.stdout.count("moved 1 quarantined") == 2
     assert all(stats(tmp_path / f"worker-{n}" / "segments").entries == 1 for n in (0, 1))
+
+
+def test_taking_a_ready_entry_without_waiting_never_passes_one_that_waits_out_its_backoff(tmp_path):
+    """`ready_now` (the uploaders' path without a coroutine) gives entries in order, and stands
+    aside while any entry waits out a backoff, so that `next` puts a due one back in its turn."""
+
+    async def scenario():
+        spool = Spool(str(tmp_path), max_bytes=1 << 30)
+        spool.open()
+        await spool.append([(f"key-{n}", b"{}", None) for n in range(3)])
+        queue = spool.queue
+        first = queue.ready_now()
+        queue.retry_later(first, 0.01)  # failed: waits out a backoff
+        while_delayed = queue.ready_now()
+        order = [(await spool.next()).key for _ in range(3)]  # waits for the delayed one when it is all that is left
+        left = queue.ready_now()
+        await spool.close()
+        return first.key, while_delayed, sorted(order), left
+
+    first, while_delayed, order, left = run(scenario())
+    assert first == "key-0" and while_delayed is None
+    assert order == ["key-0", "key-1", "key-2"] and left is None

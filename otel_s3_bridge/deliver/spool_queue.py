@@ -150,6 +150,11 @@ class UploadQueue:
         """Entries were queued outside `put` (or waiters should look again)."""
         self._changed.set()
 
+    def ready_now(self) -> Ref | None:
+        """The oldest entry, if one is ready and none waits out a backoff (else None: `next`).
+        No coroutine and no clock read: taken once per spooled record."""
+        return self._ready.popleft() if self._ready and not self._delayed else None
+
     async def next(self) -> Ref:
         """The oldest entry that may be tried now (waits for one)."""
         loop = asyncio.get_running_loop()

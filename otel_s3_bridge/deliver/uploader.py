@@ -33,6 +33,7 @@ UNREADABLE_ATTEMPTS = 3  # reads of an entry from disk before it is quarantined 
 MAX_CAUSES_REMEMBERED = 1000
 
 
+SETTLED_BEFORE_YIELD = 1000  # entries a worker settles without a put before it lets the loop run
 SAME_OBJECT_WAIT_SECONDS = 0.05
 JOINED_PUTS_MAX = 4  # a record completed by events: puts until what it holds stops changing
 
@@ -72,9 +73,16 @@ class Uploader:
         self._start_worker(number)
 
     async def _work(self) -> None:
+        queue = self._spool.queue
+        settled = 0
         while True:
-            ref = await self._spool.next()
+            ref = queue.ready_now() or await self._spool.next()
             try:
+                if self._settled(ref):
+                    settled += 1
+                    if settled % SETTLED_BEFORE_YIELD == 0:
+                        await asyncio.sleep(0)  # a long queue (a replay) never holds the loop for long
+                    continue
                 await self._upload(ref)
             except asyncio.CancelledError:
                 current = asyncio.current_task()
@@ -84,15 +92,20 @@ class Uploader:
             except Exception as error:  # a bug must not lose the entry nor the worker
                 self._unexpected(ref, f"{type(error).__name__}: {error}", error)
 
-    async def _upload(self, ref: Ref) -> None:
+    def _settled(self, ref: Ref) -> bool:
+        """True when the entry needs no put of its own: done already, superseded, or handed to the
+        batch writer. Synchronous: most entries of the `batch` layout end here, thousands a second."""
         if ref.finished:  # marked done while it waited: a newer body of its object is stored
-            return
+            return True
         if self._spool.queue.superseded(ref):
             self._spool.done(ref)  # a newer body of the same object is queued
-            return
+            return True
         if not ref.trace_object and self._batches is not None:
             self._batches.add(ref)  # a `batch` layout record only
-            return
+            return True
+        return False
+
+    async def _upload(self, ref: Ref) -> None:
         target = (ref.bucket, ref.key)
         if target in self._in_flight:  # an older body of it is being put: this one must land last
             self._spool.queue.retry_later(ref, SAME_OBJECT_WAIT_SECONDS)
