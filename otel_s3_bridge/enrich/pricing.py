@@ -68,9 +68,11 @@ class Rates:
 
     def costs(self, tokens: Tokens) -> tuple[float, float, float]:
         """(input cost, output cost, cost) of a call."""
-        spent_on_input = (self.input * tokens.uncached + self.cache_read * tokens.cache_read
-                          + self.cache_write * tokens.cache_write)
-        spent_on_output = self.output * tokens.plain_output + self.reasoning * tokens.reasoning
+        # Unpacked: a NamedTuple's items are native reads for compiled code, its attributes are not.
+        input_tokens, cache_read, cache_write, output_tokens, reasoning = tokens
+        spent_on_input = (self.input * (input_tokens - cache_read - cache_write) + self.cache_read * cache_read
+                          + self.cache_write * cache_write)
+        spent_on_output = self.output * (output_tokens - reasoning) + self.reasoning * reasoning
         per_call = self.input_per_call + self.output_per_call + self.other_per_call
         return (self.input_per_call + spent_on_input / PER_MILLION,
                 self.output_per_call + spent_on_output / PER_MILLION,
@@ -86,14 +88,6 @@ class Tokens(NamedTuple):
     cache_write: int
     output: int
     reasoning: int
-
-    @property
-    def uncached(self) -> int:
-        return self.input - self.cache_read - self.cache_write
-
-    @property
-    def plain_output(self) -> int:
-        return self.output - self.reasoning
 
     @classmethod
     def of(cls, record: Mapping[str, Any]) -> Tokens | None:
@@ -377,6 +371,7 @@ def price_record(record: dict[str, Any], book: PriceBook, received_at_unix_nano:
                        record.get("requested_model"), start)
     if price is None:
         return
-    input_cost, output_cost, cost = price.rates(tokens.input).costs(tokens)
+    rates = price if isinstance(price, Rates) else price.rates(tokens.input)  # (narrowed: direct calls)
+    input_cost, output_cost, cost = rates.costs(tokens)
     record["input_cost"], record["output_cost"], record["cost"] = input_cost, output_cost, cost
     record["cost_source"] = ESTIMATED
