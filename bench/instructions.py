@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-BRIDGE_EXPORTS = 20  # of bench.cpu_floor's 100-span exports, for the whole bridge under callgrind (~40 s)
+BRIDGE_EXPORTS = 100  # bench.cpu_floor's load, for the whole bridge under callgrind (~90 s)
 WARM = 2  # exports done before the counted ones, in every process (caches filled, first-call costs paid)
 
 
@@ -69,27 +69,28 @@ def per_span(what: str, exports: int, pure: bool) -> float:
 
 def bridge_per_span(exports: int = BRIDGE_EXPORTS) -> float:
     """What the whole bridge executes per span, every thread, for bench.cpu_floor's load: the bridge
-    runs under callgrind with counting off; it is warmed as there (one small export, drained), then
-    counts from the first export of the load until every record is in a file (the batch age, the
-    Parquet build and the upload included; the drain probes too, ~0.1 % of it). User space only:
-    what the kernel does for it (page faults, sockets, fsync) is not an instruction counted here."""
+    runs under callgrind with counting off, takes the load once uncounted (warm: its first flush,
+    DuckDB opened), then counts from the first export of the load again until every record is in
+    its file (the Parquet build and the upload included; the drain probes too, ~0.1 % of it). A
+    batch file closes when it holds the load's records, never on its age: under callgrind the load
+    takes ~50 times as long, and a 5 s age would cut it into several files. User space only: what
+    the kernel does for the bridge (page faults, sockets, fsync) is not an instruction counted here."""
     import tempfile
 
-    import requests
-
     from bench.cpu_floor import SPANS, bodies, send_all
-    from bench.suite import BATCH_OPTIONS, TOKEN, Stack
+    from bench.suite import TOKEN, Stack
 
     scratch = Path(tempfile.mkdtemp(prefix="otel-s3-instructions-"))
     out = scratch / "callgrind.out"
-    stack = Stack(scratch, extra=BATCH_OPTIONS, wrapper=(
+    one_file = ("--layout", "batch", "--batch-max-age-seconds", "3600", "--batch-max-records", str(exports * SPANS))
+    stack = Stack(scratch, extra=one_file, wrapper=(
         "valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}"))
     headers = {"Content-Type": "application/x-protobuf", "Authorization": f"Bearer {TOKEN}"}
     try:
-        load = bodies(exports)
-        with requests.Session() as warm:
-            assert warm.post(stack.url, data=bodies(1, 10)[0], headers=headers, timeout=600).status_code == 200
+        if set(send_all(stack.url, bodies(exports), headers, 2)) != {200}:
+            raise RuntimeError("the bridge refused the warm-up load under callgrind")
         stack.wait_drained(timeout=1200, poll_seconds=1)
+        load = bodies(exports)
         pid = str(stack.bridge.popen.pid)
         subprocess.run(["callgrind_control", "--instr=on", pid], check=True, capture_output=True)
         codes = send_all(stack.url, load, headers, 2)
