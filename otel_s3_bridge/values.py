@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+from typing import Any, Final
 
-INT64_MIN, INT64_MAX, UINT64_MAX = -(2**63), 2**63 - 1, 2**64 - 1
+INT64_MIN: Final = -(2**63)
+INT64_MAX: Final = 2**63 - 1
+UINT64_MAX: Final = 2**64 - 1
 # Records are encoded with orjson, which refuses documents nested deeper than 254 levels. A record
 # nests attribute values about ten levels down (observations -> events -> attributes), so values
 # taken from payloads are cut well before that.
-MAX_VALUE_DEPTH = 64
+MAX_VALUE_DEPTH: Final = 64
 
 
 def bounded_int(value: Any, low: int, high: int) -> int:

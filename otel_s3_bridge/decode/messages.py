@@ -10,13 +10,13 @@ between conventions or do I/O.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
 from ..values import MAX_VALUE_DEPTH, nested_deeper_than
 
-MAX_INDEX_DIGITS = 9  # a longer "index" is no list's: int() of 4,300 digits raises, and lists are not that long
+MAX_INDEX_DIGITS: Final = 9  # a longer "index" is no list's: int() of 4,300 digits raises, and lists are not that long
 
 
 def json_text(value: Any) -> Any:

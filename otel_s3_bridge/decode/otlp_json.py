@@ -14,7 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from typing import Any, Literal, overload
+from typing import Any, Final, Literal, overload
 
 import orjson
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as SpanMessage
@@ -123,7 +123,7 @@ def _json_bytes(inner: Any, depth: int) -> str:
 
 # AnyValue's one field -> how to read it (lowerCamelCase as OTLP/JSON senders write it, and the
 # proto field names that proto3 JSON parsers also accept).
-_JSON_VALUE_READERS: dict[str, Any] = {}
+_JSON_VALUE_READERS: Final[dict[str, Any]] = {}
 for _names, _reader in (
     (("stringValue", "string_value"), _json_string),
     (("intValue", "int_value"), _json_int),
@@ -165,7 +165,7 @@ def _json_attributes(items: Any, depth: int = 0) -> dict[str, Any]:
     return attributes
 
 
-_HEX_IDS = {16: re.compile(r"[0-9a-fA-F]{32}"), 8: re.compile(r"[0-9a-fA-F]{16}")}
+_HEX_IDS: Final = {16: re.compile(r"[0-9a-fA-F]{32}"), 8: re.compile(r"[0-9a-fA-F]{16}")}
 
 
 @overload

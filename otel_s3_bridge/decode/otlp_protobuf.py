@@ -7,7 +7,7 @@ id, value, resource or scope rejects only the spans it concerns. Must not know t
 from __future__ import annotations
 
 import base64
-from typing import Any, Literal, overload
+from typing import Any, Final, Literal, overload
 
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -18,7 +18,7 @@ from ..errors import InvalidRequest
 from ..values import MAX_VALUE_DEPTH
 from .spans import MAX_RESOURCE_BYTES, ParsedRequest, Span, SpanProblem, bound_resource, scope_text
 
-_SCALARS = frozenset({"string_value", "int_value", "double_value", "bool_value"})
+_SCALARS: Final = frozenset({"string_value", "int_value", "double_value", "bool_value"})
 
 
 def _pb_value(value: AnyValue, depth: int) -> Any:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import base64
 import struct
-from typing import Any
+from typing import Any, Final
 
 from ..errors import InvalidRequest
 from ..values import MAX_VALUE_DEPTH
@@ -22,12 +22,18 @@ from .otlp_protobuf import _pb_id
 from .spans import MAX_RESOURCE_BYTES, ParsedRequest, Span, SpanProblem, bound_resource, scope_text
 
 # Wire types.
-VARINT, FIXED64, LEN, START_GROUP, END_GROUP, FIXED32 = 0, 1, 2, 3, 4, 5
+# Final: compiled code reads them as constants, not from the module's dict on every use.
+VARINT: Final = 0
+FIXED64: Final = 1
+LEN: Final = 2
+START_GROUP: Final = 3
+END_GROUP: Final = 4
+FIXED32: Final = 5
 # Unknown groups nest; the protobuf runtime stops at 100 levels of messages, and so does skipping.
-MAX_GROUP_DEPTH = 100
-_DOUBLE = struct.Struct("<d")
-_UINT64 = struct.Struct("<Q")
-_U64 = (1 << 64) - 1
+MAX_GROUP_DEPTH: Final = 100
+_DOUBLE: Final = struct.Struct("<d")
+_UINT64: Final = struct.Struct("<Q")
+_U64: Final = (1 << 64) - 1
 
 
 def _not_a_request(why: str) -> InvalidRequest:

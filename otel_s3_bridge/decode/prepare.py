@@ -18,7 +18,7 @@ nothing it removes is ever spooled or kept for a join. Raises only `InvalidReque
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from ..enrich.pricing import ESTIMATED, PriceBook, price_record
 from ..errors import PayloadTooLarge, RecordsTooLarge
@@ -33,7 +33,8 @@ from .compression import inflate
 from .otlp_logs import parse_logs
 from .records import DecodeResult, awaits_events, complete_record, iter_records
 
-TRACES, LOGS = "traces", "logs"
+TRACES: Final = "traces"
+LOGS: Final = "logs"
 # What the stored records of an export used, for metrics: (source, model, provider, status) ->
 # [calls, input, output, cached and reasoning tokens, reported cost, estimated cost].
 Usage = dict[tuple[str, str | None, str | None, str | None], list]

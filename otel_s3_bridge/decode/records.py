@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from .. import memo
 from ..lake.record import SCHEMA
@@ -27,12 +27,13 @@ from ..values import INT64_MAX, INT64_MIN, as_text
 from . import conventions
 from .spans import Span
 
-CONNECTION_TEST_SPAN = "openrouter-connection-test"
-COST_FIELDS = ("input_cost", "output_cost", "cost")
-REPORTED = "reported"  # cost_source of a cost the sender reported (`pricing` estimates the others)
-STATUS_NAMES = {0: "unset", 1: "ok", 2: "error"}
-KIND_NAMES = {0: "unspecified", 1: "internal", 2: "server", 3: "client", 4: "producer", 5: "consumer"}
-NON_LLM_KEEP, NON_LLM_DROP = "keep", "drop"
+CONNECTION_TEST_SPAN: Final = "openrouter-connection-test"
+COST_FIELDS: Final = ("input_cost", "output_cost", "cost")
+REPORTED: Final = "reported"  # cost_source of a cost the sender reported (`pricing` estimates the others)
+STATUS_NAMES: Final = {0: "unset", 1: "ok", 2: "error"}
+KIND_NAMES: Final = {0: "unspecified", 1: "internal", 2: "server", 3: "client", 4: "producer", 5: "consumer"}
+NON_LLM_KEEP: Final = "keep"
+NON_LLM_DROP: Final = "drop"
 
 
 @dataclass(slots=True)
@@ -45,10 +46,10 @@ class DecodeResult:
 
 
 # Spans of an export mostly start within the same few seconds: the text of a second is kept (`memo`).
-_SECOND_TEXT: dict[int, str] = {}
-SECOND_TEXT_LIMIT = 4096
+_SECOND_TEXT: Final[dict[int, str]] = {}
+SECOND_TEXT_LIMIT: Final = 4096
 # ".000Z" ... ".999Z": a format spec per timestamp cost ~1.5 k instructions, two a span
-_MILLISECONDS: tuple[str, ...] = tuple(f".{millis:03d}Z" for millis in range(1000))
+_MILLISECONDS: Final[tuple[str, ...]] = tuple(f".{millis:03d}Z" for millis in range(1000))
 
 
 def rfc3339(unix_nano: int) -> str:
@@ -221,7 +222,7 @@ def decode(spans: Iterable[Span], *, key_name: str | None, transport: str, recei
 
 # --- GenAI event records (OTLP logs) ----------------------------------------------------------------
 
-OPERATION_DETAILS_EVENT = conventions.gen_ai.OPERATION_DETAILS_EVENT
+OPERATION_DETAILS_EVENT: Final = conventions.gen_ai.OPERATION_DETAILS_EVENT
 
 
 def awaits_events(record: dict[str, Any]) -> bool:

@@ -7,17 +7,18 @@ Shared by `otlp_json` and `otlp_protobuf`. Must not parse bytes or know LLM conv
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
-INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+INT32_MIN: Final = -(2**31)
+INT32_MAX: Final = 2**31 - 1
 # Resource attributes are copied into every record of a request; beyond this many bytes (JSON)
 # a resource keeps its attributes in order while they fit and counts the others under this key.
-MAX_RESOURCE_BYTES = 16 * 1024
-DROPPED_ATTRIBUTES_KEY = "otel_s3_bridge.dropped_attributes_count"
+MAX_RESOURCE_BYTES: Final = 16 * 1024
+DROPPED_ATTRIBUTES_KEY: Final = "otel_s3_bridge.dropped_attributes_count"
 # Scope name and version are copied into every record too; longer ones are cut.
-MAX_SCOPE_TEXT = 1024
+MAX_SCOPE_TEXT: Final = 1024
 
 
 @dataclass(slots=True)

@@ -31,16 +31,17 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from ..values import frozen_reduce
 from ..watched_file import WatchedFile
 
-REPORTED, ESTIMATED = "reported", "estimated"
-PER_MILLION = 1_000_000
-MAX_MODEL_CHARS = 256  # longer names are nobody's model: not looked up
-LOOKUPS_REMEMBERED = 4096
-LAST_NANOS = 253402300799 * 10 ** 9  # 9999-12-31T23:59:59Z: later times are no dates
+REPORTED: Final = "reported"
+ESTIMATED: Final = "estimated"
+PER_MILLION: Final = 1_000_000
+MAX_MODEL_CHARS: Final = 256  # longer names are nobody's model: not looked up
+LOOKUPS_REMEMBERED: Final = 4096
+LAST_NANOS: Final = 253402300799 * 10 ** 9  # 9999-12-31T23:59:59Z: later times are no dates
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,9 +113,9 @@ class PriceFileError(ValueError):
     """A --prices file that cannot be used; the message names the line."""
 
 
-RATE_KEYS = {"input_per_million": "input", "output_per_million": "output",
+RATE_KEYS: Final = {"input_per_million": "input", "output_per_million": "output",
              "cache_read_per_million": "cache_read", "cache_write_per_million": "cache_write"}
-REQUIRED_KEYS = ("input_per_million", "output_per_million")
+REQUIRED_KEYS: Final = ("input_per_million", "output_per_million")
 
 
 @dataclass(frozen=True)
@@ -305,7 +306,7 @@ class _TablePrice:
                      other_per_call=float(base["total_price"] - base["input_price"] - base["output_price"]))
 
 
-_table_prices: dict[int, _TablePrice] = {}  # by id of the table's ModelPrice (each held, so ids stay its)
+_table_prices: Final[dict[int, _TablePrice]] = {}  # by id of the table's ModelPrice (each held, so ids stay its)
 
 
 def table_price(found: tuple[Any, Any], when: datetime.datetime) -> _TablePrice:
@@ -327,9 +328,9 @@ def table_usage(tokens: Tokens) -> Any:
 
 # --- the record -------------------------------------------------------------------------------------
 
-_priced: dict[tuple, Rates | _TablePrice | None] = {}  # what `_price_for` found, for the book below
-_priced_book: list[PriceBook | None] = [None]
-MINUTE_NANOS = 60 * 10 ** 9  # the table's prices change on dates and on times of day in whole minutes
+_priced: Final[dict[tuple, Rates | _TablePrice | None]] = {}  # what `_price_for` found, for the book below
+_priced_book: Final[list[PriceBook | None]] = [None]
+MINUTE_NANOS: Final = 60 * 10 ** 9  # the table's prices change on dates and on times of day in whole minutes
 
 
 def _price_for(book: PriceBook, provider: Any, model: Any, requested: Any, start_unix_nano: int

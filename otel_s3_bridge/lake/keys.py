@@ -17,23 +17,23 @@ import string
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from .. import memo
 from ..values import frozen_reduce
 
-PLACEHOLDERS = ("prefix", "date", "year", "month", "day", "hour", "apiKeyName", "keyName")
-MAX_KEY_BYTES = 1024  # S3's limit for a whole key
-MAX_SEGMENT_BYTES = 255  # a file name, on every common file system
-MAX_NAME_BYTES = 200  # the object's own name: 255 less the local sink's temporary-name decoration
-MAX_TRACE_ID_BYTES = 150  # {traceId} within the name, beside `-{timestamp}-{spanId}.json`
-MAX_FOLDER_VALUE_BYTES = 100  # {apiKeyName} and {keyName}
-MAX_PREFIX_BYTES = 512
-HASH_MARK = "~"  # never left in a value used unchanged, so a marked value cannot be forged
-HASH_HEX_DIGITS = 16
-_WORST_CASE_VALUES = {"date": 10, "year": 4, "month": 2, "day": 2, "hour": 2,
+PLACEHOLDERS: Final = ("prefix", "date", "year", "month", "day", "hour", "apiKeyName", "keyName")
+MAX_KEY_BYTES: Final = 1024  # S3's limit for a whole key
+MAX_SEGMENT_BYTES: Final = 255  # a file name, on every common file system
+MAX_NAME_BYTES: Final = 200  # the object's own name: 255 less the local sink's temporary-name decoration
+MAX_TRACE_ID_BYTES: Final = 150  # {traceId} within the name, beside `-{timestamp}-{spanId}.json`
+MAX_FOLDER_VALUE_BYTES: Final = 100  # {apiKeyName} and {keyName}
+MAX_PREFIX_BYTES: Final = 512
+HASH_MARK: Final = "~"  # never left in a value used unchanged, so a marked value cannot be forged
+HASH_HEX_DIGITS: Final = 16
+_WORST_CASE_VALUES: Final = {"date": 10, "year": 4, "month": 2, "day": 2, "hour": 2,
                       "apiKeyName": MAX_FOLDER_VALUE_BYTES, "keyName": MAX_FOLDER_VALUE_BYTES}
-_CONTROL_OR_BACKSLASH = re.compile(r"[\x00-\x1f\x7f\\]")
+_CONTROL_OR_BACKSLASH: Final = re.compile(r"[\x00-\x1f\x7f\\]")
 
 
 @dataclass(frozen=True)
@@ -153,8 +153,8 @@ def object_key(template: KeyTemplate, record: Mapping[str, Any], *, prefix: str,
 
 
 # Folders by (template, prefix, hour, API key name, key name): the calls of an hour share a few (`memo`).
-_FOLDERS: dict[tuple[str, str, int, str | None, str | None], str] = {}
-FOLDER_LIMIT = 4096
+_FOLDERS: Final[dict[tuple[str, str, int, str | None, str | None], str]] = {}
+FOLDER_LIMIT: Final = 4096
 
 
 def _folder(template: KeyTemplate, prefix: str, seconds: int, api_key_name: Any, key_name: str | None) -> str:

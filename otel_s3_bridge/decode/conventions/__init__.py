@@ -17,7 +17,7 @@ Adding a convention is one new module and one entry in each order. Pure; must no
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 from ...govern.places import Places
 from ...values import as_text
@@ -26,11 +26,11 @@ from ..spans import Span
 from . import gen_ai, langfuse, openinference, openllmetry, openrouter, vercel_ai
 from .base import FIELD_TYPES, Attributes, CompletionFound, Convention, Tables
 
-FIELD_ORDER: tuple[Convention, ...] = (openrouter.CONVENTION, gen_ai.CONVENTION, openinference.CONVENTION,
+FIELD_ORDER: Final[tuple[Convention, ...]] = (openrouter.CONVENTION, gen_ai.CONVENTION, openinference.CONVENTION,
                                        openllmetry.CONVENTION, vercel_ai.CONVENTION, langfuse.CONVENTION)
-SOURCE_ORDER: tuple[Convention, ...] = (openrouter.CONVENTION, langfuse.CONVENTION, vercel_ai.CONVENTION,
+SOURCE_ORDER: Final[tuple[Convention, ...]] = (openrouter.CONVENTION, langfuse.CONVENTION, vercel_ai.CONVENTION,
                                         openinference.CONVENTION, openllmetry.CONVENTION, gen_ai.CONVENTION)
-SOURCE_WITHOUT_CONVENTION = "otlp"
+SOURCE_WITHOUT_CONVENTION: Final = "otlp"
 
 
 def _tables() -> Tables:
@@ -52,19 +52,19 @@ def _tables() -> Tables:
     )
 
 
-TABLES = _tables()
-LLM_KEYS = frozenset(key for convention in FIELD_ORDER for key in convention.llm_keys)
-_LLM_TESTS = tuple(convention.llm_if for convention in FIELD_ORDER if convention.llm_if is not None)
-_WRAPPER_TESTS = tuple(convention.wraps for convention in FIELD_ORDER if convention.wraps is not None)
-_FINISH_REASON_KEYS = tuple(key for convention in FIELD_ORDER for key in convention.finish_reason_keys)
-_STATUS_MESSAGE_KEYS = tuple(key for convention in FIELD_ORDER for key in convention.status_message_keys)
-_METADATA_JSON_KEYS = tuple(key for convention in FIELD_ORDER for key in convention.metadata_json_keys)
-_CONTENT_HEADS = frozenset(head for convention in FIELD_ORDER for head in convention.content_heads)
-_PROMPT_SOURCES = tuple(source for tier in ("prompt", "prompt_fallbacks") for convention in FIELD_ORDER
+TABLES: Final = _tables()
+LLM_KEYS: Final = frozenset(key for convention in FIELD_ORDER for key in convention.llm_keys)
+_LLM_TESTS: Final = tuple(convention.llm_if for convention in FIELD_ORDER if convention.llm_if is not None)
+_WRAPPER_TESTS: Final = tuple(convention.wraps for convention in FIELD_ORDER if convention.wraps is not None)
+_FINISH_REASON_KEYS: Final = tuple(key for convention in FIELD_ORDER for key in convention.finish_reason_keys)
+_STATUS_MESSAGE_KEYS: Final = tuple(key for convention in FIELD_ORDER for key in convention.status_message_keys)
+_METADATA_JSON_KEYS: Final = tuple(key for convention in FIELD_ORDER for key in convention.metadata_json_keys)
+_CONTENT_HEADS: Final = frozenset(head for convention in FIELD_ORDER for head in convention.content_heads)
+_PROMPT_SOURCES: Final = tuple(source for tier in ("prompt", "prompt_fallbacks") for convention in FIELD_ORDER
                         for source in getattr(convention, tier))
-_COMPLETION_SOURCES = tuple(source for tier in ("completion", "completion_fallbacks") for convention in FIELD_ORDER
+_COMPLETION_SOURCES: Final = tuple(source for tier in ("completion", "completion_fallbacks") for convention in FIELD_ORDER
                             for source in getattr(convention, tier))
-_FIRST_TOKEN_SOURCES = tuple(convention.time_to_first_token_ms for convention in FIELD_ORDER
+_FIRST_TOKEN_SOURCES: Final = tuple(convention.time_to_first_token_ms for convention in FIELD_ORDER
                              if convention.time_to_first_token_ms is not None)
 
 
@@ -86,10 +86,10 @@ def is_call(span: Span) -> bool:
     return is_llm(span.attributes) and not any(wraps(span) for wraps in _WRAPPER_TESTS)
 
 
-CONTENT_IN_LOGS = frozenset(convention.source for convention in FIELD_ORDER if convention.content_in_logs)
-_CONTENT_KEYS = [key for convention in FIELD_ORDER for key in convention.content_keys]
+CONTENT_IN_LOGS: Final = frozenset(convention.source for convention in FIELD_ORDER if convention.content_in_logs)
+_CONTENT_KEYS: Final = [key for convention in FIELD_ORDER for key in convention.content_keys]
 # Where records hold message text and end-user identities, for the keys' policies (`govern`).
-PLACES = Places(
+PLACES: Final = Places(
     content_keys=frozenset(key for key in _CONTENT_KEYS if not key.endswith(".")),
     content_prefixes=tuple(key for key in _CONTENT_KEYS if key.endswith(".")),
     content_events=frozenset({*gen_ai.PROMPT_EVENT_ROLES, gen_ai.CHOICE_EVENT, gen_ai.CONTENT_PROMPT_EVENT,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from ... import memo
 from ...values import as_float, as_int, as_text
@@ -33,7 +33,7 @@ PromptSource = Callable[["Attributes", list[dict[str, Any]], set[int]], Any]
 CompletionSource = Callable[["Attributes", list[dict[str, Any]], set[int]], CompletionFound]
 
 # Record fields filled straight from one attribute, and how each is read.
-FIELD_TYPES: dict[str, Callable[[Any], Any]] = {
+FIELD_TYPES: Final[dict[str, Callable[[Any], Any]]] = {
     "generation_id": as_text, "name": as_text, "model": as_text, "requested_model": as_text,
     "provider": as_text, "model_author": as_text,
     "input_tokens": as_int, "output_tokens": as_int, "total_tokens": as_int, "cached_tokens": as_int,
@@ -43,7 +43,7 @@ FIELD_TYPES: dict[str, Callable[[Any], Any]] = {
 }
 # Flattened message attributes (`llm.input_messages.3.message.content`) deeper than this are not
 # unflattened: they stay in `attributes` as they came.
-MAX_FLATTENED_SEGMENTS = 16
+MAX_FLATTENED_SEGMENTS: Final = 16
 
 
 @dataclass(frozen=True)
@@ -87,12 +87,14 @@ class Tables:
     own_prefixes: tuple[str, ...]  # keys that mark a convention's spans and are never metadata
 
 
-KEY_PLAIN, KEY_METADATA, KEY_MARKED = 0, 1, 2
+KEY_PLAIN: Final = 0
+KEY_METADATA: Final = 1
+KEY_MARKED: Final = 2
 # What reading needs to know of an attribute key, computed once per distinct key: the same few
 # dozen keys arrive on every span. Bounded in count and key length, since keys come from clients.
-_KEY_INFO: dict[str, tuple[str, str, tuple[tuple[str, int], ...], int]] = {}
-KEY_INFO_LIMIT = 50_000
-KEY_INFO_MAX_KEY_LENGTH = 128
+_KEY_INFO: Final[dict[str, tuple[str, str, tuple[tuple[str, int], ...], int]]] = {}
+KEY_INFO_LIMIT: Final = 50_000
+KEY_INFO_MAX_KEY_LENGTH: Final = 128
 
 
 def _key_info(key: str, tables: Tables) -> tuple[str, str, tuple[tuple[str, int], ...], int]:
@@ -136,9 +138,9 @@ class KeyPlan:
 
 # Plans by key set (in the order sent), bounded (`memo`): a set of more keys, or of longer ones,
 # is planned each time.
-_PLANS: dict[tuple[str, ...], KeyPlan] = {}
-PLAN_LIMIT = 1024
-PLAN_MAX_KEYS = 64
+_PLANS: Final[dict[tuple[str, ...], KeyPlan]] = {}
+PLAN_LIMIT: Final = 1024
+PLAN_MAX_KEYS: Final = 64
 
 
 def key_plan(keys: tuple[str, ...], tables: Tables, *, remember: bool = True) -> KeyPlan:

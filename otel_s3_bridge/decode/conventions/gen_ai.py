@@ -8,7 +8,7 @@ which every convention shares. Pure.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 from ...values import as_float, as_text
 from ..messages import (
@@ -23,13 +23,13 @@ from ..messages import (
 from ..spans import Span
 from .base import Attributes, CompletionFound, Convention, structured_list
 
-PROMPT_EVENT_ROLES: dict[str, str] = {"gen_ai.system.message": "system", "gen_ai.user.message": "user",
+PROMPT_EVENT_ROLES: Final[dict[str, str]] = {"gen_ai.system.message": "system", "gen_ai.user.message": "user",
                                        "gen_ai.assistant.message": "assistant", "gen_ai.tool.message": "tool"}
-CHOICE_EVENT = "gen_ai.choice"
-CONTENT_PROMPT_EVENT = "gen_ai.content.prompt"
-CONTENT_COMPLETION_EVENT = "gen_ai.content.completion"
+CHOICE_EVENT: Final = "gen_ai.choice"
+CONTENT_PROMPT_EVENT: Final = "gen_ai.content.prompt"
+CONTENT_COMPLETION_EVENT: Final = "gen_ai.content.completion"
 # One event of the whole call: `gen_ai.input.messages`, `gen_ai.output.messages`, ... as attributes.
-OPERATION_DETAILS_EVENT = "gen_ai.client.inference.operation.details"
+OPERATION_DETAILS_EVENT: Final = "gen_ai.client.inference.operation.details"
 
 
 def _detects(span: Span, a: Attributes) -> bool:
@@ -106,7 +106,7 @@ def _time_to_first_token_ms(a: Attributes, start: int) -> float | None:
     return seconds * 1000.0 if seconds is not None else None
 
 
-CONVENTION: Convention = Convention(
+CONVENTION: Final[Convention] = Convention(
     source="gen_ai",
     detects=_detects,
     fields={

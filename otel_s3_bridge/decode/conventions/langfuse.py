@@ -8,12 +8,13 @@ Pure.
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Final
 
 from ..spans import Span
 from .base import Attributes, CompletionFound, Convention, text_completion, text_prompt
 
-USAGE, COST = "langfuse.observation.usage_details", "langfuse.observation.cost_details"
+USAGE: Final = "langfuse.observation.usage_details"
+COST: Final = "langfuse.observation.cost_details"
 
 
 def _detects(span: Span, a: Attributes) -> bool:
@@ -51,7 +52,7 @@ def _time_to_first_token_ms(a: Attributes, start: int) -> float | None:
     return (first_chunk - start) / 1e6
 
 
-CONVENTION: Convention = Convention(
+CONVENTION: Final[Convention] = Convention(
     source="langfuse",
     detects=_detects,
     fields={

@@ -7,7 +7,7 @@ Pure.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 from ..messages import dict_or_empty, list_or_empty, tool_call, unflatten, without_nulls
 from ..spans import Span
@@ -21,8 +21,8 @@ from .base import (
     text_prompt,
 )
 
-PARAMETERS = "llm.invocation_parameters"
-OWN_PREFIXES = ("openinference.", "llm.input_messages.", "llm.output_messages.", "llm.token_count.", "llm.cost.",
+PARAMETERS: Final = "llm.invocation_parameters"
+OWN_PREFIXES: Final = ("openinference.", "llm.input_messages.", "llm.output_messages.", "llm.token_count.", "llm.cost.",
                 "llm.model_name", "llm.provider", "llm.system", "llm.invocation_parameters")
 
 
@@ -63,7 +63,7 @@ def _output_value(a: Attributes, events: list[dict[str, Any]], used_events: set[
     return text_completion(a, "output.value")
 
 
-CONVENTION: Convention = Convention(
+CONVENTION: Final[Convention] = Convention(
     source="openinference",
     detects=_detects,
     fields={

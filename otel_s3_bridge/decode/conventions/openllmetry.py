@@ -9,14 +9,14 @@ Pure.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 from ..messages import list_or_empty, tool_call, unflatten, without_nulls
 from ..spans import Span
 from .base import Attributes, CompletionFound, Convention, first_flattened_message, flattened_messages
 
-ASSOCIATION = "traceloop.association.properties."
-FLATTENED_PREFIXES = ("traceloop.", "llm.request.type", "llm.usage.", "gen_ai.prompt.0.", "gen_ai.completion.0.")
+ASSOCIATION: Final = "traceloop.association.properties."
+FLATTENED_PREFIXES: Final = ("traceloop.", "llm.request.type", "llm.usage.", "gen_ai.prompt.0.", "gen_ai.completion.0.")
 
 
 def messages(flattened: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -46,7 +46,7 @@ def _completion(a: Attributes, events: list[dict[str, Any]], used_events: set[in
     return first_flattened_message(a, "gen_ai.completion.", messages)
 
 
-CONVENTION: Convention = Convention(
+CONVENTION: Final[Convention] = Convention(
     source="openllmetry",
     detects=_detects,
     fields={

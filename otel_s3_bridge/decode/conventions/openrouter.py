@@ -6,7 +6,7 @@ Reference: `openrouter-broadcast.md`; real captures in `tests/data/openrouter-ca
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 from ...values import as_float
 from ..messages import completion, json_text
@@ -14,8 +14,8 @@ from ..spans import Span
 from .base import Attributes, CompletionFound, Convention
 
 # OpenRouter's own keys: never custom metadata, and their presence marks an OpenRouter span.
-OWN_PREFIXES = ("trace.metadata.openrouter.", "trace.metadata.openrouter_generation.")
-COMPLETION_PARTS = ("completion", "reasoning", "toolCalls", "tool_calls")
+OWN_PREFIXES: Final = ("trace.metadata.openrouter.", "trace.metadata.openrouter_generation.")
+COMPLETION_PARTS: Final = ("completion", "reasoning", "toolCalls", "tool_calls")
 
 
 def _detects(span: Span, a: Attributes) -> bool:
@@ -54,7 +54,7 @@ def _time_to_first_token_ms(a: Attributes, start: int) -> float | None:
     return a.pick("trace.metadata.openrouter.first_token_ms", convert=as_float)
 
 
-CONVENTION: Convention = Convention(
+CONVENTION: Final[Convention] = Convention(
     source="openrouter",
     detects=_detects,
     fields={

@@ -9,7 +9,7 @@ Pure.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 from ...values import as_float, as_text
 from ..messages import completion, json_or_value
@@ -23,7 +23,7 @@ def _detects(span: Span, a: Attributes) -> bool:
 
 # The SDK's functions: each span named (`ai.operationId`) after one wraps the spans of the provider
 # calls it makes (`ai.generateText.doGenerate`, one per step) and carries their summed usage.
-WRAPPERS = frozenset({"ai.generateText", "ai.streamText", "ai.generateObject", "ai.streamObject", "ai.embed",
+WRAPPERS: Final = frozenset({"ai.generateText", "ai.streamText", "ai.generateObject", "ai.streamObject", "ai.embed",
                       "ai.embedMany"})
 
 
@@ -58,7 +58,7 @@ def _time_to_first_token_ms(a: Attributes, start: int) -> float | None:
     return a.pick("ai.response.msToFirstChunk", convert=as_float)
 
 
-CONVENTION: Convention = Convention(
+CONVENTION: Final[Convention] = Convention(
     source="vercel_ai",
     detects=_detects,
     fields={
