@@ -31,7 +31,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final, NamedTuple
+from typing import Any, Final
 
 from ..values import frozen_reduce
 from ..watched_file import WatchedFile
@@ -69,38 +69,39 @@ class Rates:
 
     def costs(self, tokens: Tokens) -> tuple[float, float, float]:
         """(input cost, output cost, cost) of a call."""
-        # Unpacked: a NamedTuple's items are native reads for compiled code, its attributes are not.
-        input_tokens, cache_read, cache_write, output_tokens, reasoning = tokens
-        spent_on_input = (self.input * (input_tokens - cache_read - cache_write) + self.cache_read * cache_read
+        cache_read, cache_write, reasoning = tokens.cache_read, tokens.cache_write, tokens.reasoning
+        spent_on_input = (self.input * (tokens.input - cache_read - cache_write) + self.cache_read * cache_read
                           + self.cache_write * cache_write)
-        spent_on_output = self.output * (output_tokens - reasoning) + self.reasoning * reasoning
+        spent_on_output = self.output * (tokens.output - reasoning) + self.reasoning * reasoning
         per_call = self.input_per_call + self.output_per_call + self.other_per_call
         return (self.input_per_call + spent_on_input / PER_MILLION,
                 self.output_per_call + spent_on_output / PER_MILLION,
                 per_call + (spent_on_input + spent_on_output) / PER_MILLION)
 
 
-class Tokens(NamedTuple):
+class Tokens:
     """A call's token counts as partitions: cache reads and writes are parts of the input,
-    reasoning part of the output (senders' counts are clamped to agree)."""
+    reasoning part of the output (senders' counts are clamped to agree). A plain class: compiled,
+    it is a native one, built and read without calls into Python (a NamedTuple or a frozen
+    dataclass cost ~5-7 k instructions a record)."""
 
-    input: int
-    cache_read: int
-    cache_write: int
-    output: int
-    reasoning: int
+    __slots__ = ("input", "cache_read", "cache_write", "output", "reasoning")
 
-    @classmethod
-    def of(cls, record: Mapping[str, Any]) -> Tokens | None:
-        """The record's counts; None when it has neither input nor output tokens."""
-        input_tokens, output_tokens = _count(record.get("input_tokens")), _count(record.get("output_tokens"))
-        if input_tokens is None and output_tokens is None:
-            return None
-        input_tokens, output_tokens = input_tokens or 0, output_tokens or 0
-        cache_read = min(_count(record.get("cached_tokens")) or 0, input_tokens)
-        cache_write = min(_count(record.get("cache_write_tokens")) or 0, input_tokens - cache_read)
-        reasoning = min(_count(record.get("reasoning_tokens")) or 0, output_tokens)
-        return cls(input_tokens, cache_read, cache_write, output_tokens, reasoning)
+    def __init__(self, input: int, cache_read: int, cache_write: int, output: int, reasoning: int) -> None:
+        self.input, self.cache_read, self.cache_write = input, cache_read, cache_write
+        self.output, self.reasoning = output, reasoning
+
+
+def tokens_of(record: dict[str, Any]) -> Tokens | None:
+    """The record's counts; None when it has neither input nor output tokens."""
+    input_tokens, output_tokens = _count(record.get("input_tokens")), _count(record.get("output_tokens"))
+    if input_tokens is None and output_tokens is None:
+        return None
+    input_tokens, output_tokens = input_tokens or 0, output_tokens or 0
+    cache_read = min(_count(record.get("cached_tokens")) or 0, input_tokens)
+    cache_write = min(_count(record.get("cache_write_tokens")) or 0, input_tokens - cache_read)
+    reasoning = min(_count(record.get("reasoning_tokens")) or 0, output_tokens)
+    return Tokens(input_tokens, cache_read, cache_write, output_tokens, reasoning)
 
 
 def _count(value: Any) -> int | None:
@@ -362,7 +363,7 @@ def price_record(record: dict[str, Any], book: PriceBook, received_at_unix_nano:
             or record.get("input_cost") is not None or record.get("output_cost") is not None):
         record["cost_source"] = REPORTED
         return
-    tokens = Tokens.of(record)
+    tokens = tokens_of(record)
     if tokens is None:
         return
     start = record.get("start_time_unix_nano")

@@ -74,8 +74,9 @@ def attributes_of(span: Span) -> Attributes:
 
 def is_llm(attributes: Mapping[str, Any]) -> bool:
     """Whether a span's attributes describe an LLM call (or a wrapper of calls) in any convention."""
-    if any(attributes[key] is not None for key in LLM_KEYS.intersection(attributes)):
-        return True
+    for key in attributes:  # (no intersection set and no generator: this runs for every span)
+        if key in LLM_KEYS and attributes[key] is not None:
+            return True
     return any(test(attributes) for test in _LLM_TESTS)
 
 
