@@ -80,10 +80,8 @@ class Uploader:
             try:
                 if self._settled(ref):
                     settled += 1
-                    if settled % SETTLED_BEFORE_YIELD == 0:
-                        await asyncio.sleep(0)  # a long queue (a replay) never holds the loop for long
-                    continue
-                await self._upload(ref)
+                else:
+                    await self._upload(ref)
             except asyncio.CancelledError:
                 current = asyncio.current_task()
                 if current is not None and current.cancelling():
@@ -91,6 +89,9 @@ class Uploader:
                 self._unexpected(ref, "the upload was cancelled from within")  # not by us: retry it
             except Exception as error:  # a bug must not lose the entry nor the worker
                 self._unexpected(ref, f"{type(error).__name__}: {error}", error)
+            if settled == SETTLED_BEFORE_YIELD:  # outside the try: a settled entry is never tried again
+                settled = 0
+                await asyncio.sleep(0)  # a long queue (a replay) never holds the loop for long
 
     def _settled(self, ref: Ref) -> bool:
         """True when the entry needs no put of its own: done already, superseded, or handed to the
