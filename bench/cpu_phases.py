@@ -19,13 +19,10 @@ import tempfile
 from pathlib import Path
 
 from bench.cpu_floor import SPANS, bodies, send_all
+from bench.procfs import stat_fields
 from bench.suite import BATCH_OPTIONS, CLOCK_TICKS, TOKEN, Stack
 
 HEADERS = {"Content-Type": "application/x-protobuf", "Authorization": f"Bearer {TOKEN}"}
-
-
-def _stat_fields(path: str) -> list[str]:
-    return Path(path).read_text().rsplit(")", 1)[1].split()
 
 
 def snapshot(pid: int) -> dict:
@@ -33,7 +30,7 @@ def snapshot(pid: int) -> dict:
     main = other = 0.0
     for task in os.listdir(f"/proc/{pid}/task"):
         try:
-            fields = _stat_fields(f"/proc/{pid}/task/{task}/stat")
+            fields = stat_fields(f"/proc/{pid}/task/{task}/stat")
         except OSError:  # a thread that ended meanwhile
             continue
         seconds = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
@@ -41,7 +38,7 @@ def snapshot(pid: int) -> dict:
             main += seconds
         else:
             other += seconds
-    fields = _stat_fields(f"/proc/{pid}/stat")
+    fields = stat_fields(f"/proc/{pid}/stat")
     return {"main": main, "other": other, "user": int(fields[11]) / CLOCK_TICKS,
             "system": int(fields[12]) / CLOCK_TICKS, "faults": int(fields[7])}
 

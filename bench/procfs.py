@@ -6,12 +6,19 @@ from __future__ import annotations
 from pathlib import Path
 
 
+def stat_fields(path: str | Path) -> list[str]:
+    """The fields of a /proc `stat` file after the command name (which may hold spaces and
+    parentheses): index 1 is the parent, 7 the minor faults, 11 and 12 user and system ticks.
+    Raises OSError when the process (or thread) is gone."""
+    return Path(path).read_text().rsplit(")", 1)[1].split()
+
+
 def process_tree(root: int) -> list[int]:
     """`root` and every process below it (decode processes, workers, ...), `root` first."""
     children: dict[int, list[int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
+            fields = stat_fields(stat)
         except OSError:
             continue
         children.setdefault(int(fields[1]), []).append(int(stat.parent.name))

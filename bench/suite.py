@@ -28,7 +28,7 @@ import requests
 
 from bench import payloads
 from bench.loadgen import run_grpc, run_wrk, write_lua
-from bench.procfs import memory_mb, process_tree
+from bench.procfs import memory_mb, process_tree, stat_fields
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "bench-token-0123456789"
@@ -78,7 +78,7 @@ class Process:
         total = 0
         for pid in self.tree():
             try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                fields = stat_fields(f"/proc/{pid}/stat")
             except OSError:
                 continue
             total += int(fields[11]) + int(fields[12])  # utime + stime

@@ -91,6 +91,7 @@ def _shown(value: Any) -> str:
 
 
 def frozen_reduce(instance: Any) -> tuple[type, tuple[Any, ...]]:
-    """`__reduce__` for a frozen dataclass that crosses to a decode process: its compiled (mypyc)
-    build cannot be unpickled field by field (every assignment is refused as frozen)."""
+    """`__reduce__` for a dataclass that crosses to a decode process: rebuilt by calling its class
+    with its fields in order. Its compiled (mypyc) build cannot be unpickled field by field (a
+    frozen one refuses every assignment; one with its own `__init__` is called without arguments)."""
     return type(instance), tuple(getattr(instance, field.name) for field in dataclasses.fields(instance))

@@ -115,7 +115,7 @@ class PriceFileError(ValueError):
 
 
 RATE_KEYS: Final = {"input_per_million": "input", "output_per_million": "output",
-             "cache_read_per_million": "cache_read", "cache_write_per_million": "cache_write"}
+                    "cache_read_per_million": "cache_read", "cache_write_per_million": "cache_write"}
 REQUIRED_KEYS: Final = ("input_per_million", "output_per_million")
 
 

@@ -32,7 +32,7 @@ MAX_PREFIX_BYTES: Final = 512
 HASH_MARK: Final = "~"  # never left in a value used unchanged, so a marked value cannot be forged
 HASH_HEX_DIGITS: Final = 16
 _WORST_CASE_VALUES: Final = {"date": 10, "year": 4, "month": 2, "day": 2, "hour": 2,
-                      "apiKeyName": MAX_FOLDER_VALUE_BYTES, "keyName": MAX_FOLDER_VALUE_BYTES}
+                             "apiKeyName": MAX_FOLDER_VALUE_BYTES, "keyName": MAX_FOLDER_VALUE_BYTES}
 _CONTROL_OR_BACKSLASH: Final = re.compile(r"[\x00-\x1f\x7f\\]")
 
 

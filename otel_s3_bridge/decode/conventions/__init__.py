@@ -27,9 +27,9 @@ from . import gen_ai, langfuse, openinference, openllmetry, openrouter, vercel_a
 from .base import FIELD_TYPES, Attributes, CompletionFound, Convention, Tables
 
 FIELD_ORDER: Final[tuple[Convention, ...]] = (openrouter.CONVENTION, gen_ai.CONVENTION, openinference.CONVENTION,
-                                       openllmetry.CONVENTION, vercel_ai.CONVENTION, langfuse.CONVENTION)
+                                              openllmetry.CONVENTION, vercel_ai.CONVENTION, langfuse.CONVENTION)
 SOURCE_ORDER: Final[tuple[Convention, ...]] = (openrouter.CONVENTION, langfuse.CONVENTION, vercel_ai.CONVENTION,
-                                        openinference.CONVENTION, openllmetry.CONVENTION, gen_ai.CONVENTION)
+                                               openinference.CONVENTION, openllmetry.CONVENTION, gen_ai.CONVENTION)
 SOURCE_WITHOUT_CONVENTION: Final = "otlp"
 
 
@@ -61,11 +61,11 @@ _STATUS_MESSAGE_KEYS: Final = tuple(key for convention in FIELD_ORDER for key in
 _METADATA_JSON_KEYS: Final = tuple(key for convention in FIELD_ORDER for key in convention.metadata_json_keys)
 _CONTENT_HEADS: Final = frozenset(head for convention in FIELD_ORDER for head in convention.content_heads)
 _PROMPT_SOURCES: Final = tuple(source for tier in ("prompt", "prompt_fallbacks") for convention in FIELD_ORDER
-                        for source in getattr(convention, tier))
-_COMPLETION_SOURCES: Final = tuple(source for tier in ("completion", "completion_fallbacks") for convention in FIELD_ORDER
-                            for source in getattr(convention, tier))
+                               for source in getattr(convention, tier))
+_COMPLETION_SOURCES: Final = tuple(source for tier in ("completion", "completion_fallbacks")
+                                   for convention in FIELD_ORDER for source in getattr(convention, tier))
 _FIRST_TOKEN_SOURCES: Final = tuple(convention.time_to_first_token_ms for convention in FIELD_ORDER
-                             if convention.time_to_first_token_ms is not None)
+                                    if convention.time_to_first_token_ms is not None)
 
 
 def attributes_of(span: Span) -> Attributes:

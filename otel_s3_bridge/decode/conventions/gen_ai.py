@@ -24,7 +24,7 @@ from ..spans import Span
 from .base import Attributes, CompletionFound, Convention, structured_list
 
 PROMPT_EVENT_ROLES: Final[dict[str, str]] = {"gen_ai.system.message": "system", "gen_ai.user.message": "user",
-                                       "gen_ai.assistant.message": "assistant", "gen_ai.tool.message": "tool"}
+                                             "gen_ai.assistant.message": "assistant", "gen_ai.tool.message": "tool"}
 CHOICE_EVENT: Final = "gen_ai.choice"
 CONTENT_PROMPT_EVENT: Final = "gen_ai.content.prompt"
 CONTENT_COMPLETION_EVENT: Final = "gen_ai.content.completion"

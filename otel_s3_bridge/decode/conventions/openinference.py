@@ -23,7 +23,7 @@ from .base import (
 
 PARAMETERS: Final = "llm.invocation_parameters"
 OWN_PREFIXES: Final = ("openinference.", "llm.input_messages.", "llm.output_messages.", "llm.token_count.", "llm.cost.",
-                "llm.model_name", "llm.provider", "llm.system", "llm.invocation_parameters")
+                       "llm.model_name", "llm.provider", "llm.system", "llm.invocation_parameters")
 
 
 def messages(flattened: Mapping[str, Any]) -> list[dict[str, Any]]:

@@ -24,7 +24,7 @@ def _detects(span: Span, a: Attributes) -> bool:
 # The SDK's functions: each span named (`ai.operationId`) after one wraps the spans of the provider
 # calls it makes (`ai.generateText.doGenerate`, one per step) and carries their summed usage.
 WRAPPERS: Final = frozenset({"ai.generateText", "ai.streamText", "ai.generateObject", "ai.streamObject", "ai.embed",
-                      "ai.embedMany"})
+                             "ai.embedMany"})
 
 
 def _wraps(span: Span) -> bool:
