@@ -5,9 +5,11 @@ are Hive partitions named from what they hold."""
 
 from __future__ import annotations
 
+import calendar
 import datetime
 import gzip
 import io
+import random
 
 import duckdb
 import orjson
@@ -20,7 +22,7 @@ from conftest import ROOT, capture_lines
 from otel_s3_bridge.deliver import batch_writer
 from otel_s3_bridge.lake import schema as lake_schema, partitions
 from otel_s3_bridge.lake.encode import encode_json
-from otel_s3_bridge.decode.records import decode
+from otel_s3_bridge.decode.records import decode, rfc3339
 from otel_s3_bridge.decode.otlp import parse_json
 from test_schema import schema  # noqa: F401  (the compiled .proto, a fixture)
 
@@ -160,3 +162,19 @@ def test_the_batch_writers_parquet_holds_what_lake_table_makes_of_the_records(tm
             assert written.column(name).to_pylist() == expected.column(name).to_pylist(), name
     assert list(tmp_path.iterdir()) == []  # nothing left behind (DuckDB's spill)
     assert "DuckDB could not read" not in caplog.text  # DuckDB wrote it, not the Python fallback
+
+
+def test_a_timestamps_milliseconds_are_exact():
+    """Against integer division of the nanoseconds the text was written from: a float product
+    (`int(datetime.timestamp() * 1000)`) ended one millisecond short for ~0.6 % of times, in the
+    Python-built Parquet rows and in `compact`'s choice of a call's newest version."""
+    generator = random.Random(7)
+    moments = [generator.randrange(1, 253402300799 * 10 ** 9) for _ in range(20_000)]
+    moments += [999_999, 1_000_000, 1_764_547_199_999_000_000, 253402300799 * 10 ** 9 + 999_999_999]
+    wrong = [nanos for nanos in moments if lake_schema.epoch_ms(rfc3339(nanos)) != nanos // 1_000_000]
+    assert wrong == []
+    second = calendar.timegm((2026, 9, 28, 10, 1, 2))
+    assert lake_schema.epoch_ms("2026-09-28T10:01:02+02:00") == (second - 7200) * 1000
+    assert lake_schema.epoch_ms("2026-09-28T10:01:02.5") == second * 1000 + 500  # no zone: UTC
+    for text in ("2026-13-28T10:01:02.318Z", "yesterday", "", None, 12):
+        assert lake_schema.epoch_ms(text) is None
