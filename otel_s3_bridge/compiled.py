@@ -1,8 +1,9 @@
 """Which build of the decode core runs: compiled with mypyc, or the pure-Python modules it is built from.
 
 `CORE_MODULES` is the one list of what `setup.py` compiles when asked (OTEL_S3_BRIDGE_COMPILE=1:
-parse, decode, price, key, encode — the per-span path). The compiled build is an option, never a
-requirement: a plain install is pure Python, and the same sources are the fallback wherever the
+parse, decode, price, key, encode, place in the lake, and the spool's entries and queue — the
+per-span path). The compiled build is an option, never a requirement: a plain install is pure
+Python, and the same sources are the fallback wherever the
 compiled modules cannot be used. Python prefers an extension module to a source file of the same
 name, so this module chooses before any core module is imported (`choose_build`, from the package's
 `__init__`): the pure sources run when OTEL_S3_BRIDGE_PURE=1 asks for them (the tests run the core
@@ -28,7 +29,8 @@ CORE_MODULES = (
     "decode/conventions/__init__", "decode/conventions/base", "decode/conventions/gen_ai",
     "decode/conventions/langfuse", "decode/conventions/openinference", "decode/conventions/openllmetry",
     "decode/conventions/openrouter", "decode/conventions/vercel_ai",
-    "enrich/pricing", "lake/keys", "lake/encode",
+    "enrich/pricing", "lake/keys", "lake/encode", "lake/partitions",
+    "deliver/spool_format", "deliver/spool_queue",
 )
 # Written by setup.py beside the compiled modules: the SHA-256 of each source they were built from.
 BUILT_FROM = "core_build.json"

@@ -23,9 +23,10 @@ from otel_s3_bridge.govern.policy import RecordPolicy
 from otel_s3_bridge.lake.keys import compile_template
 
 ROOT = Path(__file__).resolve().parent.parent
-# The in-process tests of parsing, decoding, pricing, keys and encoding (no server, no S3).
+# The in-process tests of parsing, decoding, pricing, keys, encoding and the spool's entries and
+# queue (no server, no S3).
 CORE_TESTS = ("tests/test_totality.py", "tests/test_decode.py", "tests/test_conventions.py", "tests/test_keys.py",
-              "tests/test_poison_input.py", "tests/test_lake.py", "tests/test_schema.py",
+              "tests/test_poison_input.py", "tests/test_lake.py", "tests/test_schema.py", "tests/test_spool.py",
               "tests/test_builds.py::test_the_running_build_is_the_one_chosen",
               "tests/test_builds.py::test_what_crosses_to_a_decode_process_pickles_and_comes_back_equal")
 

@@ -39,7 +39,7 @@ from .spool_format import (
     decode_entry,
     done_path,
     encode_entry,
-    entry_header,
+    entry_pieces,
 )
 from .spool_queue import Ref, UploadQueue
 from .spool_segments import (
@@ -233,14 +233,14 @@ class Spool:
         size = sum(len(body) + len(key) + 64 for key, body, _ in items)
         if size > self.max_bytes:
             raise SpoolTooSmall(f"{size} bytes of records are more than the whole spool holds ({self.max_bytes})")
-        headers = (await asyncio.to_thread(_headers, items, now, partitions, trace_objects, controls)
-                   if size > THREAD_WRITE_BYTES else _headers(items, now, partitions, trace_objects, controls))
-        total = sum(len(header) + len(body) for header, (_, body, _) in zip(headers, items))
+        encoding = (items, now, partitions, trace_objects, controls)
+        pieces, lengths = (await asyncio.to_thread(entry_pieces, *encoding) if size > THREAD_WRITE_BYTES
+                           else entry_pieces(*encoding))
+        total = sum(lengths)
         if self.used_bytes + total > self.max_bytes:
             if self.used_bytes:  # uploads will free room: not ready until they do
                 self._refusing = True
             raise SpoolFull(f"the spool holds {self.used_bytes} of {self.max_bytes} bytes")
-        pieces = [piece for header, (_, body, _) in zip(headers, items) for piece in (header, body)]
         async with self._write_lock:
             if self._active.size and self._active.size + total > self._segment_max:
                 await self._rotate_or_keep()
@@ -270,15 +270,12 @@ class Spool:
         finally:
             # Queued even if the fsync failed: the export is then refused and retried by the client,
             # and the entries in the file are uploaded once more under the same keys, harmlessly.
-            offset = start
-            for index, (header, (key, body, bucket)) in enumerate(zip(headers, items)):
-                length = len(header) + len(body)
-                self.queue.put(Ref(segment, offset, length, key, bucket, body, now,
-                                   join=joins[index] if joins else None,
-                                   partition=partitions[index] if partitions else None,
-                                   trace_object=trace_objects or not partitions or partitions[index] is None,
-                                   controls=controls[index] if controls else b""))
-                offset += length
+            offset, put = start, self.queue.put
+            for index, (key, body, bucket) in enumerate(items):
+                partition = partitions[index] if partitions else None
+                put(Ref(segment, offset, lengths[index], key, bucket, body, now, 0, joins[index] if joins else None,
+                        partition, trace_objects or partition is None, controls[index] if controls else b""))
+                offset += lengths[index]
 
     async def _durable(self, sequence: int) -> None:
         """Group commit: one fdatasync covers every write made before it started."""
@@ -466,16 +463,6 @@ class Spool:
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
-
-
-def _headers(items: list[tuple[str, bytes, str | None]], now: int, partitions: list[str | None] | None,
-             trace_objects: bool, controls: list[bytes] | None = None) -> list[bytes]:
-    if not partitions and not controls:
-        return [entry_header(key, body, now, bucket) for key, body, bucket in items]
-    partitions = partitions or [None] * len(items)
-    controls = controls or [b""] * len(items)
-    return [entry_header(key, body, now, bucket, partition, trace_objects or partition is None, control)
-            for (key, body, bucket), partition, control in zip(items, partitions, controls)]
 
 
 __all__ = ["DamagedEntry", "Ref", "Segment", "SegmentFiles", "Spool", "SpoolFull", "SpoolTooSmall"]

@@ -70,6 +70,24 @@ def entry_header(key: str, body: bytes, enqueued_unix_nano: int, bucket: str | N
     return PREFIX.pack(magic, len(head) + len(body), zlib.crc32(body, zlib.crc32(head))) + head
 
 
+def entry_pieces(items: list[tuple[str, bytes, str | None]], enqueued_unix_nano: int,
+                 partitions: list[str | None] | None, trace_objects: bool,
+                 controls: list[bytes] | None) -> tuple[list[bytes], list[int]]:
+    """The entries of (key, body, bucket) items as the pieces to write in order (each header, then
+    its body as it is) and each entry's length. `partitions`, `controls`: per item, or None."""
+    pieces: list[bytes] = []
+    lengths: list[int] = []
+    for index, (key, body, bucket) in enumerate(items):
+        partition = partitions[index] if partitions else None
+        control = controls[index] if controls else b""
+        header = entry_header(key, body, enqueued_unix_nano, bucket, partition, trace_objects or partition is None,
+                              control)
+        pieces.append(header)
+        pieces.append(body)
+        lengths.append(len(header) + len(body))
+    return pieces, lengths
+
+
 def encode_entry(key: str, body: bytes, enqueued_unix_nano: int, bucket: str | None = None,
                  partition: str | None = None, trace_object: bool = True, controls: bytes = b"") -> bytes:
     return entry_header(key, body, enqueued_unix_nano, bucket, partition, trace_object, controls) + body

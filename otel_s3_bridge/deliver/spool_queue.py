@@ -25,9 +25,10 @@ from typing import Any
 VERSIONS_REMEMBERED = 100_000  # objects whose newest spool time is remembered (~15 MB)
 
 
-@dataclass(slots=True, eq=False)
+@dataclass(slots=True, eq=False, init=False)
 class Ref:
-    """One spooled entry waiting for the sink."""
+    """One spooled entry waiting for the sink. (`__init__` written out: compiled by mypyc, a
+    dataclass's generated one stays interpreted, ~5 k instructions a spooled record.)"""
 
     segment: Any  # the spool's Segment holding it
     offset: int
@@ -36,12 +37,19 @@ class Ref:
     bucket: str | None
     body: bytes | None  # None: read back from the segment file when it is its turn
     enqueued_unix_nano: int
-    attempts: int = 0  # failed upload attempts so far
-    join: str | None = None  # the join store's name of the call whose record this is (this run only)
-    partition: str | None = None  # its lake partition, when it goes into a `batch` file
-    trace_object: bool = True  # written as its own `trace` layout object
-    controls: bytes = b""  # its objects' encoded ObjectControls; empty: the bridge's own settings
-    finished: bool = False  # uploaded, quarantined or superseded
+    attempts: int  # failed upload attempts so far
+    join: str | None  # the join store's name of the call whose record this is (this run only)
+    partition: str | None  # its lake partition, when it goes into a `batch` file
+    trace_object: bool  # written as its own `trace` layout object
+    controls: bytes  # its objects' encoded ObjectControls; empty: the bridge's own settings
+    finished: bool  # uploaded, quarantined or superseded
+
+    def __init__(self, segment: Any, offset: int, length: int, key: str, bucket: str | None, body: bytes | None,
+                 enqueued_unix_nano: int, attempts: int = 0, join: str | None = None, partition: str | None = None,
+                 trace_object: bool = True, controls: bytes = b"", finished: bool = False) -> None:
+        self.segment, self.offset, self.length, self.key, self.bucket = segment, offset, length, key, bucket
+        self.body, self.enqueued_unix_nano, self.attempts, self.join = body, enqueued_unix_nano, attempts, join
+        self.partition, self.trace_object, self.controls, self.finished = partition, trace_object, controls, finished
 
 
 class UploadQueue:

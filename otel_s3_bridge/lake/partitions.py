@@ -8,48 +8,68 @@ hot path can place records without loading it. Must not do I/O or read clocks.
 from __future__ import annotations
 
 import datetime
-import functools
 import hashlib
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Final
 
-PARQUET, NDJSON = "parquet", "ndjson"
-SUFFIXES = {PARQUET: ".parquet", NDJSON: ".ndjson.gz"}
-HOUR_NANOS = 3600 * 10 ** 9
-LAST_NANOS = 253402300799 * 10 ** 9  # 9999-12-31T23:59:59Z: later times would not be dates
-CONTENT_TYPES = {PARQUET: "application/vnd.apache.parquet", NDJSON: "application/gzip"}  # never Content-Encoding
+from .. import memo
+
+PARQUET: Final = "parquet"
+NDJSON: Final = "ndjson"
+SUFFIXES: Final = {PARQUET: ".parquet", NDJSON: ".ndjson.gz"}
+HOUR_NANOS: Final = 3600 * 10 ** 9
+LAST_NANOS: Final = 253402300799 * 10 ** 9  # 9999-12-31T23:59:59Z: later times would not be dates
+CONTENT_TYPES: Final = {PARQUET: "application/vnd.apache.parquet", NDJSON: "application/gzip"}  # never Content-Encoding
+# The hour index since 1970 -> (dt, hour), and (prefix, hour index) -> the folder: records come in
+# runs of hours, and every record of the batch layout is placed (`memo`: bounded).
+_HOURS: Final[dict[int, tuple[str, str]]] = {}
+_FOLDERS: Final[dict[tuple[str, int], str]] = {}
+REMEMBERED: Final = 4096
 
 
 def _received_nanos(record: dict[str, Any]) -> int:
     received = (record.get("ingest") or {}).get("received_at")
+    if not isinstance(received, str):
+        return 0
     try:
         moment = datetime.datetime.fromisoformat(received.replace("Z", "+00:00"))
-    except (AttributeError, ValueError):
+    except ValueError:
         return 0
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=datetime.UTC)
     return int(moment.timestamp() * 1e9)
 
 
-def partition(record: dict[str, Any]) -> tuple[str, str]:
-    """(dt, hour) of the record's span start in UTC; a record without one goes by its receipt."""
+def _hour_index(record: dict[str, Any]) -> int:
+    """The hour since 1970 of the record's span start in UTC; a record without one goes by its receipt."""
     nanos = record.get("start_time_unix_nano")
     if not isinstance(nanos, int) or nanos <= 0:
         nanos = _received_nanos(record)
-    return _hour(min(nanos, LAST_NANOS) // HOUR_NANOS)
+    return min(nanos, LAST_NANOS) // HOUR_NANOS
 
 
-@functools.lru_cache(maxsize=4096)
+def partition(record: dict[str, Any]) -> tuple[str, str]:
+    """(dt, hour) of the record's span start in UTC; a record without one goes by its receipt."""
+    return _hour(_hour_index(record))
+
+
 def _hour(index: int) -> tuple[str, str]:
-    """(dt, hour) of the `index`-th hour since 1970: formatted once, records come in runs of hours."""
-    moment = datetime.datetime.fromtimestamp(index * 3600, datetime.UTC)
-    return moment.strftime("%Y-%m-%d"), moment.strftime("%H")
+    """(dt, hour) of the `index`-th hour since 1970."""
+    found = _HOURS.get(index)
+    if found is None:
+        moment = datetime.datetime.fromtimestamp(index * 3600, datetime.UTC)
+        found = memo.remember(_HOURS, index, (moment.strftime("%Y-%m-%d"), moment.strftime("%H")), REMEMBERED)
+    return found
 
 
 def partition_dir(prefix: str, record: dict[str, Any]) -> str:
     """`{prefix}/lake/dt=YYYY-MM-DD/hour=HH`: the folder of the record's batch files."""
-    dt, hour = partition(record)
-    return f"{prefix}/lake/dt={dt}/hour={hour}"
+    index = _hour_index(record)
+    folder = _FOLDERS.get((prefix, index))
+    if folder is None:
+        dt, hour = _hour(index)
+        folder = memo.remember(_FOLDERS, (prefix, index), f"{prefix}/lake/dt={dt}/hour={hour}", REMEMBERED)
+    return folder
 
 
 def identity(record: dict[str, Any]) -> str:
