@@ -93,15 +93,20 @@ class PreparedExport:
     sampled_out: int = 0  # calls (logs: calls' events) the key's policy samples out: acknowledged, not stored
 
 
+def _count(value: Any) -> int:
+    return value if type(value) is int else 0
+
+
 def _add_usage(usage: Usage, record: dict[str, Any]) -> None:
     tally = usage.get(key := (record["source"], record["model"], record["provider"], record["status"]))
     if tally is None:
         tally = usage[key] = [0, 0, 0, 0, 0, 0.0, 0.0]
     tally[0] += 1
-    for index, name in enumerate(("input_tokens", "output_tokens", "cached_tokens", "reasoning_tokens"), start=1):
-        value = record[name]
-        if type(value) is int:
-            tally[index] += value
+    # Written out, not a loop over the names: this runs for every record (a loop cost ~3 k instructions).
+    tally[1] += _count(record["input_tokens"])
+    tally[2] += _count(record["output_tokens"])
+    tally[3] += _count(record["cached_tokens"])
+    tally[4] += _count(record["reasoning_tokens"])
     cost = record["cost"]
     if isinstance(cost, (int, float)) and cost == cost and 0 <= cost < float("inf"):
         tally[6 if record["cost_source"] == ESTIMATED else 5] += cost
