@@ -464,7 +464,7 @@ def _capacity_targets(results: dict, verdict) -> list[str]:
         f"| CPU per span ≤ 4× the same-run Python floor, batch layout, 100 × 100 spans at concurrency 2 "
         f"| {_f(floor['bridge_us_per_span'])} µs against a floor of {_f(floor['floor_us_per_span'])} µs: "
         f"{_f(floor['ratio'])}× ({_f(floor['spans_per_cpu_second'], 0)} spans per CPU-second)"
-        f"{_instructions_aside(results.get('instructions'))} | {verdict(floor['ratio'] <= 4)} |",
+        f"{_warm_aside(floor)}{_instructions_aside(results.get('instructions'))} | {verdict(floor['ratio'] <= 4)} |",
         f"| trace layout CPU per delivery ≤ 0.45 × (bare aiohttp echo + bare aiobotocore PUT) "
         f"| {_f(_put_share(results), 2)}× | {verdict(_put_share(results) <= 0.45)} |",
         f"| every honest export admitted: 8/16/64 concurrent 153 KB, 16 × 0.9 MB, 16 gRPC "
@@ -520,6 +520,14 @@ def _instructions(counted: dict | None) -> list[str]:
     ]
 
 
+def _warm_aside(floor: dict) -> str:
+    """The same bridge's steady state beside its first pass (older results have none)."""
+    if "warm_ratio" not in floor:
+        return ""
+    return (f"; its next loads, the least disturbed of {floor.get('warm_passes', 2)} as the floor's is: "
+            f"{_f(floor['warm_us_per_span'])} µs, {_f(floor['warm_ratio'])}×")
+
+
 def _instructions_aside(counted: dict | None) -> str:
     """The same load's whole-bridge instructions over the floor's, beside the CPU-seconds ratio
     it does not replace (section 11 says why the two differ)."""
@@ -555,6 +563,14 @@ def _builds(floor: dict) -> list[str]:
     ]
 
 
+def _warm_rows(floor: dict) -> list[str]:
+    if "warm_ratio" not in floor:
+        return []
+    return [f"| the same bridge's next loads (median of the runs' least disturbed pass; runs) "
+            f"| {_f(floor['warm_us_per_span'])} ({_runs(floor, 'warm_us_per_span')}) | "
+            f"| {_f(floor['warm_ratio'])}× ({_runs(floor, 'warm_ratio')}) | | |"]
+
+
 def _capacity_section(results: dict) -> list[str]:
     floor, capacity, phoenix = results["cpu_floor"], results["capacity"], results.get("phoenix", {})
     largest = capacity["largest_export"]
@@ -574,6 +590,7 @@ def _capacity_section(results: dict) -> list[str]:
         f"| {_f(floor['spans_per_cpu_second'], 0)} | {_f(floor['peak_rss_mb'])} |",
         f"| runs | {_runs(floor, 'bridge_us_per_span')} | {_runs(floor, 'floor_us_per_span')} "
         f"| {_runs(floor, 'ratio')} | {_runs(floor, 'spans_per_cpu_second', 0)} | {_runs(floor, 'peak_rss_mb')} |",
+        *_warm_rows(floor),
         "",
         *_builds(floor),
         *_instructions(results.get("instructions")),
