@@ -102,10 +102,11 @@ def sanitize(value: Any, max_bytes: int = MAX_FOLDER_VALUE_BYTES) -> str:
     """`value` as one key segment part: unchanged when safe and within `max_bytes` (UTF-8), else
     cleaned, cut and marked `~<hash of the original>`, so that different values stay different."""
     text = value if isinstance(value, str) else str(value)
-    if len(text) <= max_bytes and text.isascii() and text.isalnum():
-        return text  # the common case (hex ids): nothing in it to check further
-    if len(text) <= max_bytes and _safe(text) and (text.isascii() or len(text.encode()) <= max_bytes):
-        return text
+    if len(text) <= max_bytes:
+        if text.isascii() and text.isalnum():
+            return text  # the common case (hex ids): nothing in it to check further
+        if _safe(text) and (text.isascii() or len(text.encode()) <= max_bytes):
+            return text
     digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:HASH_HEX_DIGITS]
     head = text[:max_bytes]  # at least one byte per character: enough to fill the budget
     cleaned = "".join(ch if ch.isprintable() and ch not in "/\\~" else "_" for ch in head).replace("..", "__")

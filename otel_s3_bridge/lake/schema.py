@@ -13,7 +13,6 @@ the path only (`lake.partitions` places files). Must not do I/O or read clocks.
 
 from __future__ import annotations
 
-import datetime
 import gzip
 import io
 from collections.abc import Iterable
@@ -23,10 +22,9 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .partitions import NDJSON
+from .partitions import NDJSON, unix_nanos
 
 UTC_MS = pa.timestamp("ms", tz="UTC")
-_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 JSON_COLUMNS = ("prompt", "completion", "metadata", "observations", "events", "links", "attributes", "resource")
 _STRINGS = ("schema", "trace_id", "otel_trace_id", "span_id", "parent_span_id", "generation_id", "name", "span_name")
 _LLM_STRINGS = ("model", "requested_model", "provider", "model_author")
@@ -74,16 +72,8 @@ def newest_versions_sql(relation: str, columns: list[str] | None = None) -> str:
 
 def epoch_ms(rfc3339: Any) -> int | None:
     """`2026-09-28T10:01:02.318Z` -> Unix milliseconds; None for anything else."""
-    if not isinstance(rfc3339, str):
-        return None
-    try:
-        moment = datetime.datetime.fromisoformat(rfc3339.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=datetime.UTC)
-    delta = moment - _EPOCH  # in integers: a float product ends a millisecond short for ~0.6 % of times
-    return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
+    nanos = unix_nanos(rfc3339)
+    return None if nanos is None else nanos // 1_000_000
 
 
 def _json(value: Any) -> str | None:
