@@ -6,9 +6,11 @@ import orjson
 import pytest
 
 from conftest import CAPTURES, capture_lines
+from otel_s3_bridge.decode import messages
 from otel_s3_bridge.decode.records import decode
 from otel_s3_bridge.decode.otlp import parse_json, parse_protobuf
 from otel_s3_bridge.lake.record import RECORD_FIELDS
+from otel_s3_bridge.values import MAX_VALUE_DEPTH
 from otlp_builders import request, span, to_protobuf
 
 NOW = 1795000000000000000
@@ -275,3 +277,13 @@ def test_spans_with_ever_new_attribute_keys_decode_right_and_keep_what_is_rememb
             assert record["attributes"] == {f"req.{batch}.{n}": "x"}
         assert len(base._PLANS) <= base.PLAN_LIMIT
     assert len(base._KEY_INFO) <= base.KEY_INFO_LIMIT
+
+
+@pytest.mark.parametrize("depth,parsed", [(1, True), (MAX_VALUE_DEPTH, True), (MAX_VALUE_DEPTH + 1, False),
+                                          (300, False)])
+def test_a_json_text_nested_deeper_than_the_limit_stays_text(depth, parsed):
+    for opening, closing, inner in (("[", "]", "1"), ('{"a":', "}", '"x"')):
+        text = opening * depth + inner + closing * depth
+        assert (messages.json_text(text) is not None) is parsed, (depth, text[:20])
+    assert messages.json_or_value("[" * depth + "]" * depth) == ("[" * depth + "]" * depth if not parsed
+                                                                 else orjson.loads("[" * depth + "]" * depth))
