@@ -73,6 +73,7 @@ class Convention:
     json_object_keys: tuple[str, ...] = ()  # JSON objects whose entries map to fields as `key.entry`
     json_lookup_keys: tuple[str, ...] = ()  # the same, but the JSON text itself stays in `attributes`
     time_to_first_token_ms: Callable[[Attributes, int], float | None] | None = None
+    first_token_keys: tuple[str, ...] = ()  # what time_to_first_token_ms reads: called only when one is there
     content_in_logs: bool = False  # its instrumentations may send prompt and completion as OTLP log records
 
 
@@ -218,7 +219,9 @@ class Attributes:
         return winner
 
     def pick(self, *keys: str, convert: Callable[[Any], Any] = lambda v: v) -> Any:
-        return self._choose(((key, self.values[key]) for key in keys if key in self.values), convert)
+        values = self.values
+        present = [(key, values[key]) for key in keys if key in values]  # mostly none: no generator to make
+        return self._choose(present, convert) if present else None
 
     def pick_fields(self) -> dict[str, Any]:
         """Every field of `FIELD_TYPES` at once, from the candidates of the key plan."""
