@@ -32,9 +32,14 @@ def messages(flattened: Mapping[str, Any]) -> list[dict[str, Any]]:
     return result
 
 
+_OWN_HEADS: Final = frozenset({"llm.request", "llm.usage"})
+_FLATTENED_HEADS: Final = frozenset({"gen_ai.prompt", "gen_ai.completion"})
+
+
 def _detects(span: Span, a: Attributes) -> bool:
-    return ("traceloop" in a.roots or bool(a.heads & {"llm.request", "llm.usage"})
-            or (bool(a.heads & {"gen_ai.prompt", "gen_ai.completion"})
+    # isdisjoint with constant sets: an intersection built two new sets on every span
+    return ("traceloop" in a.roots or not a.heads.isdisjoint(_OWN_HEADS)
+            or (not a.heads.isdisjoint(_FLATTENED_HEADS)
                 and any(key.startswith(FLATTENED_PREFIXES) for key in span.attributes)))
 
 
