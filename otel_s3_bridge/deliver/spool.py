@@ -270,15 +270,7 @@ class Spool:
         finally:
             # Queued even if the fsync failed: the export is then refused and retried by the client,
             # and the entries in the file are uploaded once more under the same keys, harmlessly.
-            offset = start
-            for index, (key, body, bucket) in enumerate(items):
-                partition = partitions[index] if partitions else None
-                # Ref's fields in order, none by keyword: keywords into a compiled class's __init__
-                # cost ~5 k instructions a record. 0: no upload attempted yet.
-                self.queue.put(Ref(segment, offset, lengths[index], key, bucket, body, now, 0,
-                                   joins[index] if joins else None, partition, trace_objects or partition is None,
-                                   controls[index] if controls else b""))
-                offset += lengths[index]
+            self.queue.put_written(segment, start, items, lengths, now, joins, partitions, trace_objects, controls)
 
     async def _durable(self, sequence: int) -> None:
         """Group commit: one fdatasync covers every write made before it started."""
@@ -343,18 +335,13 @@ class Spool:
     def done_all(self, refs: list[Ref]) -> list[Segment]:
         """`done` for each entry, their marks written with one system call per segment (a batch
         file's members are thousands). Returns the segments marked."""
-        finished: list[Ref] = []
-        for ref in refs:
-            self._forget(ref, finished)
-        marks: dict[Segment, list[int]] = {}
-        for ref in finished:
-            marks.setdefault(ref.segment, []).append(ref.offset)
-            self._pending_bytes -= ref.length
-        self.pending -= len(finished)
+        marks, count, size = self.queue.finish(refs)
+        self._pending_bytes -= size
+        self.pending -= count
         for segment, offsets in marks.items():
             segment.done += len(offsets)
             segment.record_done(offsets)  # before a finished segment's files are deleted
-        if finished:
+        if count:
             self._refusing = self._refusing and self._disk_full
         if self.pending == 0:
             self._idle.set()
@@ -364,14 +351,6 @@ class Spool:
                     and (segment.size >= RECLAIM_BYTES or self._disk_full)):
                 self._reclaiming = asyncio.ensure_future(self._reclaim_active())
         return list(marks)
-
-    def _forget(self, ref: Ref, finished: list[Ref]) -> None:
-        if ref.finished:
-            return
-        older = self.queue.forget(ref)
-        finished.append(ref)
-        for other in older:
-            self._forget(other, finished)
 
     async def _reclaim_active(self) -> None:
         """Replace a fully uploaded active segment, so that its file can be deleted (at once when

@@ -71,6 +71,26 @@ class UploadQueue:
         return len(self._ready) + len(self._delayed)
 
     def put(self, ref: Ref) -> None:
+        self._enqueue(ref)
+        self._changed.set()
+
+    def put_written(self, segment: Any, start: int, items: list[tuple[str, bytes, str | None]], lengths: list[int],
+                    enqueued_unix_nano: int, joins: list[str | None] | None, partitions: list[str | None] | None,
+                    trace_objects: bool, controls: list[bytes] | None) -> None:
+        """The entries of one append, written in order from `start` of `segment` (the per-record
+        loop of every export: here, compiled, rather than in the spool)."""
+        offset = start
+        for index, (key, body, bucket) in enumerate(items):
+            partition = partitions[index] if partitions else None
+            # Ref's fields in order, none by keyword: keywords into a compiled class's __init__
+            # cost ~5 k instructions a record. 0: no upload attempted yet.
+            self._enqueue(Ref(segment, offset, lengths[index], key, bucket, body, enqueued_unix_nano, 0,
+                              joins[index] if joins else None, partition, trace_objects or partition is None,
+                              controls[index] if controls else b""))
+            offset += lengths[index]
+        self._changed.set()
+
+    def _enqueue(self, ref: Ref) -> None:
         place = (ref.bucket, ref.key)
         newest = self._newest.get(place)
         if newest is None or ref.enqueued_unix_nano >= newest.enqueued_unix_nano:
@@ -88,7 +108,6 @@ class UploadQueue:
             else:
                 self.cached_bytes += len(ref.body)
         self._ready.append(ref)
-        self._changed.set()
 
     def retry_later(self, ref: Ref, delay_seconds: float) -> None:
         due = asyncio.get_running_loop().time() + delay_seconds
@@ -132,6 +151,27 @@ class UploadQueue:
             return []
         del self._newest[place]
         return [other for other in self._older.pop(place, ()) if not other.finished]
+
+    def finish(self, refs: list[Ref]) -> tuple[dict[Any, list[int]], int, int]:
+        """`forget` each entry not finished yet, and the older entries of its object it hands back:
+        the offsets finished now by segment, how many and their bytes (for the spool's marks; a
+        batch file's members are thousands, so the loop is here, compiled)."""
+        marks: dict[Any, list[int]] = {}
+        count = size = 0
+        for ref in refs:
+            todo = [ref]
+            while todo:
+                one = todo.pop()
+                if one.finished:
+                    continue
+                todo.extend(reversed(self.forget(one)))
+                offsets = marks.get(one.segment)
+                if offsets is None:
+                    offsets = marks[one.segment] = []
+                offsets.append(one.offset)
+                count += 1
+                size += one.length
+        return marks, count, size
 
     def oldest_enqueued_unix_nano(self) -> int | None:
         """When the first-queued entry not yet finished was spooled (None: nothing waits)."""
