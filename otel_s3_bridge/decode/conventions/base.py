@@ -76,7 +76,7 @@ class Convention:
     json_object_keys: tuple[str, ...] = ()  # JSON objects whose entries map to fields as `key.entry`
     json_lookup_keys: tuple[str, ...] = ()  # the same, but the JSON text itself stays in `attributes`
     time_to_first_token_ms: Callable[[Attributes, int], float | None] | None = None
-    first_token_keys: tuple[str, ...] = ()  # what time_to_first_token_ms reads: called only when one is there
+    first_token_key: str = ""  # the attribute time_to_first_token_ms reads: it is called only when that is there
     content_in_logs: bool = False  # its instrumentations may send prompt and completion as OTLP log records
 
 

@@ -135,6 +135,6 @@ CONVENTION: Final[Convention] = Convention(
     completion_fallbacks=(_completion_from_events,),
     finish_reason_keys=("gen_ai.response.finish_reasons",),
     time_to_first_token_ms=_time_to_first_token_ms,
-    first_token_keys=("gen_ai.response.time_to_first_chunk",),
+    first_token_key="gen_ai.response.time_to_first_chunk",
     content_in_logs=True,
 )

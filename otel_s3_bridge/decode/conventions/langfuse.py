@@ -83,5 +83,5 @@ CONVENTION: Final[Convention] = Convention(
     metadata_prefixes=("langfuse.trace.metadata.", "langfuse.observation.metadata."),
     json_object_keys=(USAGE, COST),
     time_to_first_token_ms=_time_to_first_token_ms,
-    first_token_keys=("langfuse.observation.completion_start_time",),
+    first_token_key="langfuse.observation.completion_start_time",
 )

@@ -80,5 +80,5 @@ CONVENTION: Final[Convention] = Convention(
     metadata_prefixes=("trace.metadata.",),
     own_prefixes=OWN_PREFIXES,
     time_to_first_token_ms=_time_to_first_token_ms,
-    first_token_keys=("trace.metadata.openrouter.first_token_ms",),
+    first_token_key="trace.metadata.openrouter.first_token_ms",
 )

@@ -88,5 +88,5 @@ CONVENTION: Final[Convention] = Convention(
     finish_reason_keys=("ai.response.finishReason",),
     metadata_prefixes=("ai.telemetry.metadata.",),
     time_to_first_token_ms=_time_to_first_token_ms,
-    first_token_keys=("ai.response.msToFirstChunk",),
+    first_token_key="ai.response.msToFirstChunk",
 )
