@@ -226,6 +226,22 @@ def test_a_time_without_a_zone_is_utc_whatever_the_host_zone():
         assert float(result.stdout) == 250.0, (zone, result.stdout)
 
 
+@pytest.mark.parametrize("year", [2026, 2300, 2500, 2550])
+def test_a_langfuse_first_token_time_is_exact_to_the_microsecond(year):
+    """Read through a float (`timestamp() * 1e6`), times after ~2255 lost microseconds: the time to
+    first token came out 123.449 or 123.451 ms where it is 123.45. Expected from integer seconds
+    (calendar.timegm) and the microseconds written, not from the code's own arithmetic."""
+    import calendar
+
+    start_seconds = calendar.timegm((year, 3, 1, 9, 30, 0, 0, 0, 0))
+    start = start_seconds * 10**9 + 7_000  # 7 µs into the second
+    first_chunk = f"{year}-03-01T09:30:00.123457Z"  # 123.45 ms later
+    [record] = records_of(request(span(TRACE, "00f067aa0ba902b7", "generation", {
+        "langfuse.observation.type": "generation", "langfuse.observation.model.name": "m",
+        "langfuse.observation.completion_start_time": first_chunk}, start=start)))
+    assert record["time_to_first_token_ms"] == (123_457_000 - 7_000) / 1e6
+
+
 def test_openinference_failed_call_reads_the_model_from_its_invocation_parameters():
     """What openinference-instrumentation-openai sends for a call the server refused."""
     failed = span(TRACE, "00f067aa0ba902b7", "ChatCompletion", {

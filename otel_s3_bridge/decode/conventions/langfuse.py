@@ -7,7 +7,7 @@ Pure.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Final
 
 from ..spans import Span
@@ -29,6 +29,10 @@ def _completion(a: Attributes, events: list[dict[str, Any]], used_events: set[in
     return text_completion(a, "langfuse.observation.output")
 
 
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MICROSECOND: Final = timedelta(microseconds=1)
+
+
 def unix_nano(text: Any) -> int | None:
     """An ISO 8601 time as Unix nanoseconds; a time without a zone is UTC (never the host's zone)."""
     if not isinstance(text, str) or len(text) > 64:
@@ -39,7 +43,7 @@ def unix_nano(text: Any) -> int | None:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=timezone.utc)
-        return int(moment.timestamp() * 1_000_000) * 1000
+        return (moment - _EPOCH) // _MICROSECOND * 1000  # in integers: timestamp() is a float, µs off after ~2255
     except (ValueError, OverflowError):
         return None
 
