@@ -1,4 +1,4 @@
-"""Reading untrusted scalar values: bounded integers, numbers, text and nesting depth.
+"""Reading untrusted scalar values: bounded integers, numbers, text, times and nesting depth.
 
 Pure and total: every function either returns a value of the promised type (or None) or raises
 ValueError with a message naming the value. Shared by `config` (flags and environment), `otlp`
@@ -9,6 +9,7 @@ Must not know about OTLP, records or configuration fields.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import math
 from typing import Any, Final
 
@@ -67,6 +68,24 @@ def as_float(value: Any) -> float | None:
 def as_text(value: Any) -> str | None:
     """A non-empty string, or None."""
     return value if isinstance(value, str) and value != "" else None
+
+
+_EPOCH: Final = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+
+
+def unix_nanos(rfc3339: Any) -> int | None:
+    """`2026-09-28T10:01:02.318Z` (any ISO 8601 time; none: UTC) -> Unix nanoseconds, in integers (a
+    float product ends a unit short for ~0.6 % of times); None for anything else."""
+    if not isinstance(rfc3339, str):
+        return None
+    try:
+        moment = datetime.datetime.fromisoformat(rfc3339.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.UTC)
+    delta = moment - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
 
 
 def nested_deeper_than(value: Any, limit: int) -> bool:

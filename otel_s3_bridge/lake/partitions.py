@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from typing import Any, Final
 
 from .. import memo
+from ..values import unix_nanos
 
 PARQUET: Final = "parquet"
 NDJSON: Final = "ndjson"
@@ -25,22 +26,6 @@ CONTENT_TYPES: Final = {PARQUET: "application/vnd.apache.parquet", NDJSON: "appl
 _HOURS: Final[dict[int, tuple[str, str]]] = {}
 _FOLDERS: Final[dict[tuple[str, int], str]] = {}
 REMEMBERED: Final = 4096
-_EPOCH: Final = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
-
-
-def unix_nanos(rfc3339: Any) -> int | None:
-    """`2026-09-28T10:01:02.318Z` (any ISO 8601 time; none: UTC) -> Unix nanoseconds, in integers (a
-    float product ends a unit short for ~0.6 % of times); None for anything else."""
-    if not isinstance(rfc3339, str):
-        return None
-    try:
-        moment = datetime.datetime.fromisoformat(rfc3339.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=datetime.UTC)
-    delta = moment - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
 
 
 def _received_nanos(record: dict[str, Any]) -> int:

@@ -22,7 +22,8 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .partitions import NDJSON, unix_nanos
+from ..values import unix_nanos
+from .partitions import NDJSON
 
 UTC_MS = pa.timestamp("ms", tz="UTC")
 JSON_COLUMNS = ("prompt", "completion", "metadata", "observations", "events", "links", "attributes", "resource")

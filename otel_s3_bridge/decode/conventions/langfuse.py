@@ -7,9 +7,9 @@ Pure.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
 from typing import Any, Final
 
+from ...values import unix_nanos
 from ..spans import Span
 from .base import Attributes, CompletionFound, Convention, text_completion, text_prompt
 
@@ -29,23 +29,13 @@ def _completion(a: Attributes, events: list[dict[str, Any]], used_events: set[in
     return text_completion(a, "langfuse.observation.output")
 
 
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_MICROSECOND: Final = timedelta(microseconds=1)
-
-
 def unix_nano(text: Any) -> int | None:
     """An ISO 8601 time as Unix nanoseconds; a time without a zone is UTC (never the host's zone)."""
     if not isinstance(text, str) or len(text) > 64:
         return None
     if text.startswith('"') and text.endswith('"'):  # the Python SDK sends it JSON-encoded
         text = text[1:-1]
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=timezone.utc)
-        return (moment - _EPOCH) // _MICROSECOND * 1000  # in integers: timestamp() is a float, µs off after ~2255
-    except (ValueError, OverflowError):
-        return None
+    return unix_nanos(text)
 
 
 def _time_to_first_token_ms(a: Attributes, start: int) -> float | None:
