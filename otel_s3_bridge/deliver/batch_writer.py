@@ -1,7 +1,8 @@
 """The `batch` layout's writer: spooled records -> one Parquet (or gzip NDJSON) file per lake
 partition per flush, behind the spool beside the `trace` uploader.
 
-The uploader hands over every spooled entry that goes into a batch file (`add`). Entries wait as
+The spool's queue hands over the entries that go into batch files only as they are queued
+(`add_all`), the uploader those that are also their own `trace` object once put (`add`). Entries wait as
 spool refs (their bodies stay in the spool's memory cache or on disk) in one open batch per
 (bucket, partition, object controls: a file's tags are true of every record in it), flushed
 once it holds --batch-max-records records or --batch-max-bytes of them, or is
@@ -114,6 +115,11 @@ class BatchWriter:
         self._disk_problem: str | None = None  # logged once until the disk works again
 
     # --- taking entries ---------------------------------------------------------------------------
+
+    def add_all(self, refs: list[Ref]) -> None:
+        """`add` each entry (the spool's queue hands over an append's `batch`-only entries)."""
+        for ref in refs:
+            self.add(ref)
 
     def add(self, ref: Ref) -> None:
         """Take a spooled entry for its partition's next file (never blocks)."""

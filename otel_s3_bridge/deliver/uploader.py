@@ -6,8 +6,8 @@ entry never holds a worker; while the sink fails across entries, every worker al
 shared backoff instead of hammering it. Permanent failures (access denied, no such bucket, a key
 the store refuses) move the entry to the spool's quarantine; an entry that cannot be read back
 from disk is quarantined with its segment. Nothing is ever dropped. Entries that go into the
-`batch` layout's files are handed to the batch writer (after their own object, with `--layout
-both`). Workers are supervised: an
+`batch` layout's files only never reach a worker (the queue hands them to the batch writer); with
+`--layout both` an entry goes to the batch writer once its own object is put. Workers are supervised: an
 unexpected exception puts the entry back for a later retry and is logged once per cause; a worker
 that ends anyway is restarted. Must not decide what is retryable (the sink classifies) nor touch
 the receivers.
@@ -57,6 +57,8 @@ class Uploader:
         self._in_flight: set[tuple[str | None, str]] = set()  # objects being put right now
 
     def start(self) -> None:
+        if self._batches is not None:  # entries for batch files only: no put of their own to make
+            self._spool.queue.hand_batch_only_to(self._batches.add_all)
         for number in range(self._concurrency):
             self._start_worker(number)
 
@@ -94,15 +96,12 @@ class Uploader:
                 await asyncio.sleep(0)  # a long queue (a replay) never holds the loop for long
 
     def _settled(self, ref: Ref) -> bool:
-        """True when the entry needs no put of its own: done already, superseded, or handed to the
-        batch writer. Synchronous: most entries of the `batch` layout end here, thousands a second."""
+        """True when the entry needs no put of its own: done already, or superseded. Synchronous:
+        a replay's stale entries end here, thousands a second."""
         if ref.finished:  # marked done while it waited: a newer body of its object is stored
             return True
         if self._spool.queue.superseded(ref):
             self._spool.done(ref)  # a newer body of the same object is queued
-            return True
-        if not ref.trace_object and self._batches is not None:
-            self._batches.add(ref)  # a `batch` layout record only
             return True
         return False
 
