@@ -1,10 +1,10 @@
 """Which build of the decode core runs: compiled with mypyc, or the pure-Python modules it is built from.
 
 `CORE_MODULES` is the one list of what `setup.py` compiles when asked (OTEL_S3_BRIDGE_COMPILE=1:
-parse, decode, price, key, encode, place in the lake, and the spool's entries and queue — the
-per-span path). The compiled build is an option, never a requirement: a plain install is pure
-Python, and the same sources are the fallback wherever the
-compiled modules cannot be used. Python prefers an extension module to a source file of the same
+parse, decode, price, key, encode, place in the lake, and the spool's entries, queue and batch
+files' members — the per-span path). The compiled build is an option, never a requirement: a plain
+install is pure Python, and the same sources are the fallback wherever the compiled modules cannot
+be used. Python prefers an extension module to a source file of the same
 name, so this module chooses before any core module is imported (`choose_build`, from the package's
 `__init__`): the pure sources run when OTEL_S3_BRIDGE_PURE=1 asks for them (the tests run the core
 both ways) and when the compiled modules were built from other sources than the ones beside them
@@ -30,7 +30,7 @@ CORE_MODULES = (
     "decode/conventions/langfuse", "decode/conventions/openinference", "decode/conventions/openllmetry",
     "decode/conventions/openrouter", "decode/conventions/vercel_ai",
     "enrich/pricing", "lake/keys", "lake/encode", "lake/partitions",
-    "deliver/spool_format", "deliver/spool_queue",
+    "deliver/spool_format", "deliver/spool_queue", "deliver/batch_members",
 )
 # Written by setup.py beside the compiled modules: the SHA-256 of each source they were built from.
 BUILT_FROM = "core_build.json"

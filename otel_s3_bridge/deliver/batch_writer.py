@@ -53,6 +53,7 @@ from .. import metrics
 from ..durable import fsync_directory, write_atomically
 from ..errors import SinkError
 from ..lake import partitions
+from . import batch_members as members
 from .sink import ObjectSink
 from .spool import DamagedEntry, Ref, Spool
 from .spool_format import decode_entry
@@ -208,17 +209,18 @@ class BatchWriter:
     async def _write(self, batch: Batch) -> None:
         queue = self._spool.queue
         if batch.manifest is None:  # a new file: superseded entries are not written
-            for ref in batch.refs:
-                if queue.superseded(ref):
-                    self._spool.done(ref)
-        batch.refs = [ref for ref in batch.refs if not ref.finished]
+            stale = members.superseded(queue, batch.refs)
+            if stale:
+                self._spool.done_all(stale)
+        batch.refs = members.unfinished(batch.refs)
         if not batch.refs:
             await self._forget_manifest(batch)
             return
         file_format = batch.file_format or self._settings.file_format
-        sources = [(ref.segment.path, ref.offset, ref.length, ref.body) for ref in batch.refs]
-        for index, ref in enumerate(batch.refs):
-            if ref.join is not None and self._latest_body is not None:  # completed by another process?
+        sources, joined = members.sources(batch.refs)
+        if self._latest_body is not None:
+            for index in joined:  # completed by another process?
+                ref = batch.refs[index]
                 sources[index] = (None, 0, 0, await self._latest_body(ref.join, self._spool.body_of(ref)))
         try:
             data = await asyncio.get_running_loop().run_in_executor(self._builders, _build, sources, file_format,
@@ -231,11 +233,9 @@ class BatchWriter:
             self._requeue(batch)
             return
         del sources
-        for ref in batch.refs:
-            queue.forget_body(ref)  # read: the spool's memory goes to newer entries
+        members.forget_bodies(queue, batch.refs)
         if batch.manifest is None:
-            batch.key = partitions.file_key(batch.folder, (f"{ref.key}@{ref.enqueued_unix_nano}" for ref in batch.refs),
-                                           file_format)
+            batch.key = partitions.file_key(batch.folder, members.identities(batch.refs), file_format)
             batch.file_format = file_format
             batch.manifest = await self._write_manifest(batch)
         if not await self._put(batch, data):
@@ -289,7 +289,7 @@ class BatchWriter:
         path = self.directory / f"{batch.key.rsplit('/', 1)[1].split('.', 1)[0]}{MANIFEST}"
         document = orjson.dumps({"key": batch.key, "format": batch.file_format, "bucket": batch.bucket,
                                  "controls": batch.controls.decode(),
-                                 "members": [[ref.key, ref.enqueued_unix_nano] for ref in batch.refs]})
+                                 "members": members.manifest_members(batch.refs)})
         await asyncio.to_thread(_write_manifest_file, path, document)
         return path
 

@@ -178,22 +178,24 @@ class UploadQueue:
         """`forget` each entry not finished yet, and the older entries of its object it hands back:
         the offsets finished now by segment, how many and their bytes (for the spool's marks; a
         batch file's members are thousands, so the loop is here, compiled)."""
-        marks: dict[Any, list[int]] = {}
-        count = size = 0
+        finished: list[Ref] = []
         for ref in refs:
-            todo = [ref]
-            while todo:
-                one = todo.pop()
-                if one.finished:
-                    continue
-                todo.extend(reversed(self.forget(one)))
-                offsets = marks.get(one.segment)
-                if offsets is None:
-                    offsets = marks[one.segment] = []
-                offsets.append(one.offset)
-                count += 1
-                size += one.length
-        return marks, count, size
+            if ref.finished:
+                continue
+            older = self.forget(ref)
+            finished.append(ref)
+            for one in older:  # none of them is the newest of its object: forgetting it hands back nothing
+                self.forget(one)
+                finished.append(one)
+        marks: dict[Any, list[int]] = {}
+        size = 0
+        for one in finished:
+            offsets = marks.get(one.segment)
+            if offsets is None:
+                offsets = marks[one.segment] = []
+            offsets.append(one.offset)
+            size += one.length
+        return marks, len(finished), size
 
     def oldest_enqueued_unix_nano(self) -> int | None:
         """When the first-queued entry not yet finished was spooled (None: nothing waits)."""
