@@ -17,17 +17,19 @@ IOV_BATCH = 512  # buffers per writev call (the system allows at least 1024)
 
 def write_all(fd: int, pieces: list[bytes]) -> None:
     """Write every piece, in order, with as few system calls as the system allows."""
-    views = [memoryview(piece) for piece in pieces if piece]
+    views: list[bytes | memoryview] = [piece for piece in pieces if piece]
     index = 0
     while index < len(views):
-        written = os.writev(fd, views[index:index + IOV_BATCH])
-        while written:
-            if written >= len(views[index]):
-                written -= len(views[index])
-                index += 1
-            else:
-                views[index] = views[index][written:]
-                written = 0
+        batch = views[index:index + IOV_BATCH]
+        written = os.writev(fd, batch)
+        if written == sum(map(len, batch)):  # all of it, as a file's writev almost always is: no walk
+            index += len(batch)
+            continue
+        while written >= len(views[index]):  # a short write: on from where it stopped
+            written -= len(views[index])
+            index += 1
+        if written:
+            views[index] = memoryview(views[index])[written:]  # (no copy of the rest)
 
 
 def fsync_directory(path: Path) -> None:

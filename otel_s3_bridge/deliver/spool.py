@@ -36,6 +36,7 @@ from ..durable import write_all, write_atomically
 from .spool_format import (
     SEGMENT_SUFFIX,
     DamagedEntry,
+    approximate_size,
     decode_entry,
     done_path,
     encode_entry,
@@ -230,7 +231,7 @@ class Spool:
         Raises SpoolTooSmall (never fits), SpoolFull (not now) or OSError. Bodies are written as
         they are (no copy of them is made), however large the export."""
         now = time.time_ns()
-        size = sum(len(body) + len(key) + 64 for key, body, _ in items)
+        size = approximate_size(items)
         if size > self.max_bytes:
             raise SpoolTooSmall(f"{size} bytes of records are more than the whole spool holds ({self.max_bytes})")
         encoding = (items, now, partitions, trace_objects, controls)

@@ -70,6 +70,15 @@ def entry_header(key: str, body: bytes, enqueued_unix_nano: int, bucket: str | N
     return PREFIX.pack(magic, len(head) + len(body), zlib.crc32(body, zlib.crc32(head))) + head
 
 
+def approximate_size(items: list[tuple[str, bytes, str | None]]) -> int:
+    """The bytes of (key, body, bucket) items as entries, near enough to decide before encoding
+    them (bodies and keys, and 64 for each header)."""
+    size = 0
+    for key, body, _ in items:
+        size += len(body) + len(key) + 64
+    return size
+
+
 def entry_pieces(items: list[tuple[str, bytes, str | None]], enqueued_unix_nano: int,
                  partitions: list[str | None] | None, trace_objects: bool,
                  controls: list[bytes] | None) -> tuple[list[bytes], list[int]]:
