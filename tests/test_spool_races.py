@@ -223,3 +223,43 @@ def test_the_local_sink_makes_each_rename_durable_before_the_spool_forgets_it(tm
     directory_opened = [line for line in lines[renamed:] if "O_DIRECTORY" in line and "2026-01-01" in line]
     assert directory_opened and any(line.startswith(("fsync", "[pid")) and "fsync" in line for line in lines[renamed:])
     assert (tmp_path / "p" / "2026-01-01" / "a.json").read_bytes() == b"{}"
+
+
+def test_each_queued_entry_wakes_one_waiting_uploader_and_no_wake_up_is_lost():
+    """16 uploaders wait in `next`: an entry queued wakes one of them (an event woke all 16 on every
+    append), and an uploader stopped between being woken and running hands its wake-up on, so no
+    entry is left waiting while others sleep."""
+    from otel_s3_bridge.deliver.spool_queue import Ref, UploadQueue
+
+    async def settled() -> None:  # let every task that can run, run
+        for _ in range(10):
+            await asyncio.sleep(0)
+
+    async def scenario() -> None:
+        queue = UploadQueue(1 << 20)
+        waiters = [asyncio.create_task(queue.next()) for _ in range(16)]
+        await settled()
+        assert not any(task.done() for task in waiters)
+
+        queue.put(Ref(None, 0, 1, "a", None, b"a", 1))
+        await settled()
+        woken = [task for task in waiters if task.done()]
+        assert [task.result().key for task in woken] == ["a"]  # one woken, fifteen sleep on
+
+        asleep = [task for task in waiters if not task.done()]
+        queue.put(Ref(None, 0, 1, "b", None, b"b", 2))  # wakes the first to wait of them...
+        asleep[0].cancel()  # ...which is stopped before it runs
+        await settled()
+        assert asleep[0].cancelled()
+        taken = [task for task in asleep[1:] if task.done()]
+        assert [task.result().key for task in taken] == ["b"]
+
+        queue.put_written(None, 0, [("c", b"c", None), ("d", b"d", None)], [1, 1], 3, None, None, True, None)
+        await settled()
+        taken = [task for task in asleep[1:] if task.done()]
+        assert sorted(task.result().key for task in taken) == ["b", "c", "d"]  # one each
+        for task in waiters:
+            task.cancel()
+        await asyncio.gather(*waiters, return_exceptions=True)
+
+    run(scenario())

@@ -57,7 +57,9 @@ class UploadQueue:
         self._ready: collections.deque[Ref] = collections.deque()
         self._delayed: list[tuple[float, int, Ref]] = []  # (due, tie-breaker, entry): a heap
         self._order = itertools.count()
-        self._changed = asyncio.Event()
+        # Uploaders waiting in `next`, first come first woken: one is woken per entry made ready (an
+        # event woke all 16 on each append, and all but one went back to sleep).
+        self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()
         self._body_cache_limit = body_cache_bytes
         self.cached_bytes = 0
         self._newest: dict[tuple[str | None, str], Ref] = {}  # (bucket, key) -> its newest unfinished entry
@@ -73,7 +75,7 @@ class UploadQueue:
 
     def put(self, ref: Ref) -> None:
         if self._enqueue(ref):
-            self._changed.set()
+            self._wake(1)
         elif self._batch_only is not None:
             self._batch_only([ref])
 
@@ -103,8 +105,7 @@ class UploadQueue:
             if not self._enqueue(ref):
                 batch_only.append(ref)
             offset += lengths[index]
-        if len(batch_only) < len(items):
-            self._changed.set()
+        self._wake(len(items) - len(batch_only))
         if batch_only and self._batch_only is not None:
             self._batch_only(batch_only)
 
@@ -134,7 +135,7 @@ class UploadQueue:
     def retry_later(self, ref: Ref, delay_seconds: float) -> None:
         due = asyncio.get_running_loop().time() + delay_seconds
         heapq.heappush(self._delayed, (due, next(self._order), ref))
-        self._changed.set()
+        self._wake(1)  # to wait until its time, if that comes first
 
     def remember(self, bucket: str | None, key: str, enqueued_unix_nano: int) -> None:
         """An entry of the object was spooled at that time (queued now, or done: a replayed entry
@@ -220,7 +221,14 @@ class UploadQueue:
 
     def wake(self) -> None:
         """Entries were queued outside `put` (or waiters should look again)."""
-        self._changed.set()
+        self._wake(len(self._waiting))
+
+    def _wake(self, count: int) -> None:
+        while count > 0 and self._waiting:
+            waiter = self._waiting.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                count -= 1
 
     def ready_now(self) -> Ref | None:
         """The oldest entry, if one is ready and none waits out a backoff (else None: `next`).
@@ -236,9 +244,17 @@ class UploadQueue:
                 self._ready.append(heapq.heappop(self._delayed)[2])
             if self._ready:
                 return self._ready.popleft()
-            self._changed.clear()
             timeout = self._delayed[0][0] - now if self._delayed else None
+            waiter: asyncio.Future[None] = loop.create_future()
+            self._waiting.append(waiter)
             try:
-                await asyncio.wait_for(self._changed.wait(), timeout)
+                await asyncio.wait_for(waiter, timeout)
             except TimeoutError:
                 pass
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():
+                    self._wake(1)  # woken, then stopped: the entry it was woken for goes to another
+                raise
+            finally:
+                if waiter in self._waiting:
+                    self._waiting.remove(waiter)
