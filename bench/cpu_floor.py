@@ -5,12 +5,14 @@ trace, prompt and completion on the span), 2 at a time, into the batch layout (P
 mock S3, until every record is in a file. The bridge's CPU is that of its whole process tree
 (/proc). The floor is what any Python receiver must spend on the same bodies, measured in this
 process in the same run: parse with protobuf, read each attribute once into a dict, encode the
-dict with orjson (the least disturbed of 5 passes). The bridge runs twice per run: on the decode
-core as installed (compiled by bench/run) and on its pure-Python build (OTEL_S3_BRIDGE_PURE=1);
-`prepare_export` alone is timed in-process for each build too. The ratio is the bridge's first
-pass of the load; the installed build then takes WARM_PASSES loads more, and the least disturbed
-of them is its steady state (`warm_ratio`), measured as the floor is. Prints one JSON object;
-bench/suite.py puts it in RESULTS.md.
+dict with orjson. The bridge runs twice per run: on the decode core as installed (compiled by
+bench/run) and on its pure-Python build (OTEL_S3_BRIDGE_PURE=1); `prepare_export` alone is timed
+in-process for each build too. The ratio is the bridge's first pass of the load; the installed
+build then takes WARM_PASSES loads more, and the least disturbed of them is its steady state
+(`warm_ratio`). The floor takes one pass right before each of the bridge's loads (this shared
+host's speed moves by a third within minutes: passes minutes apart would compare two machines),
+and its least disturbed pass is the floor, as the bridge's least disturbed next load is its
+steady state. Prints one JSON object; bench/suite.py puts it in RESULTS.md.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -40,7 +43,7 @@ from bench.suite import BATCH_OPTIONS, TOKEN, Stack
 EXPORTS = 100
 SPANS = 100
 CONCURRENCY = 2
-WARM_PASSES = 2  # loads the compiled bridge takes after its first, for the steady-state figure
+WARM_PASSES = 4  # loads the compiled bridge takes after its first, for the steady-state figure
 
 
 def bodies(exports: int = EXPORTS, spans: int = SPANS) -> list[bytes]:
@@ -118,15 +121,19 @@ def prepare_in_child(pure: bool) -> dict:
 
 
 def bridge_seconds(scratch: Path, all_bodies: list[bytes], concurrency: int = CONCURRENCY,
-                   extra: tuple[str, ...] = (), pure: bool = False, warm_passes: int = 0) -> dict:
+                   extra: tuple[str, ...] = (), pure: bool = False, warm_passes: int = 0,
+                   before_each_pass: Callable[[], object] | None = None) -> dict:
     """The bridge's CPU for the load, sent to a bridge that took one 10-span export before (its
     first pass: what the issue measured). With `warm_passes`, the same bridge then takes that many
     loads more (new ids each), and `warm_cpu_seconds` is the least of them: the steady state,
-    measured as the floor is (the least disturbed of several passes over warm caches)."""
+    measured as the floor is (the least disturbed of several passes over warm caches).
+    `before_each_pass` runs right before each load, the bridge idle (the floor's passes)."""
     stack = Stack(scratch, extra=extra or BATCH_OPTIONS, pure=pure)
     headers = {"Content-Type": "application/x-protobuf", "Authorization": f"Bearer {TOKEN}"}
 
     def one_pass(load: list[bytes]) -> tuple[float, list[int]]:
+        if before_each_pass is not None:
+            before_each_pass()
         cpu = stack.bridge.cpu_seconds()
         codes = send_all(stack.url, load, headers, concurrency)
         stack.wait_drained(poll_seconds=0.25)  # the bench's own probes through the 5 s batch age: ~1 µs a span
@@ -152,9 +159,16 @@ def measure(runs: int, extra: tuple[str, ...] = ()) -> dict:
         for _ in range(runs):
             all_bodies = bodies()
             spans = len(all_bodies) * SPANS
-            floor = min(floor_seconds(all_bodies) for _ in range(5))  # the least disturbed of 5
-            bridge = bridge_seconds(scratch, all_bodies, extra=extra, warm_passes=WARM_PASSES)
-            pure = bridge_seconds(scratch, all_bodies, extra=extra, pure=True)
+            floors: list[float] = []
+
+            def floor_pass() -> None:
+                floors.append(floor_seconds(all_bodies))
+
+            floor_pass()  # (its first pass warms this process's caches: a pass more for the least)
+            bridge = bridge_seconds(scratch, all_bodies, extra=extra, warm_passes=WARM_PASSES,
+                                    before_each_pass=floor_pass)
+            pure = bridge_seconds(scratch, all_bodies, extra=extra, pure=True, before_each_pass=floor_pass)
+            floor = min(floors)  # the least disturbed of 2 + WARM_PASSES + 1, spread over the run
             outcomes.append({"bridge_us_per_span": bridge["cpu_seconds"] / spans * 1e6,
                              "floor_us_per_span": floor / spans * 1e6,
                              "ratio": bridge["cpu_seconds"] / floor,
@@ -163,7 +177,8 @@ def measure(runs: int, extra: tuple[str, ...] = ()) -> dict:
                              "spans_per_cpu_second": spans / bridge["cpu_seconds"],
                              "codes": bridge["codes"], "peak_rss_mb": bridge["peak_rss_mb"],
                              "pure_us_per_span": pure["cpu_seconds"] / spans * 1e6,
-                             "pure_ratio": pure["cpu_seconds"] / floor, "pure_codes": pure["codes"]})
+                             "pure_ratio": pure["cpu_seconds"] / floor, "pure_codes": pure["codes"],
+                             "floor_passes": len(floors)})
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     # Alternating, the least disturbed of three processes each: one pass of the other tenant of a

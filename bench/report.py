@@ -449,7 +449,10 @@ def _hardening_section(h: dict) -> list[str]:
 
 
 def _put_share(results: dict) -> float:
-    """The trace layout's bridge CPU per delivery over (bare aiohttp echo + bare aiobotocore PUT)."""
+    """The trace layout's bridge CPU per delivery over (bare aiohttp echo + bare aiobotocore PUT):
+    the median of each run's ratio when the three were measured a run of each in turn."""
+    if "trace_ratio" in results:
+        return results["trace_ratio"]["median"]
     machine_us = results["bare_http"]["cpu_us_per_request"] + results["bare_put"]["cpu_us_per_put"]
     return results["end_to_end"]["cpu_ms_per_delivery"] * 1000 / machine_us
 
@@ -571,6 +574,27 @@ def _warm_rows(floor: dict) -> list[str]:
             f"| {_f(floor['warm_ratio'])}× ({_runs(floor, 'warm_ratio')}) | | |"]
 
 
+def _trace_ratio_line(results: dict) -> str:
+    medians = (f"{_f(results['end_to_end']['cpu_ms_per_delivery'], 3)} ms / "
+               f"({_f(results['bare_http']['cpu_us_per_request'] / 1000, 3)} + "
+               f"{_f(results['bare_put']['cpu_us_per_put'] / 1000, 3)}) ms")
+    line = ("The trace layout's CPU per OpenRouter delivery (section 1) over bare aiohttp echo + bare aiobotocore PUT "
+            "(section 4): ")
+    if "trace_ratio" not in results:
+        return f"{line}{medians} = {_f(_put_share(results), 2)}×."
+    runs = " / ".join(_f(ratio, 2) for ratio in results["trace_ratio"]["runs"])
+    return (f"{line}measured a run of each in turn, so that each run's ratio compares the three at the same moment "
+            f"of this shared host: {_f(_put_share(results), 2)}× (runs {runs}; the medians alone: {medians}).")
+
+
+def _floor_passes(floor: dict) -> str:
+    passes = [run["floor_passes"] for run in floor["runs"] if "floor_passes" in run]
+    if not passes:
+        return "the least disturbed of 5 passes"
+    return (f"the least disturbed of its {passes[0]} passes in each run, one right before each of the bridge's "
+            "loads while the bridge is idle, so that both sides are read over the same minutes of this shared host")
+
+
 def _capacity_section(results: dict) -> list[str]:
     floor, capacity, phoenix = results["cpu_floor"], results["capacity"], results.get("phoenix", {})
     largest = capacity["largest_export"]
@@ -582,7 +606,7 @@ def _capacity_section(results: dict) -> list[str]:
         "GenAI chat spans (each its own trace, prompt and completion on the span), "
         f"{floor['concurrency']} at a time, into the batch layout (Parquet) on the mock S3, until every record is "
         "in a file. The floor is measured in the same run on the same bodies: parse with protobuf, read each "
-        "attribute once into a dict, encode it with orjson (the least disturbed of 5 passes).",
+        f"attribute once into a dict, encode it with orjson ({_floor_passes(floor)}).",
         "",
         "| | bridge µs/span | floor µs/span | ratio | spans per CPU-second | peak RSS MB |",
         "|---|---|---|---|---|---|",
@@ -594,10 +618,7 @@ def _capacity_section(results: dict) -> list[str]:
         "",
         *_builds(floor),
         *_instructions(results.get("instructions")),
-        f"The trace layout's CPU per OpenRouter delivery (section 1) over bare aiohttp echo + bare aiobotocore PUT "
-        f"(section 4): {_f(results['end_to_end']['cpu_ms_per_delivery'], 3)} ms / "
-        f"({_f(results['bare_http']['cpu_us_per_request'] / 1000, 3)} + "
-        f"{_f(results['bare_put']['cpu_us_per_put'] / 1000, 3)}) ms = {_f(_put_share(results), 2)}×.",
+        _trace_ratio_line(results),
         "",
         "`python -m bench.capacity`, default settings (one run): the answers to honest loads sent side by side, "
         "counted per level, and the bridge's process tree peak RSS.",

@@ -349,6 +349,23 @@ def measure_bare_put(scratch: Path, *, runs: int, moto: bool = False, path: str 
     return _median(outcomes, s3="moto" if moto else "mock", path=path, body_bytes=body_bytes)
 
 
+def measure_trace_ratio(scratch: Path, *, seconds: float, runs: int) -> dict:
+    """The trace layout's figures side by side, a run of each in turn (bare aiobotocore PUT, bare
+    aiohttp echo, the bridge end to end), so that each run's ratio compares the three at the same
+    moment of this shared host (measured section after section, the bare PUT alone moved from 0.96
+    to 1.48 ms between runs). Returns the three results and each run's ratio."""
+    puts, echoes, bridges = [], [], []
+    for _ in range(runs):
+        puts.append(measure_bare_put(scratch, runs=1)["runs"][0])
+        echoes.append(measure_bare_http(scratch, seconds=seconds, runs=1)["runs"][0])
+        bridges.append(measure_end_to_end(scratch, seconds=seconds, runs=1)["runs"][0])
+    ratios = [bridge["cpu_ms_per_delivery"] * 1000 / (echo["cpu_us_per_request"] + put["cpu_us_per_put"])
+              for put, echo, bridge in zip(puts, echoes, bridges)]
+    return {"bare_put": _median(puts, s3="mock", path="aiobotocore", body_bytes=23_000),
+            "bare_http": _median(echoes), "end_to_end": _median(bridges, workers=1, s3="mock", options=""),
+            "trace_ratio": {"runs": ratios, "median": statistics.median(ratios)}}
+
+
 def measure_put_paths(scratch: Path, *, runs: int) -> list[dict]:
     """The write paths side by side, same endpoint, same run, a small and a large record."""
     paths = ["aiobotocore", "bridge"] + (["obstore"] if importlib.util.find_spec("obstore") else [])
@@ -421,15 +438,13 @@ def main() -> None:
         results["metrics"] = measure_metrics(args.runs)
         step("the answers: join halves against content, pricing, counting once")
         results["answers"] = measure_answers(args.runs)
-        step("machine ceiling: bare aiobotocore PUT loop")
-        results["bare_put"] = measure_bare_put(scratch, runs=args.runs)
+        step("the trace layout beside the machine's ceiling: bare aiobotocore PUT, bare aiohttp echo, the "
+             "bridge end to end, a run of each in turn")
+        results.update(measure_trace_ratio(scratch, seconds=args.seconds, runs=args.runs))
         step("the write paths side by side")
         results["put_paths"] = measure_put_paths(scratch, runs=args.runs)
         results["bare_put_moto"] = measure_bare_put(scratch, runs=1, moto=True)
-        step("machine ceiling: bare aiohttp handler")
-        results["bare_http"] = measure_bare_http(scratch, seconds=args.seconds, runs=args.runs)
-        step("end to end")
-        results["end_to_end"] = measure_end_to_end(scratch, seconds=args.seconds, runs=args.runs)
+        step("end to end through other paths")
         # What the bridge did before issue 12 (aiobotocore's put_object on asyncio's loop), and the new
         # write path on asyncio's loop: uvloop's share apart from the write path's.
         results["end_to_end_aiobotocore"] = measure_end_to_end(
@@ -491,9 +506,8 @@ def _ratios_again(args, cpu_floor, phoenix, instructions) -> None:
     scratch = Path(tempfile.mkdtemp(prefix="otel-s3-bench-"))
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     try:
-        results["bare_put"] = {**measure_bare_put(scratch, runs=args.runs), "when": when}
-        results["bare_http"] = {**measure_bare_http(scratch, seconds=args.seconds, runs=args.runs), "when": when}
-        results["end_to_end"] = {**measure_end_to_end(scratch, seconds=args.seconds, runs=args.runs), "when": when}
+        side_by_side = measure_trace_ratio(scratch, seconds=args.seconds, runs=args.runs)
+        results.update({name: {**value, "when": when} for name, value in side_by_side.items()})
         # the --workers 2 target compares it with the figure above: the same run's, not another day's
         results["end_to_end_workers2"] = {**measure_end_to_end(scratch, seconds=args.seconds, runs=args.runs,
                                                                workers=2), "when": when}
