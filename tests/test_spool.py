@@ -4,7 +4,6 @@ quarantine and retry. (End-to-end crash and fault tests are in test_durability.p
 from __future__ import annotations
 
 import asyncio
-import shutil
 import subprocess
 import sys
 
@@ -32,15 +31,6 @@ def test_entries_round_trip_and_a_torn_tail_is_reported():
     corrupted[-1] ^= 0xFF
     entries, _, problem = read_entries(bytes(corrupted))
     assert len(entries) == 1 and "checksum" in problem
-
-
-def test_zeros_after_the_entries_end_them_cleanly_and_anything_after_the_zeros_is_reported():
-    data = encode_entry("a/b.json", b'{"x":1}', 5) + encode_entry("c.json", b"{}", 6)
-    for zeros in (1, 11, 4096):  # fewer than a header's bytes, too
-        entries, end, problem = read_entries(data + bytes(zeros))
-        assert len(entries) == 2 and end == len(data) and problem is None
-    entries, end, problem = read_entries(data + bytes(4096) + b"\x01")
-    assert len(entries) == 2 and end == len(data) and "no entry marker" in problem
 
 
 def test_batch_layout_entries_carry_their_partition_and_flags():
@@ -132,58 +122,6 @@ def test_a_restart_replays_what_was_not_uploaded(tmp_path):
     subprocess.run([sys.executable, "-c", FIRST_RUN, str(tmp_path)], check=True, timeout=60)
     replayed, keys = run(second_run())
     assert replayed == 4 and keys == ["key-2", "key-3", "key-4", "key-5"]
-
-
-ZERO_FILLED_RUN = """
-import asyncio, os, sys
-from pathlib import Path
-from otel_s3_bridge.deliver.spool import Spool
-from otel_s3_bridge.deliver.spool_format import read_entries
-
-async def first_run():
-    spool = Spool(sys.argv[1], max_bytes=1 << 30)
-    spool.open()
-    for n in range(20):
-        await spool.append([(f"key-{n}", b"%d" % n + b"." * 2000, None)])
-    [segment] = Path(sys.argv[1], "segments").glob("*.seg")
-    for _ in range(3000):  # until the zeros ahead of the entries are in the file
-        data = segment.read_bytes()
-        if len(data) > read_entries(data)[1]:
-            break
-        await asyncio.sleep(0.01)
-    os._exit(0)  # the process dies without closing anything
-
-asyncio.run(first_run())
-"""
-
-
-def test_the_active_segment_is_zero_filled_ahead_of_its_entries_and_replays_whole_after_a_crash(tmp_path, caplog):
-    directory = tmp_path / "spool"
-    subprocess.run([sys.executable, "-c", ZERO_FILLED_RUN, str(directory)], check=True, timeout=60)
-    [segment] = (directory / "segments").glob("*.seg")
-    data = segment.read_bytes()
-    entries, end, problem = read_entries(data)
-    assert len(entries) == 20 and problem is None
-    assert len(data) >= end + 512 * 1024 and data[end:] == bytes(len(data) - end)  # zeros, synced ahead
-    torn = tmp_path / "torn"
-    shutil.copytree(directory, torn)
-    with open(next((torn / "segments").glob("*.seg")), "r+b") as handle:  # a write cut short by a crash
-        handle.seek(end)
-        handle.write(encode_entry("key-20", b"20" + b"." * 2000, 7)[:1000])
-
-    async def replay(path):
-        spool = Spool(str(path), max_bytes=1 << 30)
-        replayed = spool.open()
-        keys = [(await spool.next()).key for _ in range(replayed)]
-        await spool.close()
-        return keys
-
-    with caplog.at_level("WARNING", logger="otel_s3_bridge.spool"):
-        assert run(replay(directory)) == [f"key-{n}" for n in range(20)]
-    assert caplog.records == []  # the zeros are no torn write
-    with caplog.at_level("WARNING", logger="otel_s3_bridge.spool"):
-        assert run(replay(torn)) == [f"key-{n}" for n in range(20)]
-    assert "the 20 entries before it are replayed, the rest is skipped" in caplog.text
 
 
 def test_budget_refuses_and_frees_on_upload(tmp_path):

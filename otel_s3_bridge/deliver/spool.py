@@ -11,11 +11,7 @@ Layout under the spool directory:
   LOCK               held by the running bridge
 
 `append` awaits an fdatasync shared by every append waiting at that moment (group commit); only
-then may the export be acknowledged. The active segment's file is kept zero-filled (and synced)
-ZERO_AHEAD_BYTES ahead of its entries, which are written over those zeros: an fdatasync then has
-file data to write but no new blocks or size to commit (as PostgreSQL zero-fills its WAL files;
-measured here, an append of 25 KB and its fdatasync cost 40 % less CPU, the zeros included).
-A segment is registered before its file exists and the
+then may the export be acknowledged. A segment is registered before its file exists and the
 active one is sealed only once its successor exists, so that `adopt_segments` (which picks up
 files this run did not write) can never take, seal or delete a segment in use. Entries go to
 the uploaders through `spool_queue`; segment files are found and read by `spool_segments`. This
@@ -55,7 +51,6 @@ from .spool_segments import (
     link_durably,
     read_new_segments,
     sync_and_close,
-    zero_fill,
 )
 
 log = logging.getLogger("otel_s3_bridge.spool")
@@ -64,7 +59,6 @@ SEGMENT_MAX_BYTES = 16 * 1024 * 1024
 RECLAIM_BYTES = 1024 * 1024  # a fully uploaded active segment this large is replaced and deleted
 BODY_CACHE_BYTES = 32 * 1024 * 1024  # entries waiting beyond this are read back from disk (page cache)
 THREAD_WRITE_BYTES = 256 * 1024  # appends larger than this are encoded and written off the event loop
-ZERO_AHEAD_BYTES = 1024 * 1024  # how far the active segment's file is zero-filled beyond its entries
 RESCAN_SECONDS = 30.0  # the spool's directories are looked at whatever their times say, this often
 MIN_FREE_BYTES = 16 * 1024 * 1024  # after a full disk, appends are tried again once this much
                                    # (or a quarter of a smaller disk) is free
@@ -101,9 +95,6 @@ class Spool:
         self._written = 0  # sequence number of the last write to the active file
         self._synced = 0  # writes up to this sequence number are on disk
         self._syncing: asyncio.Future | None = None
-        self._zeroed = 0  # the active segment's file holds zeros up to here (beyond its entries)
-        self._zero_again_at = 0  # after a disk too full for zeros, the active size to look again at
-        self._zeroing: asyncio.Future | None = None
         self.pending = 0  # entries written and not yet uploaded or quarantined
         self._idle = asyncio.Event()
         self._idle.set()
@@ -261,9 +252,7 @@ class Spool:
                 else:
                     write_all(fd, pieces)
             except OSError as exc:
-                os.ftruncate(fd, start)  # leave no half entry behind (nor the zeros beyond it)
-                os.lseek(fd, start, os.SEEK_SET)
-                self._zeroed = start
+                os.ftruncate(fd, start)  # leave no half entry behind
                 if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                     self._refusing = self._disk_full = True
                     raise SpoolFull(f"the disk holding {self.directory} is full") from exc
@@ -277,7 +266,6 @@ class Spool:
             sequence = self._written
             if on_written is not None:
                 on_written()
-            self._zero_ahead_soon()
         try:
             await self._durable(sequence)
         finally:
@@ -301,39 +289,6 @@ class Spool:
         finally:
             self._syncing = None
 
-    def _zero_ahead_soon(self) -> None:
-        if (self._zeroing is None and not self._disk_full and self._active is not None
-                and self._zeroed - self._active.size < ZERO_AHEAD_BYTES // 2
-                and self._active.size >= self._zero_again_at
-                and self._active.size < self._segment_max):
-            self._zeroing = asyncio.ensure_future(self._zero_ahead())
-
-    async def _zero_ahead(self) -> None:
-        """Fill the active segment's file with zeros ZERO_AHEAD_BYTES beyond its entries, then sync
-        them (outside the write lock: appends go on meanwhile). Not while fewer than MIN_FREE_BYTES
-        would stay free. A failure costs only speed: the entries are then written past the zeros'
-        end, as to any file."""
-        try:
-            async with self._write_lock:
-                if self._fd is None:
-                    return
-                start = max(self._zeroed, self._active.size)
-                end = min(start + ZERO_AHEAD_BYTES, self._segment_max)
-                if end <= start:
-                    return
-                if not await asyncio.to_thread(zero_fill, self._fd, start, end, MIN_FREE_BYTES):
-                    self._zero_again_at = self._active.size + ZERO_AHEAD_BYTES // 2
-                    return  # a disk this full keeps its space for entries
-                self._zeroed = end
-                fd = os.dup(self._fd)  # its own: a rotation may close the segment's meanwhile
-            await asyncio.to_thread(sync_and_close, [fd])
-        except OSError as exc:
-            log.debug("cannot fill the spool's active segment ahead of its entries: %s", exc)
-            if self._active is not None:
-                self._zero_again_at = self._active.size + ZERO_AHEAD_BYTES // 2
-        finally:
-            self._zeroing = None
-
     async def _rotate(self) -> None:
         """Start a new active segment, then seal the old one (never the other way round: a sealed
         segment whose entries are all uploaded is deleted). Raises OSError; the old one then stays
@@ -346,11 +301,10 @@ class Spool:
             self._segments.pop(segment.path, None)
             raise
         old, old_fd = self._active, self._fd
-        self._active, self._fd, self._zeroed, self._zero_again_at = segment, fd, 0, 0
+        self._active, self._fd = segment, fd
         old.sealed = True
         os.close(old_fd)
         self._finish_if_done(old)
-        self._zero_ahead_soon()
 
     async def _rotate_or_keep(self) -> None:
         try:
@@ -480,8 +434,6 @@ class Spool:
         """Seal the active segment; delete it when everything in it is uploaded."""
         if self._reclaiming is not None:
             self._reclaiming.cancel()
-        if self._zeroing is not None:
-            await asyncio.gather(self._zeroing, return_exceptions=True)
         async with self._write_lock:
             if self._fd is not None:
                 await self._durable(self._written)

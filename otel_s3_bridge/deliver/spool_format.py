@@ -8,8 +8,7 @@ by earlier versions, is ignored), and after the key the partition itself
 `OSB3` one that also says how its objects are stored (`ObjectControls.encode`: encryption, storage
 class, tags): its length after the flags, the controls after the partition. `OSB2` entries (the
 trace object only) and `OSB1` ones (written before per-key buckets, no bucket) are still read. An
-incomplete or corrupt entry (a torn last write after a crash) ends the readable part of its file;
-so do zeros to its end (a segment is zero-filled ahead of its entries, never written there yet).
+incomplete or corrupt entry (a torn last write after a crash) ends the readable part of its file.
 A `.done` file beside a segment lists the offsets of its entries
 the sink already has. Must not open sockets, keep state or decide anything about uploads.
 """
@@ -150,8 +149,6 @@ def read_entries(data: bytes) -> tuple[list[StoredEntry], int, str | None]:
     entries: list[StoredEntry] = []
     offset = 0
     while offset < len(data):
-        if data[offset] == 0 and data.count(b"\0", offset) == len(data) - offset:
-            return entries, offset, None  # the zero-filled space the spool keeps ahead of its entries
         if len(data) - offset < PREFIX.size:
             return entries, offset, f"incomplete entry header at byte {offset}"
         magic, length, crc = PREFIX.unpack_from(data, offset)

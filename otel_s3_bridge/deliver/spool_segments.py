@@ -15,17 +15,12 @@ from ..durable import fsync_directory, write_all
 from .spool_format import DONE_RECORD, SEGMENT_SUFFIX, done_path, read_done, read_entries
 
 
-ZEROS = bytes(256 * 1024)
-
-
 class SegmentFiles:
     """The file operations that make a new segment; a seam, so that tests can hold or fail them."""
 
     def create(self, path: Path) -> int:
-        """Create `path` exclusively, make its name durable, return a descriptor writing at offset 0
-        (not O_APPEND: the spool writes its entries at the file's offset, over the zeros it filled
-        ahead of them)."""
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        """Create `path` exclusively, make its name durable, return a descriptor for appending."""
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
         try:
             fsync_directory(path.parent)
         except OSError:
@@ -67,23 +62,6 @@ class Segment:
             if fd is not None:
                 os.close(fd)
         self.read_fd = self.done_fd = None
-
-
-def zero_fill(fd: int, start: int, end: int, keep_free: int) -> bool:
-    """Write zeros over [start, end) of the file, without moving its offset, unless that would
-    leave less than `keep_free` bytes free on its file system (False). Blocking. Raises OSError,
-    after cutting the file back to `start`: zeros must not take the space entries need."""
-    stats = os.fstatvfs(fd)
-    if stats.f_bavail * stats.f_frsize - (end - start) < keep_free:
-        return False
-    offset = start
-    try:
-        while offset < end:
-            offset += os.pwrite(fd, memoryview(ZEROS)[:min(len(ZEROS), end - offset)], offset)
-    except OSError:
-        os.ftruncate(fd, start)
-        raise
-    return True
 
 
 def sync_and_close(descriptors: list[int]) -> None:
