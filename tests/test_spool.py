@@ -4,12 +4,17 @@ quarantine and retry. (End-to-end crash and fault tests are in test_durability.p
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import os
+import signal
 import subprocess
 import sys
+import threading
 
 import pytest
 
 from otel_s3_bridge.deliver.spool import Spool, SpoolFull
+from otel_s3_bridge.durable import write_all
 from otel_s3_bridge.deliver.spool_commands import retry_quarantined, stats
 from otel_s3_bridge.deliver.spool_format import encode_entry, read_entries
 from otel_s3_bridge.lake.object_controls import ObjectControls
@@ -31,6 +36,55 @@ def test_entries_round_trip_and_a_torn_tail_is_reported():
     corrupted[-1] ^= 0xFF
     entries, _, problem = read_entries(bytes(corrupted))
     assert len(entries) == 1 and "checksum" in problem
+
+
+def _short_writes(pieces: list[bytes], write) -> tuple[bytes, int]:
+    """`write(fd, pieces)` into a 4 KiB pipe that a thread drains, while a timer signal every 50 µs
+    interrupts the writes: a blocked writev then returns what it wrote so far (a short write).
+    Returns what came out of the pipe and how many signals arrived."""
+    read_end, write_end = os.pipe()
+    fcntl.fcntl(write_end, 1031, 4096)  # F_SETPIPE_SZ: the smallest pipe, so that writes block often
+    received = bytearray()
+
+    def drain_pipe() -> None:
+        for chunk in iter(lambda: os.read(read_end, 1000), b""):
+            received.extend(chunk)
+
+    drain = threading.Thread(target=drain_pipe)
+    drain.start()
+    signals = 0
+
+    def count(*_):
+        nonlocal signals
+        signals += 1
+
+    previous = signal.signal(signal.SIGALRM, count)
+    signal.setitimer(signal.ITIMER_REAL, 0.00005, 0.00005)
+    try:
+        write(write_end, pieces)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        os.close(write_end)
+        drain.join(30)
+        os.close(read_end)
+    return bytes(received), signals
+
+
+def test_write_all_goes_on_from_where_a_short_write_stopped():
+    """The spool writes an append's entries with writev, 512 buffers a call; a short write (a
+    signal, a pipe, a full disk's last block) must go on from the byte where it stopped."""
+    pieces = [bytes([n % 251]) * (1 + n * 37 % 3000) for n in range(1500)]  # 3 writev batches, 2.2 MB
+
+    def one_writev(fd, pieces):
+        nonlocal first
+        first = os.writev(fd, pieces[:512])
+
+    first = 0
+    _, signals = _short_writes(pieces, one_writev)  # the premise: these conditions cut writes short
+    assert signals and first < sum(map(len, pieces[:512]))
+    received, signals = _short_writes(pieces, write_all)
+    assert signals and received == b"".join(pieces)
 
 
 def test_batch_layout_entries_carry_their_partition_and_flags():
