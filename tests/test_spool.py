@@ -14,9 +14,9 @@ import threading
 import pytest
 
 from otel_s3_bridge.deliver.spool import Spool, SpoolFull
-from otel_s3_bridge.durable import write_all
 from otel_s3_bridge.deliver.spool_commands import retry_quarantined, stats
 from otel_s3_bridge.deliver.spool_format import encode_entry, read_entries
+from otel_s3_bridge.durable import IOV_BATCH, write_all
 from otel_s3_bridge.lake.object_controls import ObjectControls
 
 
@@ -38,12 +38,12 @@ def test_entries_round_trip_and_a_torn_tail_is_reported():
     assert len(entries) == 1 and "checksum" in problem
 
 
-def _short_writes(pieces: list[bytes], write) -> tuple[bytes, int]:
+def _short_writes(pieces: list[bytes], write) -> tuple[bytes, int, object]:
     """`write(fd, pieces)` into a 4 KiB pipe that a thread drains, while a timer signal every 50 µs
     interrupts the writes: a blocked writev then returns what it wrote so far (a short write).
-    Returns what came out of the pipe and how many signals arrived."""
+    Returns what came out of the pipe, how many signals arrived and what `write` returned."""
     read_end, write_end = os.pipe()
-    fcntl.fcntl(write_end, 1031, 4096)  # F_SETPIPE_SZ: the smallest pipe, so that writes block often
+    fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, 4096)  # the smallest pipe, so that writes block often
     received = bytearray()
 
     def drain_pipe() -> None:
@@ -61,29 +61,24 @@ def _short_writes(pieces: list[bytes], write) -> tuple[bytes, int]:
     previous = signal.signal(signal.SIGALRM, count)
     signal.setitimer(signal.ITIMER_REAL, 0.00005, 0.00005)
     try:
-        write(write_end, pieces)
+        result = write(write_end, pieces)
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
         os.close(write_end)
         drain.join(30)
         os.close(read_end)
-    return bytes(received), signals
+    return bytes(received), signals, result
 
 
 def test_write_all_goes_on_from_where_a_short_write_stopped():
-    """The spool writes an append's entries with writev, 512 buffers a call; a short write (a
-    signal, a pipe, a full disk's last block) must go on from the byte where it stopped."""
+    """The spool writes an append's entries with writev, IOV_BATCH buffers a call; a short write
+    (a signal, a pipe, a full disk's last block) must go on from the byte where it stopped."""
     pieces = [bytes([n % 251]) * (1 + n * 37 % 3000) for n in range(1500)]  # 3 writev batches, 2.2 MB
-
-    def one_writev(fd, pieces):
-        nonlocal first
-        first = os.writev(fd, pieces[:512])
-
-    first = 0
-    _, signals = _short_writes(pieces, one_writev)  # the premise: these conditions cut writes short
-    assert signals and first < sum(map(len, pieces[:512]))
-    received, signals = _short_writes(pieces, write_all)
+    # the premise: under these conditions a single writev is cut short
+    _, signals, written = _short_writes(pieces, lambda fd, pieces: os.writev(fd, pieces[:IOV_BATCH]))
+    assert signals and written < sum(map(len, pieces[:IOV_BATCH]))
+    received, signals, _ = _short_writes(pieces, write_all)
     assert signals and received == b"".join(pieces)
 
 
