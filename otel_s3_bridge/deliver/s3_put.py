@@ -1,8 +1,10 @@
 """One S3 PutObject at what it must cost: a SigV4 signature (`sigv4`, held equal to botocore's
-signer by a test) and one HTTP request on the bridge's own aiohttp session.
+signer by a test) and one HTTP/1.1 request on the bridge's own kept-alive connections
+(`s3_connections`).
 
 aiobotocore spends ~3 ms of CPU per `put_object` on work a sink does not need per object (event
-hooks, endpoint rules, parameter validation, request checksums, response parsing). Here the
+hooks, endpoint rules, parameter validation, request checksums, response parsing), and aiohttp's
+client ~90 µs more than the request itself. Here the
 endpoint is resolved once per bucket, by botocore itself (`base_url`, from the client's own
 rules: addressing style, region, custom endpoints), credentials come from aiobotocore's provider
 chain (refreshed when they near expiry: environment, profiles, web identity, container and
@@ -18,6 +20,7 @@ reading cannot hold it forever. Must not retry (the spool does) nor log credenti
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 import time
@@ -25,10 +28,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, NamedTuple
 from urllib.parse import quote, urlsplit
 
-import aiohttp
 from botocore.exceptions import ClientError, NoCredentialsError
-from yarl import URL
 
+from .s3_connections import Connections, Endpoint
 from .sigv4 import Signer
 
 UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
@@ -46,6 +48,7 @@ class Place(NamedTuple):
     host: str  # with its port when not the scheme's default, as the Host header carries it
     path: str
     https: bool
+    endpoint: Endpoint  # where to connect
 
 
 def place(base_url: str) -> Place:
@@ -55,7 +58,8 @@ def place(base_url: str) -> Place:
     if ":" in hostname:  # an IPv6 literal keeps its brackets in the Host header (and so in the signature)
         hostname = f"[{hostname}]"
     host = hostname if parts.port in (None, default) else f"{hostname}:{parts.port}"
-    return Place(base_url, host, parts.path, parts.scheme == "https")
+    https = parts.scheme == "https"
+    return Place(base_url, host, parts.path, https, Endpoint(parts.hostname or "", parts.port or default or 80, https))
 
 
 class PutPath:
@@ -67,55 +71,60 @@ class PutPath:
         self._credentials = credentials
         self._resolve = base_url
         self._places: dict[str, Place] = {}
-        self._timeout = aiohttp.ClientTimeout(total=None, connect=connect_timeout, sock_read=read_timeout)
         self._connect_timeout, self._read_timeout = connect_timeout, read_timeout
         self._max_connections = max_connections
-        self._session: aiohttp.ClientSession | None = None
+        self._connections: Connections | None = None
 
     async def open(self) -> None:
-        connector = aiohttp.TCPConnector(limit=self._max_connections, ttl_dns_cache=300)
-        self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout, auto_decompress=False,
-                                              skip_auto_headers=("Accept-Encoding",))
+        self._connections = Connections(connect_timeout=self._connect_timeout, max_connections=self._max_connections,
+                                        keep_headers=("x-amz-bucket-region",), body_limit=ERROR_BODY_MAX)
 
     async def put(self, bucket: str, key: str, body: bytes, content_type: str,
                   object_headers: Mapping[str, str] | None = None) -> None:
         """Store the object (with `object_headers`, else the path's own); raises ClientError (S3
-        refused it), NoCredentialsError, or what aiohttp raises for a connection that failed or timed out."""
+        refused it), NoCredentialsError, or ConnectionError / TimeoutError (the connection failed or
+        the deadline passed)."""
         where = self._places.get(bucket)
         if where is None:
             where = self._places[bucket] = place(await self._resolve(bucket))
         credentials = await self._credentials()
         if credentials is None:
             raise NoCredentialsError()
-        quoted = quote(key, safe="/~")
+        path = where.path + quote(key, safe="/~")
         payload = UNSIGNED_PAYLOAD if where.https else hashlib.sha256(body).hexdigest()
-        headers = self._signer.put_headers(where.host, where.path + quoted, content_type, payload, credentials,
+        headers = self._signer.put_headers(where.host, path, content_type, payload, credentials,
                                            time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()),
                                            self._object_headers if object_headers is None else object_headers)
+        head = request_head(where.host, path, len(body), headers)
         deadline = self._connect_timeout + self._read_timeout + len(body) / MIN_SEND_BYTES_PER_SECOND
-        timeout = aiohttp.ClientTimeout(total=deadline, connect=self._connect_timeout, sock_read=self._read_timeout)
-        async with self._session.put(URL(where.base + quoted, encoded=True), data=body, headers=headers,
-                                     allow_redirects=False, timeout=timeout) as response:
-            if response.status < 300:
-                await response.read()
-                return
-            answer = b""
-            while len(answer) < ERROR_BODY_MAX:  # `read(n)` may answer a first chunk only
-                chunk = await response.content.read(ERROR_BODY_MAX - len(answer))
-                if not chunk:
-                    break
-                answer += chunk
-            region = response.headers.get("x-amz-bucket-region")
-        code = _ERROR_CODE.search(answer)
-        message = _ERROR_MESSAGE.search(answer)
-        error = {"Code": code.group(1).decode(errors="replace") if code else _REDIRECTS.get(response.status,
-                                                                                            str(response.status)),
+        answer = await self._connections.request(where.endpoint, head, body,
+                                                 deadline=asyncio.get_running_loop().time() + deadline,
+                                                 read_timeout=self._read_timeout)
+        if answer.status < 300:
+            return
+        code = _ERROR_CODE.search(answer.body)
+        message = _ERROR_MESSAGE.search(answer.body)
+        error = {"Code": code.group(1).decode(errors="replace") if code else _REDIRECTS.get(answer.status,
+                                                                                            str(answer.status)),
                  "Message": message.group(1).decode(errors="replace") if message else ""}
+        region = answer.headers.get("x-amz-bucket-region")
         if region:
             error["Region"] = region
-        raise ClientError({"Error": error, "ResponseMetadata": {"HTTPStatusCode": response.status}}, "PutObject")
+        raise ClientError({"Error": error, "ResponseMetadata": {"HTTPStatusCode": answer.status}}, "PutObject")
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._connections is not None:
+            self._connections.close()
+            self._connections = None
+
+
+def request_head(host: str, path: str, length: int, headers: Mapping[str, str]) -> bytes:
+    """The request line and headers of `PUT path` with a body of `length` bytes. A header value
+    with a line break would smuggle a header (or a request) in: refused, as aiohttp refuses it."""
+    lines = [f"PUT {path} HTTP/1.1\r\nhost: {host}\r\ncontent-length: {length}\r\n"]
+    for name, value in headers.items():
+        if "\r" in value or "\n" in value or "\r" in name or "\n" in name:
+            raise ValueError(f"a line break in the value of header {name!r}")
+        lines.append(f"{name}: {value}\r\n")
+    lines.append("\r\n")
+    return "".join(lines).encode("utf-8")
