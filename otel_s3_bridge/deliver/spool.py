@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import fcntl
+import functools
 import logging
 import os
 import shutil
@@ -95,6 +96,7 @@ class Spool:
         self._written = 0  # sequence number of the last write to the active file
         self._synced = 0  # writes up to this sequence number are on disk
         self._syncing: asyncio.Future | None = None
+        self._sync_waiters: list[asyncio.Future] = []
         self.pending = 0  # entries written and not yet uploaded or quarantined
         self._idle = asyncio.Event()
         self._idle.set()
@@ -274,20 +276,31 @@ class Spool:
             self.queue.put_written(segment, start, items, lengths, now, joins, partitions, trace_objects, controls)
 
     async def _durable(self, sequence: int) -> None:
-        """Group commit: one fdatasync covers every write made before it started."""
+        """Group commit: one fdatasync covers every write made before it started. Each waiter
+        awaits a future of its own, so that one cancelled leaves the fdatasync to the others (and a
+        waiter costs a future, not a task and a shield)."""
         while self._synced < sequence:
             if self._syncing is None:
-                self._syncing = asyncio.ensure_future(self._sync())
-            await asyncio.shield(self._syncing)
+                target = self._written
+                self._syncing = asyncio.get_running_loop().run_in_executor(None, os.fdatasync, self._fd)
+                self._syncing.add_done_callback(functools.partial(self._synced_to, target))
+            waiter = asyncio.get_running_loop().create_future()
+            self._sync_waiters.append(waiter)
+            await waiter
 
-    async def _sync(self) -> None:
-        try:
-            target, fd = self._written, self._fd
-            await asyncio.to_thread(os.fdatasync, fd)
+    def _synced_to(self, target: int, sync: asyncio.Future) -> None:
+        self._syncing = None
+        waiters, self._sync_waiters = self._sync_waiters, []
+        error = OSError("the fdatasync was cancelled") if sync.cancelled() else sync.exception()
+        if error is None:
             self.syncs_total += 1
             self._synced = max(self._synced, target)
-        finally:
-            self._syncing = None
+        for waiter in waiters:
+            if not waiter.done():
+                if error is None:
+                    waiter.set_result(None)
+                else:
+                    waiter.set_exception(error)
 
     async def _rotate(self) -> None:
         """Start a new active segment, then seal the old one (never the other way round: a sealed

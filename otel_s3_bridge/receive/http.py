@@ -155,6 +155,14 @@ class HttpReceiver:
             # Only now, after the checks above: a refused client must not be invited to send.
             await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             request.writer.output_size = 0  # the response proper has not started
+        content = request.content
+        if content.is_eof():  # the whole body came with the head (most exports): no waiting, no deadline
+            body = content.read_nowait()
+            if len(body) > self._limit:
+                raise PayloadTooLarge(f"the body is larger than the limit of {self._limit} bytes")
+            if len(body) > reservation.size:
+                reservation.add(len(body) - reservation.size)
+            return body
         chunks, size = [], 0
         loop = asyncio.get_running_loop()
         try:
