@@ -300,7 +300,8 @@ def _put_section(results: dict) -> list[str]:
         "`python -m bench.bare_put --path P --body-bytes N`: one process putting 3,000 objects, 16 at a time, "
         "to the mock S3 endpoint; CPU of that process per PUT. *aiobotocore*: a bare `put_object` loop (the "
         "client the bridge wrote with before); *bridge*: the bridge's own `S3Sink.put` (`s3_put`: SigV4 signed "
-        "by `sigv4`, one aiohttp request, the endpoint resolved once per bucket); *obstore*: Rust's "
+        "by `sigv4`, one HTTP/1.1 request on its own kept-alive connections, `s3_connections`, the endpoint "
+        "resolved once per bucket); *obstore*: Rust's "
         "object_store through its Python binding, for reference.",
         "",
         "| body | path | CPU µs per PUT | PUTs/s | share of aiobotocore's CPU |",
@@ -498,7 +499,17 @@ def _ratios_again_note(results: dict) -> list[str]:
             "aiohttp echo and aiobotocore PUT of section 4, and section 11's CPU per span against the floor and "
             "beside Arize Phoenix (every figure issue 21's ratios are made of, and the targets that quote them; "
             "section 11 dates each of its measurements). "
-            "The other sections are the run above: compare ratios across the two runs, not µs.", ""]
+            + _put_paths_again(results)
+            + "The other sections are the run above: compare ratios across the two runs, not µs.", ""]
+
+
+def _put_paths_again(results: dict) -> str:
+    """Section 9 measured on its own after a change of the write path (its entries then carry `when`)."""
+    when = {entry.get("when") for entry in results.get("put_paths", [])} - {None}
+    if not when:
+        return ""
+    return (f"Section 9 (the write paths, and end to end through each) was measured again on {max(when)}, "
+            "with the same functions of `bench.suite`, after the write path changed. ")
 
 
 def _instructions(counted: dict | None) -> list[str]:
