@@ -80,21 +80,24 @@ PROXY = pathlib.Path(__file__).with_name("faulty_s3_proxy.py")
 class Proxy:
     """The fault-injecting proxy in front of moto; `port` may be reserved before it is started."""
 
-    def __init__(self, upstream: str, port: int | None = None) -> None:
+    def __init__(self, upstream: str, port: int | None = None, *, tls: tuple[str, str, str] | None = None) -> None:
+        """`tls`: (certificate chain, key, CA file) to speak HTTPS only."""
         self.upstream = upstream
         self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.tls = tls
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self.process: subprocess.Popen | None = None
 
     def start(self, *faults: str) -> Proxy:
+        tls = ["--tls-cert", self.tls[0], "--tls-key", self.tls[1]] if self.tls else []
         self.process = subprocess.Popen([sys.executable, str(PROXY), "--port", str(self.port),
-                                         "--upstream", self.upstream, *faults],
+                                         "--upstream", self.upstream, *tls, *faults],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for_port(self.port, self.process)
         return self
 
     def counters(self) -> dict:
-        return requests.get(f"{self.url}/__faults__", timeout=10).json()
+        return requests.get(f"{self.url}/__faults__", timeout=10, verify=self.tls[2] if self.tls else True).json()
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

@@ -8,7 +8,8 @@ so the object is stored, then the connection is reset before the answer); PUTs o
 the --refuse-keys TEXT are refused for good (403 AccessDenied); PUTs of keys containing the
 --hold-keys TEXT are forwarded and their answer is held back for an hour; PUTs whose body lacks
 the --fail-bodies-without TEXT fail (503 SlowDown, or 403 AccessDenied with --bodies-refused), every
-time (counted by path; the bridge's check probe passes). The first PUT of each key containing:
+time (counted by path; the bridge's check probe passes). With --tls-cert and --tls-key it speaks
+HTTPS only. The first PUT of each key containing:
 --split-error-keys TEXT is answered 400 RequestTimeout, its XML sent in two parts a moment apart;
 --redirect-keys TEXT (its first two PUTs) is answered 307 TemporaryRedirect to --redirect-to URL;
 --trickle-keys TEXT gets `100 Continue` every half second for an hour, its body never read (each
@@ -38,6 +39,8 @@ def main() -> None:
     parser.add_argument("--fail-rate", type=float, default=0.0)
     parser.add_argument("--kinds", default="500,503,reset,stall")
     parser.add_argument("--stall-seconds", type=float, default=3.0)
+    parser.add_argument("--tls-cert", default=None, help="serve HTTPS with this certificate chain (and --tls-key)")
+    parser.add_argument("--tls-key", default=None)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--refuse-keys", default=None)
     parser.add_argument("--hold-keys", default=None)
@@ -119,6 +122,8 @@ def main() -> None:
             counters["signed_by"][credential] = counters["signed_by"].get(credential, 0) + 1
             if request.headers.get("X-Amz-Security-Token"):
                 counters["with_session_token"] = counters.get("with_session_token", 0) + 1
+            if request.headers.get("X-Amz-Content-SHA256") == "UNSIGNED-PAYLOAD":
+                counters["unsigned_payload"] = counters.get("unsigned_payload", 0) + 1
             if chance.random() < args.fail_rate:
                 kind = chance.choice(kinds)
                 counters["faults"] += 1
@@ -148,7 +153,13 @@ def main() -> None:
     app.router.add_route("*", "/{tail:.*}", handle)
     app.on_startup.append(open_session)
     app.on_cleanup.append(close_session)
-    web.run_app(app, host="127.0.0.1", port=args.port, print=None, access_log=None)
+    tls = None
+    if args.tls_cert:
+        import ssl
+
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls.load_cert_chain(args.tls_cert, args.tls_key)
+    web.run_app(app, host="127.0.0.1", port=args.port, print=None, access_log=None, ssl_context=tls)
 
 
 if __name__ == "__main__":

@@ -162,3 +162,31 @@ def test_an_endpoint_at_an_ipv6_literal_is_signed_as_it_is_sent(tmp_path):
     finally:
         server.terminate()
         server.wait(10)
+
+
+def test_an_https_endpoint_with_its_own_ca_is_written_unsigned_payload(moto, s3, tmp_path):
+    """S3 over HTTPS, as AWS, R2 and most MinIO deployments are: the direct path's connections
+    speak TLS, check the endpoint's certificate against the CA that botocore is given
+    (`AWS_CA_BUNDLE`, here a CA made for the test: the system's would refuse it), and send the
+    payload as `UNSIGNED-PAYLOAD`, as AWS's SDKs do over HTTPS."""
+    import trustme
+
+    ca = trustme.CA()
+    leaf = ca.issue_cert("127.0.0.1")
+    chain, key, ca_file = tmp_path / "chain.pem", tmp_path / "key.pem", tmp_path / "ca.pem"
+    leaf.private_key_pem.write_to_path(str(key))
+    chain.write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
+    ca.cert_pem.write_to_path(str(ca_file))
+    proxy = Proxy(moto.url, tls=(str(chain), str(key), str(ca_file))).start()
+    body, generation, start = _delivery()
+    bridge = S3Bridge(moto, new_bucket(s3), tmp_path / "bridge.log", ["--endpoint-url", proxy.url],
+                      env={"AWS_CA_BUNDLE": str(ca_file)})
+    try:
+        assert bridge.post(body).status_code == 200
+        assert read_json(s3, bridge.bucket, key_for(generation, start))["generation_id"] == generation
+        counters = proxy.counters()
+        assert counters["puts"] >= 2 and counters["unsigned_payload"] == counters["puts"]  # the check's probe too
+        assert bridge.readiness()["quarantined_total"] == 0
+    finally:
+        assert bridge.stop() == 0
+        proxy.stop()

@@ -9,7 +9,8 @@ deadline and by a read timeout that every byte received renews, and the open con
 `max_connections`. A connection is used again only after a whole answer that allows it (never
 while an answer is half read); one taken from the idle pool that fails before a byte of its
 answer came (the peer had closed it while it idled) is tried once more on a new connection, which
-is safe because a PUT is idempotent. Failures are `ConnectionError` or `TimeoutError` (both
+is safe because a PUT is idempotent. HTTPS endpoints' certificates are checked (against the CA
+file botocore is given, else the system's). Failures are `ConnectionError` or `TimeoutError` (both
 `OSError`), for the sink's one classifier. Must not follow redirects, retry anything else (the
 spool does) or log a header (they carry the signature and the session token).
 """
@@ -217,7 +218,10 @@ class Connections:
     """The kept-alive connections of every endpoint the bridge puts to, `max_connections` at once."""
 
     def __init__(self, *, connect_timeout: float, max_connections: int, keep_headers: tuple[str, ...] = (),
-                 body_limit: int = 64 * 1024) -> None:
+                 body_limit: int = 64 * 1024, ca_bundle: str | None = None) -> None:
+        """`ca_bundle`: a file of the certificates HTTPS endpoints are checked against, as botocore
+        takes it (`AWS_CA_BUNDLE`, a profile's `ca_bundle`); None: the system's."""
+        self._ca_bundle = ca_bundle
         self._connect_timeout = connect_timeout
         self._keep = frozenset(name.lower().encode() for name in keep_headers)
         self._body_limit = body_limit
@@ -265,7 +269,7 @@ class Connections:
         tls = None
         if endpoint.https:
             if self._tls is None:
-                self._tls = ssl.create_default_context()
+                self._tls = ssl.create_default_context(cafile=self._ca_bundle)
             tls = self._tls
         async with asyncio.timeout_at(min(deadline, loop.time() + self._connect_timeout)):
             # An address at a time, the next one 0.25 s later (RFC 8305): a name whose IPv6 address

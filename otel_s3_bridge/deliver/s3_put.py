@@ -65,7 +65,9 @@ def place(base_url: str) -> Place:
 class PutPath:
     def __init__(self, *, region: str, credentials: Callable[[], Awaitable[Any]],
                  base_url: Callable[[str], Awaitable[str]], connect_timeout: float, read_timeout: float,
-                 max_connections: int, object_headers: Mapping[str, str] | None = None) -> None:
+                 max_connections: int, object_headers: Mapping[str, str] | None = None,
+                 ca_bundle: str | None = None) -> None:
+        """`ca_bundle`: the certificates an HTTPS endpoint is checked against (the system's when None)."""
         self._signer = Signer(region)
         self._object_headers = dict(object_headers or {})
         self._credentials = credentials
@@ -73,11 +75,13 @@ class PutPath:
         self._places: dict[str, Place] = {}
         self._connect_timeout, self._read_timeout = connect_timeout, read_timeout
         self._max_connections = max_connections
+        self._ca_bundle = ca_bundle
         self._connections: Connections | None = None
 
     async def open(self) -> None:
         self._connections = Connections(connect_timeout=self._connect_timeout, max_connections=self._max_connections,
-                                        keep_headers=("x-amz-bucket-region",), body_limit=ERROR_BODY_MAX)
+                                        keep_headers=("x-amz-bucket-region",), body_limit=ERROR_BODY_MAX,
+                                        ca_bundle=self._ca_bundle)
 
     async def put(self, bucket: str, key: str, body: bytes, content_type: str,
                   object_headers: Mapping[str, str] | None = None) -> None:
