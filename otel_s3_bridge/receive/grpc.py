@@ -33,6 +33,7 @@ log = logging.getLogger("otel_s3_bridge.grpc")
 SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
 LOGS_SERVICE = "opentelemetry.proto.collector.logs.v1.LogsService"
 STREAMS_PER_CONNECTION = 100
+RECEIVE_WINDOW_BYTES = 1 << 20  # what the transport takes in of a call before the handler reads it
 
 
 def grpc_address(host: str, port: int) -> str:
@@ -68,6 +69,10 @@ class GrpcReceiver:
             ("grpc.server_handshake_timeout_ms", self._handshake_ms),
             ("grpc.max_connection_idle_ms", self._idle_ms),
             ("grpc.so_reuseport", int(share_port)),
+            # Fixed receive windows: with bandwidth probing they grew while a busy loop had not yet
+            # refused an unauthenticated call, and its bytes piled up in the transport (tens of MB).
+            ("grpc.http2.bdp_probe", 0),
+            ("grpc.http2.lookahead_bytes", RECEIVE_WINDOW_BYTES),
         ])
         async def export_logs(requests: object, context: grpc.aio.ServicerContext) -> bytes:
             return await self.export(requests, context, signal=LOGS)
