@@ -101,7 +101,7 @@ class _Connection(asyncio.Protocol):
         self.reusable = False
         if self._answer is not None and not self._answer.done():
             if self._headers_done and self._status >= 200:  # an answer whose end is the connection's
-                self._answer.set_result(Answer(self._status, self._headers, b"".join(self._body)))
+                self._answered()
             elif self._received:
                 self._answer.set_exception(ConnectionError("the peer closed the connection mid-answer"))
             else:
@@ -149,7 +149,10 @@ class _Connection(asyncio.Protocol):
         self.reusable = (self._status < 300 and self._parser.should_keep_alive()
                          and self.transport.get_write_buffer_size() == 0)
         if self._answer is not None and not self._answer.done():
-            self._answer.set_result(Answer(self._status, self._headers, b"".join(self._body)))
+            self._answered()
+
+    def _answered(self) -> None:
+        self._answer.set_result(Answer(self._status, self._headers, b"".join(self._body)))
 
     # -- one exchange ------------------------------------------------------------------------------
 
