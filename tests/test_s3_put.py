@@ -156,7 +156,8 @@ def test_an_endpoint_at_an_ipv6_literal_is_signed_as_it_is_sent(tmp_path):
             assert bridge.readiness()["quarantined_total"] == 0, bridge.log
         finally:
             assert bridge.stop() == 0
-        reader = boto3.client("s3", endpoint_url=url, region_name="us-east-1", aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        reader = boto3.client("s3", endpoint_url=url, region_name="us-east-1",
+                              aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
                               aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
         assert reader.head_object(Bucket="ipv6-traces", Key=key_for(generation, start))
     finally:
@@ -187,6 +188,25 @@ def test_an_https_endpoint_with_its_own_ca_is_written_unsigned_payload(moto, s3,
         counters = proxy.counters()
         assert counters["puts"] >= 2 and counters["unsigned_payload"] == counters["puts"]  # the check's probe too
         assert bridge.readiness()["quarantined_total"] == 0
+    finally:
+        assert bridge.stop() == 0
+        proxy.stop()
+
+
+def test_an_endpoint_behind_a_proxy_is_written_through_it(moto, s3, tmp_path):
+    """HTTP_PROXY (or HTTPS_PROXY) names the only way out, as in a cluster whose egress goes through
+    a proxy: botocore sends the client's requests through it, and so must every PUT. The direct
+    path speaks to the endpoint itself, so with a proxy in force the objects are put by
+    aiobotocore, through the proxy (here the test's proxy, forwarding to moto, counts them)."""
+    proxy = Proxy(moto.url).start()
+    body, generation, start = _delivery()
+    bridge = S3Bridge(moto, new_bucket(s3), tmp_path / "bridge.log",
+                      env={"HTTP_PROXY": proxy.url, "http_proxy": proxy.url, "NO_PROXY": "", "no_proxy": ""})
+    try:
+        assert bridge.post(body).status_code == 200
+        assert read_json(s3, bridge.bucket, key_for(generation, start))["generation_id"] == generation
+        assert proxy.counters()["puts"] >= 2  # the check's probe and the record
+        assert "through a proxy" in bridge.log and proxy.url not in bridge.log  # said, without its URL
     finally:
         assert bridge.stop() == 0
         proxy.stop()

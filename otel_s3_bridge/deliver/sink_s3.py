@@ -4,7 +4,8 @@ The only module that imports aiobotocore. One client is created in `open()` and 
 does well: the credential chain (with refresh), endpoint rules, `check`'s delete, and multipart
 uploads of objects above --s3-multipart-bytes (the batch layout's large files). Objects are put
 by `s3_put` (signed and sent by the bridge, the endpoint resolved once per bucket by the client),
-or by the client's `put_object` with `--s3-put-path aiobotocore`. Every failure is classified once,
+or by the client's `put_object` with `--s3-put-path aiobotocore` or when the client's requests go
+through a proxy (which the direct path does not speak to). Every failure is classified once,
 here, into a retryable or permanent `SinkError` with a plain diagnosis. Must not log credentials
 or object bodies.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import uuid
 from typing import Any
 
@@ -28,12 +30,15 @@ from botocore.exceptions import (
 from botocore.exceptions import (
     ConnectionError as BotoConnectionError,
 )
+from botocore.httpsession import ProxyConfiguration
+from botocore.utils import get_environ_proxies
 
 from ..config import BridgeConfig
 from ..errors import SinkError
 from ..lake.object_controls import ObjectControls
 from .s3_put import PutPath
 
+log = logging.getLogger("otel_s3_bridge.s3")
 MULTIPART_PARTS_AT_ONCE = 4
 RETRYABLE_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "InternalError",
                    "ServiceUnavailable", "ExpiredToken", "RequestTimeTooSkewed", "OperationAborted",
@@ -52,6 +57,13 @@ def _freeze_user_agent(client: Any) -> None:
 
 async def _no_credentials() -> None:
     return None
+
+
+def _through_a_proxy(client: Any) -> bool:
+    """Whether botocore sends this client's requests through a proxy: HTTP_PROXY or HTTPS_PROXY
+    (by the endpoint's scheme) unless NO_PROXY names the endpoint, decided as the client decides it."""
+    url = client.meta.endpoint_url
+    return ProxyConfiguration(proxies=get_environ_proxies(url)).proxy_url_for(url) is not None
 
 
 class S3Sink:
@@ -81,6 +93,10 @@ class S3Sink:
             "s3", region_name=self.config.region, endpoint_url=self.config.endpoint_url, config=client_config))
         _freeze_user_agent(self._client)
         if self.config.s3_put_path != "direct":
+            return
+        if _through_a_proxy(self._client):  # never logged: a proxy's URL may hold its password
+            log.info("S3 requests go through a proxy (HTTP_PROXY/HTTPS_PROXY): objects are put by aiobotocore, "
+                     "which speaks to proxies (the direct path does not)")
             return
         credentials = await session.get_credentials()
         self._puts = PutPath(region=self._client.meta.region_name or "us-east-1",
