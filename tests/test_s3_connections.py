@@ -27,7 +27,8 @@ class Peer:
         self.requests = 0
         self.seen: dict = {}
 
-    def exchange(self, bodies: list[bytes], *, read_timeout: float = 10, body_limit: int = 64 * 1024) -> list:
+    def exchange(self, bodies: list[bytes], *, read_timeout: float = 10, body_limit: int = 64 * 1024,
+                 **options) -> list:
         """PUT each body in turn on one `Connections`: the answers, or the errors raised."""
         async def main():
             async def handle(reader, writer):
@@ -41,7 +42,7 @@ class Peer:
 
             server = await asyncio.start_server(handle, "127.0.0.1", 0)
             endpoint = Endpoint("127.0.0.1", server.sockets[0].getsockname()[1], False)
-            connections = Connections(connect_timeout=5, max_connections=4, body_limit=body_limit)
+            connections = Connections(connect_timeout=5, max_connections=4, body_limit=body_limit, **options)
             outcomes = []
             loop = asyncio.get_running_loop()
             try:
@@ -104,6 +105,28 @@ def test_connections_are_kept_alive_between_puts():
     peer = Peer(keep_answering)
     assert [answer.status for answer in peer.exchange([b"x%d" % n for n in range(20)])] == [200] * 20
     assert peer.requests == 20 and peer.connections == 1
+
+
+def test_a_connection_idle_for_its_limit_is_closed_not_used():
+    """A connection that idled `idle_seconds` is closed rather than used (a NAT or load balancer on
+    the way may have dropped it without a word, and a PUT on it would wait out its read timeout).
+    With a limit of 0 every connection has idled for it by the next PUT: each goes on a new one,
+    and the peer sees each old one closed."""
+    closed = []
+
+    async def answer_until_closed(reader, writer, peer):
+        try:
+            while True:
+                await read_request(reader, peer)
+                writer.write(OK)
+                await writer.drain()
+        except asyncio.IncompleteReadError as end:
+            closed.append(end.partial)  # the client closed it between requests: nothing half sent
+
+    peer = Peer(answer_until_closed)
+    assert [answer.status for answer in peer.exchange([b"x0", b"x1", b"x2"], idle_seconds=0)] == [200] * 3
+    assert peer.requests == 3 and peer.connections == 3
+    assert closed[:2] == [b"", b""]  # the first two, each before the next PUT (the last at close())
 
 
 def test_a_kept_alive_connection_the_peer_closed_is_replaced_without_an_error():

@@ -9,10 +9,11 @@ deadline and by a read timeout that every byte received renews, and the open con
 `max_connections`. A connection is used again only after a whole answer that allows it (never
 while an answer is half read); one taken from the idle pool that fails before a byte of its
 answer came (the peer had closed it while it idled) is tried once more on a new connection, which
-is safe because a PUT is idempotent. HTTPS endpoints' certificates are checked (against the CA
-file botocore is given, else the system's). Failures are `ConnectionError` or `TimeoutError` (both
-`OSError`), for the sink's one classifier. Must not follow redirects, retry anything else (the
-spool does) or log a header (they carry the signature and the session token).
+is safe because a PUT is idempotent; one idle for `IDLE_SECONDS` is closed, not used. HTTPS
+endpoints' certificates are checked (against the CA file botocore is given, else the system's).
+Failures are `ConnectionError` or `TimeoutError` (both `OSError`), for the sink's one classifier.
+Must not follow redirects, retry anything else (the spool does) or log a header (they carry the
+signature and the session token).
 """
 
 from __future__ import annotations
@@ -29,6 +30,10 @@ import httptools
 HEAD_MAX = 64 * 1024  # an S3 answer's status line and headers are well under 2 KB
 WRITE_CHUNK = 1024 * 1024  # a large body goes out in slices, under the transport's flow control
 HAPPY_EYEBALLS_DELAY = 0.25
+# Longer idle, a connection is closed rather than used: a NAT or load balancer on the way may have
+# dropped it without a word (a PUT on it would wait out its read timeout), and S3 closes its own
+# idle connections after about 20 s. aiohttp's client, which this replaced, kept them 15 s.
+IDLE_SECONDS = 15.0
 
 
 class Answer(NamedTuple):
@@ -221,15 +226,17 @@ class Connections:
     """The kept-alive connections of every endpoint the bridge puts to, `max_connections` at once."""
 
     def __init__(self, *, connect_timeout: float, max_connections: int, keep_headers: tuple[str, ...] = (),
-                 body_limit: int = 64 * 1024, ca_bundle: str | None = None) -> None:
+                 body_limit: int = 64 * 1024, ca_bundle: str | None = None,
+                 idle_seconds: float = IDLE_SECONDS) -> None:
         """`ca_bundle`: a file of the certificates HTTPS endpoints are checked against, as botocore
         takes it (`AWS_CA_BUNDLE`, a profile's `ca_bundle`); None: the system's."""
         self._ca_bundle = ca_bundle
+        self._idle_seconds = idle_seconds
         self._connect_timeout = connect_timeout
         self._keep = frozenset(name.lower().encode() for name in keep_headers)
         self._body_limit = body_limit
         self._slots = asyncio.Semaphore(max_connections)
-        self._idle: dict[Endpoint, collections.deque[_Connection]] = {}
+        self._idle: dict[Endpoint, collections.deque[tuple[float, _Connection]]] = {}  # (idle since, it)
         self._tls: ssl.SSLContext | None = None
 
     async def request(self, endpoint: Endpoint, head: bytes, body: bytes, *, deadline: float,
@@ -244,7 +251,7 @@ class Connections:
             await self._slots.acquire()
         try:
             for _ in range(2):
-                connection, reused = self._take(endpoint)
+                connection, reused = self._take(endpoint, loop.time())
                 if connection is None:
                     connection = await self._connect(endpoint, loop, deadline)
                 try:
@@ -254,16 +261,22 @@ class Connections:
                         continue
                     raise ConnectionError("the peer closed the connection before answering") from None
                 if connection.reusable:
-                    self._idle.setdefault(endpoint, collections.deque()).append(connection)
+                    self._idle.setdefault(endpoint, collections.deque()).append((loop.time(), connection))
                 return answer
             raise ConnectionError("the peer closed the connection before answering")
         finally:
             self._slots.release()
 
-    def _take(self, endpoint: Endpoint) -> tuple[_Connection | None, bool]:
+    def _take(self, endpoint: Endpoint, now: float) -> tuple[_Connection | None, bool]:
         idle = self._idle.get(endpoint)
+        if not idle:
+            return None, False
+        while idle and now - idle[0][0] >= self._idle_seconds:  # the oldest first
+            _, expired = idle.popleft()
+            if expired.open:
+                expired.transport.close()
         while idle:
-            connection = idle.pop()  # the most recently used: the least likely to have been closed
+            _, connection = idle.pop()  # the most recently used: the least likely to have been closed
             if connection.open:
                 return connection, True
         return None, False
@@ -291,7 +304,7 @@ class Connections:
 
     def close(self) -> None:
         for idle in self._idle.values():
-            for connection in idle:
+            for _, connection in idle:
                 if connection.open:
                     connection.transport.close()
         self._idle.clear()
