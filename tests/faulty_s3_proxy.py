@@ -13,7 +13,10 @@ HTTPS only. The first PUT of each key containing:
 --split-error-keys TEXT is answered 400 RequestTimeout, its XML sent in two parts a moment apart;
 --redirect-keys TEXT (its first two PUTs) is answered 307 TemporaryRedirect to --redirect-to URL;
 --trickle-keys TEXT gets `100 Continue` every half second for an hour, its body never read (each
-byte resets a client's read timeout). Everything else is
+byte resets a client's read timeout). A checksum an object PUT carries (Content-MD5,
+x-amz-checksum-crc32, -sha1, -sha256) is checked against its body, as S3 checks it (400 BadDigest
+when it does not match); with --require-checksum a PUT without one is refused for good, as S3 refuses
+it in a bucket with Object Lock's default retention (400 InvalidRequest). Everything else is
 forwarded unchanged. `GET /__faults__` answers the counters, with the access key ids that signed the
 PUTs and how many carried a session token.
 """
@@ -22,7 +25,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import hashlib
 import random
+import zlib
 
 from aiohttp import ClientSession, ClientTimeout, web
 
@@ -50,6 +56,7 @@ def main() -> None:
     parser.add_argument("--redirect-keys", default=None)
     parser.add_argument("--redirect-to", default=None)
     parser.add_argument("--trickle-keys", default=None)
+    parser.add_argument("--require-checksum", action="store_true")
     args = parser.parse_args()
     chance = random.Random(args.seed)
     kinds = args.kinds.split(",")
@@ -64,6 +71,29 @@ def main() -> None:
             return web.Response(status=upstream.status, headers=reply, body=payload)
 
     seen: dict[str, int] = {}  # PUTs of each path so far
+
+    def checksum_refusal(request: web.Request, body: bytes) -> web.Response | None:
+        """S3's answer to an object PUT whose checksum does not hold (or is missing where required)."""
+        computed = {"content-md5": lambda: hashlib.md5(body).digest(),
+                    "x-amz-checksum-crc32": lambda: zlib.crc32(body).to_bytes(4, "big"),
+                    "x-amz-checksum-sha1": lambda: hashlib.sha1(body).digest(),
+                    "x-amz-checksum-sha256": lambda: hashlib.sha256(body).digest()}
+        sent = {name.lower(): value for name, value in request.headers.items()
+                if name.lower() == "content-md5" or name.lower().startswith("x-amz-checksum-")}
+        if sent:
+            counters["checksummed"] = counters.get("checksummed", 0) + 1
+        for name, value in sent.items():
+            if name in computed and base64.b64encode(computed[name]()).decode() != value:
+                counters["bad_digests"] = counters.get("bad_digests", 0) + 1
+                return s3_error(400, "BadDigest", f"The {name} you specified did not match the calculated checksum.")
+        if args.require_checksum and not sent:
+            return s3_error(400, "InvalidRequest", "Content-MD5 OR x-amz-checksum- HTTP header is required for Put "
+                                                   "Object requests with Object Lock parameters")
+        return None
+
+    def s3_error(status: int, code: str, message: str) -> web.Response:
+        xml = f"<?xml version='1.0'?><Error><Code>{code}</Code><Message>{message}</Message></Error>"
+        return web.Response(status=status, body=xml.encode(), content_type="application/xml")
 
     async def handle(request: web.Request) -> web.StreamResponse:
         if request.path == "/__faults__":
@@ -114,6 +144,8 @@ def main() -> None:
             await forward(request, body, session)
             counters["held"] = counters.get("held", 0) + 1
             await asyncio.sleep(3600)
+        if is_object_put and (refusal := checksum_refusal(request, body)) is not None:
+            return refusal
         if is_object_put:
             counters["puts"] += 1
             # Who signed it (the access key id, never the signature) and whether with a session token.

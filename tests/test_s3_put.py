@@ -5,6 +5,7 @@ a bare HTTP server of the test's) plays the network; results are read back from 
 
 from __future__ import annotations
 
+import base64
 import http.server
 import json
 import os
@@ -14,6 +15,7 @@ import sys
 import threading
 import time
 import uuid
+import zlib
 
 import pytest
 
@@ -207,6 +209,48 @@ def test_an_endpoint_behind_a_proxy_is_written_through_it(moto, s3, tmp_path):
         assert read_json(s3, bridge.bucket, key_for(generation, start))["generation_id"] == generation
         assert proxy.counters()["puts"] >= 2  # the check's probe and the record
         assert "through a proxy" in bridge.log and proxy.url not in bridge.log  # said, without its URL
+    finally:
+        assert bridge.stop() == 0
+        proxy.stop()
+
+
+def test_a_bucket_that_requires_a_checksum_gets_the_crc32_of_each_body(moto, s3, tmp_path):
+    """A bucket with Object Lock's default retention (an audit trail's WORM bucket) refuses a PUT
+    without Content-MD5 or an x-amz-checksum-* header, for good (400 InvalidRequest: every record
+    was quarantined); AWS's SDKs send a CRC-32 of the body by default, and so does the direct path.
+    The proxy plays such a bucket and checks each CRC-32 against the body it came with (400
+    BadDigest otherwise); moto keeps it, and boto3 reads it back with the object."""
+    proxy = Proxy(moto.url).start("--require-checksum")
+    body, generation, start = _delivery()
+    bridge = S3Bridge(moto, new_bucket(s3), tmp_path / "bridge.log", ["--endpoint-url", proxy.url])
+    try:
+        assert bridge.post(body).status_code == 200
+        key = key_for(generation, start)
+        assert read_json(s3, bridge.bucket, key)["generation_id"] == generation
+        stored = s3.get_object(Bucket=bridge.bucket, Key=key, ChecksumMode="ENABLED")
+        data = stored["Body"].read()
+        assert stored["ChecksumCRC32"] == base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
+        counters = proxy.counters()
+        assert counters["puts"] >= 2 and counters["checksummed"] == counters["puts"]  # the check's probe too
+        assert "bad_digests" not in counters and bridge.readiness()["quarantined_total"] == 0
+    finally:
+        assert bridge.stop() == 0
+        proxy.stop()
+
+
+def test_checksums_are_left_out_when_botocore_is_told_to(moto, s3, tmp_path):
+    """`AWS_REQUEST_CHECKSUM_CALCULATION=when_required` (or a profile's
+    `request_checksum_calculation`), botocore's way out for a store that refuses checksum headers:
+    the direct path then sends none either, as `put_object` would not."""
+    proxy = Proxy(moto.url).start()
+    body, generation, start = _delivery()
+    bridge = S3Bridge(moto, new_bucket(s3), tmp_path / "bridge.log", ["--endpoint-url", proxy.url],
+                      env={"AWS_REQUEST_CHECKSUM_CALCULATION": "when_required"})
+    try:
+        assert bridge.post(body).status_code == 200
+        assert read_json(s3, bridge.bucket, key_for(generation, start))["generation_id"] == generation
+        counters = proxy.counters()
+        assert counters["puts"] >= 2 and counters.get("checksummed", 0) == 0
     finally:
         assert bridge.stop() == 0
         proxy.stop()

@@ -8,7 +8,8 @@ client ~90 µs more than the request itself. Here the
 endpoint is resolved once per bucket, by botocore itself (`base_url`, from the client's own
 rules: addressing style, region, custom endpoints), credentials come from aiobotocore's provider
 chain (refreshed when they near expiry: environment, profiles, web identity, container and
-instance metadata), and each PUT is signed and sent as it is. Its answer is read as S3 answers:
+instance metadata), and each PUT is signed and sent as it is, with the body's CRC-32 as botocore
+sends it (unless told `when_required`). Its answer is read as S3 answers:
 2xx is stored, anything else becomes botocore's `ClientError` with S3's error code, so that the
 sink's one classifier decides what is retryable, as it does for the client: the whole error body is
 read (bounded), never a first chunk that may lack its `<Code>`. A redirect is never followed (a
@@ -21,9 +22,11 @@ reading cannot hold it forever. Must not retry (the spool does) nor log credenti
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import re
 import time
+import zlib
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, NamedTuple
 from urllib.parse import quote, urlsplit
@@ -66,9 +69,12 @@ class PutPath:
     def __init__(self, *, region: str, credentials: Callable[[], Awaitable[Any]],
                  base_url: Callable[[str], Awaitable[str]], connect_timeout: float, read_timeout: float,
                  max_connections: int, object_headers: Mapping[str, str] | None = None,
-                 ca_bundle: str | None = None) -> None:
-        """`ca_bundle`: the certificates an HTTPS endpoint is checked against (the system's when None)."""
+                 ca_bundle: str | None = None, checksums: bool = True) -> None:
+        """`ca_bundle`: the certificates an HTTPS endpoint is checked against (the system's when None).
+        `checksums`: send each body's CRC-32 (botocore's `request_checksum_calculation`
+        `when_supported`, its default); False as with `when_required` (a PUT requires none)."""
         self._signer = Signer(region)
+        self._checksums = checksums
         self._object_headers = dict(object_headers or {})
         self._credentials = credentials
         self._resolve = base_url
@@ -96,9 +102,14 @@ class PutPath:
             raise NoCredentialsError()
         path = where.path + quote(key, safe="/~")
         payload = UNSIGNED_PAYLOAD if where.https else hashlib.sha256(body).hexdigest()
+        extra = self._object_headers if object_headers is None else object_headers
+        if self._checksums:
+            # S3 checks the body against it (and keeps it), and a bucket under Object Lock's default
+            # retention refuses a PUT without one; AWS's SDKs send it the same way.
+            extra = {**extra, "x-amz-checksum-crc32": base64.b64encode(zlib.crc32(body).to_bytes(4, "big")).decode(),
+                     "x-amz-sdk-checksum-algorithm": "CRC32"}
         headers = self._signer.put_headers(where.host, path, content_type, payload, credentials,
-                                           time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()),
-                                           self._object_headers if object_headers is None else object_headers)
+                                           time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()), extra)
         head = request_head(where.host, path, len(body), headers)
         deadline = self._connect_timeout + self._read_timeout + len(body) / MIN_SEND_BYTES_PER_SECOND
         answer = await self._connections.request(where.endpoint, head, body,

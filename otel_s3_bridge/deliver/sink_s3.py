@@ -104,7 +104,8 @@ class S3Sink:
                              base_url=self._base_url, connect_timeout=min(5, self.config.s3_timeout_seconds),
                              read_timeout=self.config.s3_timeout_seconds, max_connections=64,
                              object_headers=self._default_controls.headers(),
-                             ca_bundle=session.get_config_variable("ca_bundle"))  # AWS_CA_BUNDLE, as botocore
+                             ca_bundle=session.get_config_variable("ca_bundle"),  # AWS_CA_BUNDLE, as botocore
+                             checksums=self._client.meta.config.request_checksum_calculation != "when_required")
         await self._puts.open()
         self._stack.push_async_callback(self._puts.aclose)
 
