@@ -16,8 +16,9 @@ HTTPS only. The first PUT of each key containing:
 byte resets a client's read timeout). A checksum an object PUT carries (Content-MD5,
 x-amz-checksum-crc32, -sha1, -sha256) is checked against its body, as S3 checks it (400 BadDigest
 when it does not match); with --require-checksum a PUT without one is refused for good, as S3 refuses
-it in a bucket with Object Lock's default retention (400 InvalidRequest). Everything else is
-forwarded unchanged. `GET /__faults__` answers the counters, with the access key ids that signed the
+it in a bucket with Object Lock's default retention (400 InvalidRequest); with --refuse-checksums a
+PUT carrying one is answered 501 NotImplemented, as Cloudflare R2 answered the header in early 2025.
+Everything else is forwarded unchanged. `GET /__faults__` answers the counters, with the access key ids that signed the
 PUTs and how many carried a session token.
 """
 
@@ -57,6 +58,7 @@ def main() -> None:
     parser.add_argument("--redirect-to", default=None)
     parser.add_argument("--trickle-keys", default=None)
     parser.add_argument("--require-checksum", action="store_true")
+    parser.add_argument("--refuse-checksums", action="store_true")
     args = parser.parse_args()
     chance = random.Random(args.seed)
     kinds = args.kinds.split(",")
@@ -82,6 +84,10 @@ def main() -> None:
                 if name.lower() == "content-md5" or name.lower().startswith("x-amz-checksum-")}
         if sent:
             counters["checksummed"] = counters.get("checksummed", 0) + 1
+        checksums = [name for name in sent if name.startswith("x-amz-checksum-")]
+        if args.refuse_checksums and checksums:
+            return s3_error(501, "NotImplemented", f"Header '{checksums[0]}' with value '{sent[checksums[0]]}' "
+                                                   "not implemented")
         for name, value in sent.items():
             if name in computed and base64.b64encode(computed[name]()).decode() != value:
                 counters["bad_digests"] = counters.get("bad_digests", 0) + 1

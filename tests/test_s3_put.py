@@ -233,16 +233,40 @@ def test_a_bucket_that_requires_a_checksum_gets_the_crc32_of_each_body(moto, s3,
         counters = proxy.counters()
         assert counters["puts"] >= 2 and counters["checksummed"] == counters["puts"]  # the check's probe too
         assert "bad_digests" not in counters and bridge.readiness()["quarantined_total"] == 0
+        told_otherwise = subprocess.run(
+            [sys.executable, "-m", "otel_s3_bridge", "check", "--bucket", bridge.bucket, "--endpoint-url", proxy.url],
+            capture_output=True, text=True, timeout=60,
+            env={**os.environ, "AWS_REQUEST_CHECKSUM_CALCULATION": "when_required"})
+        assert told_otherwise.returncode != 0, told_otherwise.stderr  # refused for good, and why
+        assert "unset AWS_REQUEST_CHECKSUM_CALCULATION=when_required" in told_otherwise.stderr, told_otherwise.stderr
     finally:
         assert bridge.stop() == 0
+        proxy.stop()
+
+
+def test_a_store_that_refuses_checksum_headers_is_told_apart_at_the_check(moto, s3, tmp_path):
+    """A store that does not implement the header (Cloudflare R2 answered it 501 NotImplemented in
+    early 2025) is not worth retrying: `check` fails for good and says how to leave the header out,
+    and then passes."""
+    proxy = Proxy(moto.url).start("--refuse-checksums")
+    command = [sys.executable, "-m", "otel_s3_bridge", "check", "--bucket", new_bucket(s3), "--endpoint-url", proxy.url]
+    try:
+        refused = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        assert refused.returncode != 0 and "retrying helps" not in refused.stderr, refused.stderr
+        assert "AWS_REQUEST_CHECKSUM_CALCULATION=when_required" in refused.stderr, refused.stderr
+        passed = subprocess.run(command, capture_output=True, text=True, timeout=60,
+                                env={**os.environ, "AWS_REQUEST_CHECKSUM_CALCULATION": "when_required"})
+        assert passed.returncode == 0, passed.stderr
+    finally:
         proxy.stop()
 
 
 def test_checksums_are_left_out_when_botocore_is_told_to(moto, s3, tmp_path):
     """`AWS_REQUEST_CHECKSUM_CALCULATION=when_required` (or a profile's
     `request_checksum_calculation`), botocore's way out for a store that refuses checksum headers:
-    the direct path then sends none either, as `put_object` would not."""
-    proxy = Proxy(moto.url).start()
+    the direct path then sends none either, as `put_object` would not, and such a store takes the
+    records."""
+    proxy = Proxy(moto.url).start("--refuse-checksums")
     body, generation, start = _delivery()
     bridge = S3Bridge(moto, new_bucket(s3), tmp_path / "bridge.log", ["--endpoint-url", proxy.url],
                       env={"AWS_REQUEST_CHECKSUM_CALCULATION": "when_required"})

@@ -42,7 +42,8 @@ log = logging.getLogger("otel_s3_bridge.s3")
 MULTIPART_PARTS_AT_ONCE = 4
 RETRYABLE_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "InternalError",
                    "ServiceUnavailable", "ExpiredToken", "RequestTimeTooSkewed", "OperationAborted",
-                   "TemporaryRedirect"}  # a new bucket's DNS not yet everywhere: S3 says to retry
+                   "TemporaryRedirect",  # a new bucket's DNS not yet everywhere: S3 says to retry
+                   "BadDigest", "XAmzContentSHA256Mismatch"}  # the body changed on the way: send it again
 
 
 def _freeze_user_agent(client: Any) -> None:
@@ -190,6 +191,16 @@ class S3Sink:
     async def aclose(self) -> None:
         await self._stack.aclose()
 
+    def _checksum_hint(self, message: str) -> str:
+        """What to change when a refusal names a checksum: the header is sent as botocore sends it."""
+        if "checksum" not in message.lower() or self._client is None:
+            return ""
+        if self._client.meta.config.request_checksum_calculation == "when_required":
+            return ("; the bucket asks for a checksum of each body (Object Lock's default retention does): unset "
+                    "AWS_REQUEST_CHECKSUM_CALCULATION=when_required (botocore's default sends one)")
+        return ("; it may not take the body's x-amz-checksum-crc32 header, which the bridge sends as botocore "
+                "does: set AWS_REQUEST_CHECKSUM_CALCULATION=when_required to leave it out")
+
     def classify(self, exc: BaseException, bucket: str | None = None) -> SinkError:
         """The one place that decides whether an S3 failure is worth retrying, with a diagnosis."""
         bucket = bucket or self.bucket
@@ -202,6 +213,11 @@ class S3Sink:
                 return SinkError(f"bucket {bucket!r} does not exist at {where}", retryable=False)
             if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "InvalidClientTokenId"):
                 return SinkError(f"bad credentials: {where} rejected them ({code})", retryable=False)
+            message = str(error.get("Message", ""))
+            if status == 501 or code == "NotImplemented" or (status == 400 and "checksum" in message.lower()
+                                                             and code not in RETRYABLE_CODES):
+                return SinkError(f"{where} does not take this write: {code or status} {message}".strip()
+                                 + self._checksum_hint(message), retryable=False)
             if code in RETRYABLE_CODES or status >= 500 or status == 429:
                 return SinkError(f"{where} answered {code or status}, retrying helps", retryable=True)
             if code in ("AccessDenied", "AllAccessDisabled") or status == 403:
