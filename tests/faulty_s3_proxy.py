@@ -1,10 +1,11 @@
 """A fault-injecting HTTP proxy in front of an S3 server, run as its own process by the durability
-tests: `python faulty_s3_proxy.py --port P --upstream URL [--fail-rate R --kinds 500,503,reset,stall,lost]
-[--refuse-keys TEXT] [--hold-keys TEXT] [--fail-bodies-without TEXT]`.
+tests: `python faulty_s3_proxy.py --port P --upstream URL [--fail-rate R --kinds
+500,503,baddigest,reset,stall,lost] [--refuse-keys TEXT] [--hold-keys TEXT] [--fail-bodies-without TEXT]`.
 
-Object PUTs fail at the given rate with one of the kinds (500 InternalError, 503 SlowDown, a
-connection reset, a stall longer than the client's timeout before forwarding, or `lost`: forwarded,
-so the object is stored, then the connection is reset before the answer); PUTs of keys containing
+Object PUTs fail at the given rate with one of the kinds (500 InternalError, 503 SlowDown, 400
+BadDigest as when the body changed on the way, a connection reset, a stall longer than the
+client's timeout before forwarding, or `lost`: forwarded, so the object is stored, then the
+connection is reset before the answer); PUTs of keys containing
 the --refuse-keys TEXT are refused for good (403 AccessDenied); PUTs of keys containing the
 --hold-keys TEXT are forwarded and their answer is held back for an hour; PUTs whose body lacks
 the --fail-bodies-without TEXT fail (503 SlowDown, or 403 AccessDenied with --bodies-refused), every
@@ -36,7 +37,8 @@ from aiohttp import ClientSession, ClientTimeout, web
 HOP_BY_HOP = {"host", "content-length", "transfer-encoding", "connection", "expect", "content-encoding",
               "keep-alive"}
 S3_ERRORS = {"500": (500, "InternalError", "We encountered an internal error."),
-             "503": (503, "SlowDown", "Please reduce your request rate.")}
+             "503": (503, "SlowDown", "Please reduce your request rate."),
+             "baddigest": (400, "BadDigest", "The CRC32 you specified did not match the calculated checksum.")}
 
 
 def main() -> None:

@@ -136,7 +136,7 @@ def test_s3_down_at_start_then_up(moto, s3, proxy, tmp_path):
 
 def test_flaky_s3_every_object_arrives_once_per_key(moto, s3, proxy, tmp_path):
     bucket = new_bucket(s3)
-    proxy.start("--fail-rate", "0.35", "--kinds", "500,503,reset,stall", "--stall-seconds", "3")
+    proxy.start("--fail-rate", "0.35", "--kinds", "500,503,baddigest,reset,stall", "--stall-seconds", "3")
     bridge = S3Bridge(proxy, bucket, tmp_path / "bridge.log", [*FAST_RETRIES, "--s3-timeout-seconds", "1"])
     try:
         acknowledged = post_all(bridge, 60)
@@ -144,7 +144,7 @@ def test_flaky_s3_every_object_arrives_once_per_key(moto, s3, proxy, tmp_path):
         keys = list_keys(s3, bucket)
         assert len(keys) == len(set(keys)) and set(keys) == acknowledged
         counters = proxy.counters()
-        assert all(counters[f"fault_{kind}"] > 0 for kind in ("500", "503", "reset", "stall")), counters
+        assert all(counters[f"fault_{kind}"] > 0 for kind in ("500", "503", "baddigest", "reset", "stall")), counters
     finally:
         assert bridge.stop() == 0
 
