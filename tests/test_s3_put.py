@@ -214,14 +214,15 @@ def test_an_endpoint_behind_a_proxy_is_written_through_it(moto, s3, tmp_path):
         proxy.stop()
 
 
-def test_a_bucket_that_requires_a_checksum_gets_the_crc32_of_each_body(moto, s3, tmp_path):
+@pytest.mark.parametrize("prompt_bytes", [0, 2 * 1024 * 1024])  # the larger one digested in a thread
+def test_a_bucket_that_requires_a_checksum_gets_the_crc32_of_each_body(moto, s3, tmp_path, prompt_bytes):
     """A bucket with Object Lock's default retention (an audit trail's WORM bucket) refuses a PUT
     without Content-MD5 or an x-amz-checksum-* header, for good (400 InvalidRequest: every record
     was quarantined); AWS's SDKs send a CRC-32 of the body by default, and so does the direct path.
     The proxy plays such a bucket and checks each CRC-32 against the body it came with (400
     BadDigest otherwise); moto keeps it, and boto3 reads it back with the object."""
     proxy = Proxy(moto.url).start("--require-checksum")
-    body, generation, start = _delivery()
+    body, generation, start = _delivery(prompt_bytes)
     bridge = S3Bridge(moto, new_bucket(s3), tmp_path / "bridge.log", ["--endpoint-url", proxy.url])
     try:
         assert bridge.post(body).status_code == 200
