@@ -300,8 +300,8 @@ def _put_section(results: dict) -> list[str]:
         "`python -m bench.bare_put --path P --body-bytes N`: one process putting 3,000 objects, 16 at a time, "
         "to the mock S3 endpoint; CPU of that process per PUT. *aiobotocore*: a bare `put_object` loop (the "
         "client the bridge wrote with before); *bridge*: the bridge's own `S3Sink.put` (`s3_put`: SigV4 signed "
-        "by `sigv4`, one HTTP/1.1 request on its own kept-alive connections, `s3_connections`, the endpoint "
-        "resolved once per bucket); *obstore*: Rust's "
+        "by `sigv4`, the body's CRC-32 in `x-amz-checksum-crc32` as botocore sends it, one HTTP/1.1 request on "
+        "its own kept-alive connections, `s3_connections`, the endpoint resolved once per bucket); *obstore*: Rust's "
         "object_store through its Python binding, for reference.",
         "",
         "| body | path | CPU µs per PUT | PUTs/s | share of aiobotocore's CPU |",
