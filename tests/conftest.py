@@ -78,7 +78,10 @@ PROXY = pathlib.Path(__file__).with_name("faulty_s3_proxy.py")
 
 
 class Proxy:
-    """The fault-injecting proxy in front of moto; `port` may be reserved before it is started."""
+    """The fault-injecting proxy in front of moto; `port` may be reserved before it is started.
+    Every one started is stopped after its test (`_stop_proxies`), whatever happened in it."""
+
+    started: list[Proxy] = []
 
     def __init__(self, upstream: str, port: int | None = None, *, tls: tuple[str, str, str] | None = None) -> None:
         """`tls`: (certificate chain, key, CA file) to speak HTTPS only."""
@@ -93,6 +96,7 @@ class Proxy:
         self.process = subprocess.Popen([sys.executable, str(PROXY), "--port", str(self.port),
                                          "--upstream", self.upstream, *tls, *faults],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        Proxy.started.append(self)
         wait_for_port(self.port, self.process)
         return self
 
@@ -109,6 +113,15 @@ class Proxy:
                 self.process.wait(10)
         self.process = None
 
+
+
+@pytest.fixture(autouse=True)
+def _stop_proxies() -> Iterator[None]:
+    """A test whose bridge failed to start never reached the `proxy.stop()` in its `finally`: its
+    proxy would outlive the run."""
+    yield
+    while Proxy.started:
+        Proxy.started.pop().stop()
 
 
 class MotoServer:
