@@ -269,8 +269,6 @@ class Connections:
 
     def _take(self, endpoint: Endpoint, now: float) -> tuple[_Connection | None, bool]:
         idle = self._idle.get(endpoint)
-        if not idle:
-            return None, False
         while idle and now - idle[0][0] >= self._idle_seconds:  # the oldest first
             _, expired = idle.popleft()
             if expired.open:

@@ -75,6 +75,7 @@ class S3Sink:
         self._stack = contextlib.AsyncExitStack()
         self._client: Any = None
         self._puts: PutPath | None = None  # the direct path (--s3-put-path direct)
+        self._checksums = True  # each body's CRC-32 is sent: botocore's request_checksum_calculation, read in open()
         # --s3-sse, --s3-storage-class, --s3-tags: of objects whose entries carry no controls of their own
         # (the connection check's probe, entries spooled before controls were kept per entry)
         self._default_controls = config.object_controls.render(None, None)
@@ -93,6 +94,7 @@ class S3Sink:
         self._client = await self._stack.enter_async_context(session.create_client(
             "s3", region_name=self.config.region, endpoint_url=self.config.endpoint_url, config=client_config))
         _freeze_user_agent(self._client)
+        self._checksums = self._client.meta.config.request_checksum_calculation != "when_required"
         if self.config.s3_put_path != "direct":
             return
         if _through_a_proxy(self._client):  # never logged: a proxy's URL may hold its password
@@ -106,7 +108,7 @@ class S3Sink:
                              read_timeout=self.config.s3_timeout_seconds, max_connections=64,
                              object_headers=self._default_controls.headers(),
                              ca_bundle=session.get_config_variable("ca_bundle"),  # AWS_CA_BUNDLE, as botocore
-                             checksums=self._client.meta.config.request_checksum_calculation != "when_required")
+                             checksums=self._checksums)
         await self._puts.open()
         self._stack.push_async_callback(self._puts.aclose)
 
@@ -193,9 +195,9 @@ class S3Sink:
 
     def _checksum_hint(self, message: str) -> str:
         """What to change when a refusal names a checksum: the header is sent as botocore sends it."""
-        if "checksum" not in message.lower() or self._client is None:
+        if "checksum" not in message.lower():
             return ""
-        if self._client.meta.config.request_checksum_calculation == "when_required":
+        if not self._checksums:
             return ("; the bucket asks for a checksum of each body (Object Lock's default retention does): unset "
                     "AWS_REQUEST_CHECKSUM_CALCULATION=when_required (botocore's default sends one)")
         return ("; it may not take the body's x-amz-checksum-crc32 header, which the bridge sends as botocore "
@@ -230,7 +232,7 @@ class S3Sink:
                 region = f" (it says {error['Region']!r})" if error.get("Region") else ""
                 return SinkError(f"bucket {bucket!r} is in another region than {self.config.region!r}{region} "
                                  f"({code}); set --region", retryable=False)
-            return SinkError(f"{where} refused the write: {code or status} {error.get('Message', '')}".strip(),
+            return SinkError(f"{where} refused the write: {code or status} {message}".strip(),
                              retryable=False)
         if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
             return SinkError("no usable credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
