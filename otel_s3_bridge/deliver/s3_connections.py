@@ -171,7 +171,9 @@ class _Connection(asyncio.Protocol):
         self._head_bytes = self._status = self._body_bytes = 0
         self._headers, self._body = {}, []
         self._deadline, self._read_timeout = deadline, read_timeout
-        self._timer = loop.call_at(deadline, self._watch)
+        # One timer, at the earliest the exchange could be late (a small body is out at once); `_watch`
+        # sets it again from what happened meanwhile.
+        self._timer = loop.call_at(min(deadline, loop.time() + read_timeout), self._watch)
         try:
             transport = self.transport
             if len(body) <= WRITE_CHUNK:
@@ -188,8 +190,6 @@ class _Connection(asyncio.Protocol):
                     transport.write(view[start:start + WRITE_CHUNK])
             self._sent = True
             self._last_byte = loop.time()
-            self._timer.cancel()
-            self._timer = loop.call_at(min(deadline, self._last_byte + read_timeout), self._watch)
             return await answer
         finally:
             self._timer.cancel()

@@ -54,7 +54,7 @@ class Signer:
         day = amz_date[:8]
         scope = f"{day}/{self.region}/{self.service}/aws4_request"
         to_sign = f"{ALGORITHM}\n{amz_date}\n{scope}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
-        signature = hmac.new(self._signing_key(credentials.secret_key, day), to_sign.encode(), "sha256").hexdigest()
+        signature = hmac.digest(self._signing_key(credentials.secret_key, day), to_sign.encode(), "sha256").hex()
         del headers["host"]  # the HTTP client sends it
         headers["authorization"] = (f"{ALGORITHM} Credential={credentials.access_key}/{scope}, "
                                     f"SignedHeaders={signed}, Signature={signature}")
