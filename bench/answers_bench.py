@@ -51,7 +51,9 @@ async def _ingest(directory: Path, bodies: list[bytes]) -> float:
     from otel_s3_bridge.decode.join import JoinStore
     from otel_s3_bridge.deliver.spool import Spool
 
-    config = load_config({"spool_dir": str(directory / "spool"), "output_dir": str(directory / "out")}, env={})
+    # --ack spool: every record through the spool, as the join halves it is compared with go
+    config = load_config({"spool_dir": str(directory / "spool"), "output_dir": str(directory / "out"), "ack": "spool"},
+                         env={})
     spool = Spool(config.spool_dir, 1 << 40)
     spool.open()
     join = JoinStore(config.join_directory, window_seconds=600, max_bytes=1 << 40)

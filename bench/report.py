@@ -83,8 +83,9 @@ def write_report(results: dict, path: Path) -> None:
         "OTLP/JSON posts shaped like the reference captures (an `LLM Generation` root with its attempt and "
         "`generation` children, ~10 KB of prompt and ~10 KB of completion, 24.5 KB per body), each with a distinct "
         "generation id, into the `trace` layout on the mock S3 endpoint (section 5). wrk, 16 connections, "
-        "closed loop; the run ends when the spool has uploaded everything, so the rate is what the bridge "
-        "sustains end to end.",
+        "closed loop, default settings (`--ack auto`: each delivery is put to the bucket before its answer, "
+        "the spool used only when the bucket is slow or failing); the run ends when everything is stored (the "
+        "spool drained, had it been used), so the rate is what the bridge sustains end to end.",
         "",
         "| | deliveries/s | bridge CPU ms/delivery | peak RSS MB |",
         "|---|---|---|---|",

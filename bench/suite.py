@@ -124,7 +124,9 @@ class Stack:
              "--bucket", "bench", "--endpoint-url",
              f"http://127.0.0.1:{self.s3_port}", "--region", "us-east-1", "--token", f"bench={TOKEN}",
              "--spool-dir", str(self.dir / "spool"), "--spool-max-bytes", str(16 * 1024 ** 3),
-             "--drain-seconds", "0", "--log-level", "warning", "--workers", str(workers), *extra],
+             "--drain-seconds", "0", "--log-level", "warning", "--workers", str(workers),
+             # parked uploads: the ingest path alone, to the spool (a put first would wait out --ack-wait-seconds)
+             *(("--ack", "spool") if park_uploads else ()), *extra],
             self.http_port, self.dir / "bridge.log",
             env={"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
                  **({"OTEL_S3_BRIDGE_PURE": "1"} if pure else {})},  # the decode core's pure-Python build

@@ -72,7 +72,7 @@ class Bridge:
         self.config = config
         self._share_ports = share_ports
         self.sink = MeteredSink(build_sink(config))
-        self.spool = Spool(config.spool_dir, config.spool_max_bytes) if config.ack == "spool" else None
+        self.spool = Spool(config.spool_dir, config.spool_max_bytes) if config.ack != "upload" else None
         self.authenticator = Authenticator({token.name: token.token for token in config.tokens},
                                            token_file=config.token_file, policy_of=config.policy_of)
         self.pool = DecodePool(config.decode_processes)

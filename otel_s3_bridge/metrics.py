@@ -58,6 +58,9 @@ EXPORTS_RATE_LIMITED = Counter("otel_s3_bridge_exports_rate_limited", "Exports a
                                "their key sent more than its max_spans_per_second or max_bytes_per_second", ["key"])
 RECORDS = Counter("otel_s3_bridge_records", "LLM trace records stored, by convention", ["source"])
 OBJECTS_UPLOADED = Counter("otel_s3_bridge_objects_uploaded", "Objects written to the sink")
+OBJECTS_ACKNOWLEDGED = Counter(
+    "otel_s3_bridge_acknowledged_objects", "Objects of answered exports, by where each was when the "
+    "export was answered: in the bucket (put first, --ack auto or upload) or in the spool", ["held_in"])
 BATCH_FILES = Counter("otel_s3_bridge_batch_files", "Files of the batch layout written, by format", ["format"])
 BATCH_RECORDS = Counter("otel_s3_bridge_batch_records", "Records written in files of the batch layout")
 UPLOAD_FAILURES = Counter("otel_s3_bridge_upload_failures", "Failed object writes (retryable: retried later; "
@@ -158,6 +161,13 @@ def count_rate_limited(key: str | None) -> None:
 def count_refused_spans(count: int) -> None:
     if count:
         _series(SPANS_REJECTED, "refused").inc(count)
+
+
+def count_acknowledged(in_bucket: int, in_spool: int) -> None:
+    if in_bucket:
+        _series(OBJECTS_ACKNOWLEDGED, "bucket").inc(in_bucket)
+    if in_spool:
+        _series(OBJECTS_ACKNOWLEDGED, "spool").inc(in_spool)
 
 
 def count_logs_export(transport: str, received: int, rejections: Mapping[str, int]) -> None:

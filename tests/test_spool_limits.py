@@ -20,9 +20,9 @@ from otel_s3_bridge.deliver.spool import Spool
 from test_durability import Proxy
 
 
-def _delivery(trace_id: str | None = None, prompt_bytes: int = 0) -> bytes:
+def _delivery(trace_id: str | None = None, prompt_bytes: int = 0, generation: str = "gen") -> bytes:
     now = time.time_ns()
-    generation = f"gen-{now // 10**9}-{uuid.uuid4().hex[:20]}"
+    generation = f"{generation}-{now // 10**9}-{uuid.uuid4().hex[:20]}"
     delivery = sample_delivery(generation, now)
     attributes = delivery["resourceSpans"][0]["resource"]["attributes"]
     if trace_id is not None:
@@ -38,7 +38,8 @@ def _delivery(trace_id: str | None = None, prompt_bytes: int = 0) -> bytes:
 
 
 def test_an_export_larger_than_the_whole_spool_is_413_and_the_bridge_stays_ready(moto, s3, tmp_path):
-    bridge = S3Bridge(moto, new_bucket(s3), tmp_path / "bridge.log", ["--spool-max-bytes", str(1024 * 1024)])
+    bridge = S3Bridge(moto, new_bucket(s3), tmp_path / "bridge.log",
+                      ["--ack", "spool", "--spool-max-bytes", str(1024 * 1024)])
     try:
         response = bridge.post(_delivery(prompt_bytes=1_500_000))
         assert response.status_code == 413 and "Retry-After" not in response.headers
@@ -66,6 +67,23 @@ def test_hostile_ids_never_hold_an_upload_worker_on_the_local_sink(tmp_path):
         assert len(stored) == 52, len(stored)  # 32 distinct hostile ids + 20, none overwriting another
         assert all(len(path.name.encode()) <= 200 for path in stored)
         assert not list((tmp_path / "spool").rglob("quarantine/*.seg"))
+    finally:
+        bridge.stop()
+
+
+def test_with_ack_auto_an_export_larger_than_the_whole_spool_is_stored_or_told_to_retry(moto, s3, tmp_path):
+    """Put first, it is stored; when the bucket does not take it now, a retry may be put first:
+    503 + Retry-After, not the 413 that tells a client to give it up."""
+    proxy = Proxy(moto.url).start("--fail-bodies-without", "gen-stored")
+    bridge = S3Bridge(proxy, new_bucket(s3), tmp_path / "bridge.log", ["--spool-max-bytes", str(1024 * 1024)])
+    try:
+        response = bridge.post(_delivery(prompt_bytes=1_500_000, generation="gen-stored"))
+        assert response.status_code == 200, response.text
+        assert [item["Size"] > 1_500_000 for item in s3.list_objects_v2(Bucket=bridge.bucket)["Contents"]] == [True]
+        refused = bridge.post(_delivery(prompt_bytes=1_500_000))  # the bucket fails this one (503 SlowDown)
+        assert refused.status_code == 503 and "Retry-After" in refused.headers, refused.text
+        assert "spool" in refused.json()["message"]
+        assert requests.get(f"http://127.0.0.1:{bridge.http_port}/readyz", timeout=10).status_code == 200
     finally:
         bridge.stop()
 

@@ -62,7 +62,7 @@ def run_serve(args: argparse.Namespace, config: BridgeConfig, argv: list[str]) -
         return supervise(config, argv)
     if index is not None:
         config = config.for_worker(index)
-    elif config.ack == "spool":
+    elif config.ack != "upload":
         moved = adopt_orphan_spools(str(Path(config.spool_dir)), config.spool_dir)
         if moved:
             log.info("moved %d spool file(s) left by former --workers processes into %s", moved, config.spool_dir)
@@ -97,8 +97,13 @@ def _ready_message(config: BridgeConfig) -> str:
         listening += " (client certificates required)"
     if config.metrics_port:
         listening += f", metrics on http://{config.metrics_address}:{config.metrics_port}/metrics"
-    delivery = (f"acknowledging once fsynced in the spool {config.spool_dir}" if config.ack == "spool"
-                else "acknowledging once uploaded")
+    if config.ack == "upload":
+        delivery = "acknowledging once uploaded"
+    elif config.puts_first:
+        delivery = (f"acknowledging once uploaded, or once fsynced in the spool {config.spool_dir} when the "
+                    f"bucket takes longer than {config.ack_wait_seconds:g} s or fails")
+    else:
+        delivery = f"acknowledging once fsynced in the spool {config.spool_dir}"
     names = [token.name for token in config.tokens]
     auth = (f"token auth (Bearer) with key(s) {', '.join(names) or '(none yet)'}"
             + (f" and the token file {config.token_file}" if config.token_file else "")

@@ -150,7 +150,7 @@ def _serve_problems(config: BridgeConfig) -> list[str]:
     if config.event_loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
         problems.append("--event-loop: uvloop is not installed (pip install 'otel-s3-bridge[uvloop]'), or use auto")
     if config.layout != "trace" and config.ack == "upload":
-        problems.append(f"--layout: {config.layout!r} builds files from the spool; it needs --ack spool")
+        problems.append(f"--layout: {config.layout!r} builds files from the spool; it needs --ack auto or spool")
     return problems
 
 

@@ -130,8 +130,8 @@ class BridgeConfig:
         group=LAYOUT, commands=("serve", "decode"))
 
     ack: str = _option(
-        "spool", "answer an export once fsynced in the spool, or once uploaded", parsers.choice("spool", "upload"),
-        group=DELIVERY)
+        "auto", "auto: answer once uploaded, or spooled if S3 is slow; spool; upload",
+        parsers.choice("auto", "spool", "upload"), group=DELIVERY)
     spool_dir: str = _option("./otel-s3-data/spool", "the durable spool (one per bridge)", group=DELIVERY,
                              commands=("serve", "spool"), metavar="DIR")
     spool_max_bytes: int = _option(1024 ** 3, "spool budget; when reached, exports get 503 + Retry-After",
@@ -161,6 +161,9 @@ class BridgeConfig:
     batch_max_age_seconds: int = _option(
         60, "a batch file is written at the latest this long after its first record was spooled",
         parsers.integer(1, 86_400), group=TUNING, metavar="SECONDS")
+    ack_wait_seconds: float = _option(
+        1.0, "--ack auto: how long the bucket has to take an export's objects before they are spooled instead",
+        parsers.number(0.01, 60.0, "seconds"), group=TUNING, metavar="SECONDS")
     upload_concurrency: int = _option(16, "parallel uploads to the sink", parsers.integer(1, 1024), group=TUNING,
                                       metavar="N")
     upload_retry_max_seconds: int = _option(30, "longest wait between two retries of one upload",
@@ -310,6 +313,12 @@ class BridgeConfig:
     @property
     def writes_batches(self) -> bool:
         return self.layout in ("batch", "both")
+
+    @property
+    def puts_first(self) -> bool:
+        """Objects are put before the answer, and spooled only when the bucket is slow or failing
+        (--ack auto; the batch layout's files are built from the spool, so only the trace layout)."""
+        return self.ack == "auto" and self.layout == "trace"
 
     @property
     def addressing_style(self) -> str:

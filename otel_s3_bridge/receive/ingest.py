@@ -7,9 +7,12 @@ prepared in the event loop; larger ones (and any compressed body that inflates p
 size) in a decode process (`decode.pool`), so that no request can stall the others. Memory is
 bounded by `InflightBytes`: the bodies being read and the records decoded from them count
 against `--max-inflight-bytes`; one export that could never fit is 413, one that does not fit
-now is 503 + Retry-After. With the spool (`--ack spool`) an export is acknowledged once its
-entries are fsynced in the spool; with `--ack upload` once every object is in the sink, and an
-object the sink refuses for good is reported in `partial_success` rather than retried forever.
+now is 503 + Retry-After. With `--ack auto` (trace layout) an export's objects are put first and
+it is acknowledged once the sink has them, or once those it did not take within
+`--ack-wait-seconds` (or failed to) are fsynced in the spool; with `--ack spool` (and the batch
+layout) once its entries are fsynced in the spool; with `--ack upload` once every object is in the
+sink, and an object the sink refuses for good is reported in `partial_success` rather than retried
+forever.
 A logs export carries GenAI event records: they are kept in the join store (`join`), and a stored
 record they complete is spooled again, completed, under its own key; likewise a span whose
 events came first is stored completed at once. Must not import aiohttp or grpc.
@@ -64,6 +67,9 @@ COMPRESSION_RATIO = 8
 SPLIT_ABOVE_BYTES = 8 * 1024 * 1024
 MESSAGES_KEPT = 5  # distinct partial_success messages of a chunked export, joined
 # Join store failures a retry can get past (space freed, a disk that recovers); others are refused.
+# --ack auto: after a put before the answer failed or was late, exports are spooled without one
+# for this long (the uploader, with its back-off, finds when the bucket is back).
+SPOOL_ONLY_SECONDS = 10.0
 RETRYABLE_DISK_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.ENOMEM})
 
 
@@ -150,6 +156,8 @@ class Ingestor:
         self._sink = sink
         self._spool = spool
         self._pool = pool or DecodePool(0)
+        self._puts_first = config.puts_first and spool is not None
+        self._spool_only_until = 0.0  # by the loop's clock: after a put first failed, the spool alone
         self._clock = clock
         self._last_failure: str | None = None
         self._decode_failures: set[str] = set()
@@ -283,15 +291,21 @@ class Ingestor:
                                                                           partitions)]
                 await self._complete_with_known_events(prepared, principal, items)
             if items and self._spool is not None:
-                await self._append_to_spool(items, on_written=in_order.release)
+                spooled, puts_first = items, self._puts_first and not joins
+                if puts_first:
+                    spooled = await self._put_first(items)
+                if spooled:
+                    await self._append_to_spool(spooled, on_written=in_order.release, bucket_may_take=puts_first)
+                metrics.count_acknowledged(len(items) - len(spooled), len(spooled))
             elif items:
-                refused, cause = await self._put_directly(items)
+                refused_objects, refused, cause = await self._put_directly(items)
                 if refused:
                     rejected += refused
                     problems.append(f"{refused} {'log record' if signal == LOGS else 'span'}(s) could not be "
                                     f"stored: {cause}")
                     if signal == TRACES:
                         metrics.count_refused_spans(refused)
+                metrics.count_acknowledged(len(items) - refused_objects, 0)
         if signal == LOGS:
             metrics.count_logs_export(transport, prepared.received, prepared.rejections)
         else:
@@ -385,8 +399,9 @@ class Ingestor:
             reservation.shrink_to(held + prepared.output_bytes)
         return prepared
 
-    async def _put_directly(self, items: list[Item]) -> tuple[int, str | None]:
-        """Put every object; (spans refused for good, a cause). Raises Unavailable when a retry helps."""
+    async def _put_directly(self, items: list[Item]) -> tuple[int, int, str | None]:
+        """Put every object; (objects and spans refused for good, a cause). Raises Unavailable when a
+        retry helps."""
         slots = asyncio.Semaphore(self._config.upload_concurrency)
 
         async def put(item: Item) -> None:
@@ -402,13 +417,66 @@ class Ingestor:
         refused = [(o, item.spans) for o, item in zip(outcomes, items) if isinstance(o, BaseException)]
         if refused:
             self._report_failure(refused[0][0])
-            return sum(spans for _, spans in refused), _describe(refused[0][0])
+            return len(refused), sum(spans for _, spans in refused), _describe(refused[0][0])
         if self._last_failure is not None:
             log.info("writes to %s succeed again", self._sink.description)
             self._last_failure = None
-        return 0, None
+        return 0, 0, None
 
-    async def _append_to_spool(self, items: list[Item], on_written: Callable[[], None] | None = None) -> None:
+    async def _put_first(self, items: list[Item]) -> list[Item]:
+        """--ack auto: put the objects now; those the bucket has not taken within --ack-wait-seconds,
+        or failed to, are returned to be spooled (and retried, or quarantined, from there as with
+        --ack spool). After a failure the spool alone is used for a while: while the bucket is down,
+        exports are not each held up by a try that fails."""
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._spool_only_until:
+            return items
+        sink, wait = self._sink, self._config.ack_wait_seconds
+        if len(items) == 1:  # an OpenRouter delivery: no task, no semaphore
+            item = items[0]
+            try:
+                async with asyncio.timeout(wait):
+                    await sink.put(item.key, item.body, JSON_CONTENT_TYPE, bucket=item.bucket, controls=item.controls)
+            except Exception as failure:  # (a TimeoutError when late) the spool's way handles it
+                self._put_first_failed(loop, [failure])
+                return items
+            return []
+        stored = [False] * len(items)
+        failures: list[Exception] = []
+        waiting = iter(enumerate(items))
+
+        async def putter() -> None:  # --upload-concurrency of them, not a task per object
+            for index, item in waiting:
+                if failures:  # the rest are spooled, not tried against a bucket that fails
+                    return
+                try:
+                    await sink.put(item.key, item.body, JSON_CONTENT_TYPE, bucket=item.bucket, controls=item.controls)
+                except Exception as failure:
+                    failures.append(failure)
+                    return
+                stored[index] = True
+
+        try:
+            async with asyncio.timeout(wait):
+                await asyncio.gather(*(putter() for _ in range(min(self._config.upload_concurrency, len(items)))))
+        except TimeoutError:
+            pass
+        if all(stored):
+            return []
+        self._put_first_failed(loop, failures)
+        return [item for item, done in zip(items, stored) if not done]
+
+    def _put_first_failed(self, loop: asyncio.AbstractEventLoop, failures: list[Exception]) -> None:
+        self._spool_only_until = loop.time() + SPOOL_ONLY_SECONDS
+        expected = (SinkError, TimeoutError)  # refused, failing, or late
+        unexpected = next((failure for failure in failures if not isinstance(failure, expected)), None)
+        if unexpected is not None:  # the uploader meets it again, and reports it as it does
+            log.error("unexpected failure of a put before the answer; its objects are spooled", exc_info=unexpected)
+
+    async def _append_to_spool(self, items: list[Item], on_written: Callable[[], None] | None = None,
+                               bucket_may_take: bool = False) -> None:
+        """`bucket_may_take`: the objects may be put first when sent again (--ack auto), so objects
+        larger than the whole spool are told to retry (503), not to give up (413)."""
         try:
             partitions = [item.partition for item in items] if self._config.writes_batches else None
             await self._spool.append([(item.key, item.body, item.bucket) for item in items],
@@ -416,6 +484,9 @@ class Ingestor:
                                      trace_objects=self._config.writes_objects,
                                      controls=[item.controls for item in items])
         except SpoolTooSmall as too_large:
+            if bucket_may_take:
+                raise Unavailable(f"{too_large} (--spool-max-bytes), and the bucket did not take it now; "
+                                  "retry later") from None
             raise PayloadTooLarge(f"{too_large} (--spool-max-bytes); send smaller batches") from None
         except SpoolFull as full:
             raise Unavailable(f"the spool is full ({full}); retry later") from None
