@@ -92,6 +92,13 @@ class PutPath:
         self._max_connections = max_connections
         self._ca_bundle = ca_bundle
         self._connections: Connections | None = None
+        self._date: tuple[int, str] = (0, "")  # (a second, its x-amz-date): formatted once a second
+
+    def _amz_date(self) -> str:
+        second = int(time.time())
+        if second != self._date[0]:
+            self._date = (second, time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(second)))
+        return self._date[1]
 
     async def open(self) -> None:
         self._connections = Connections(connect_timeout=self._connect_timeout, max_connections=self._max_connections,
@@ -118,7 +125,7 @@ class PutPath:
             # retention refuses a PUT without one; AWS's SDKs send it the same way.
             extra = {**extra, "x-amz-checksum-crc32": crc, "x-amz-sdk-checksum-algorithm": "CRC32"}
         headers = self._signer.put_headers(where.host, path, content_type, payload, credentials,
-                                           time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()), extra)
+                                           self._amz_date(), extra)
         head = request_head(where.host, path, len(body), headers)
         deadline = self._connect_timeout + self._read_timeout + len(body) / MIN_SEND_BYTES_PER_SECOND
         answer = await self._connections.request(where.endpoint, head, body,

@@ -2,7 +2,9 @@
 credentials come in), held equal to botocore's own S3 signer by a test.
 
 The signing key depends only on the secret, the day, the region and the service, so it is derived
-once a day (four HMACs), not per request; a request then costs two SHA-256 digests and one HMAC.
+once a day (four HMACs), not per request, with the two SHA-256 states its HMAC starts from (RFC 2104:
+the key padded with ipad and opad): a request then costs two SHA-256 digests and an HMAC continued
+from those states (0.65 µs against 1.8 for `hmac.digest`, whose OpenSSL 3 call sets a MAC up each time).
 Must not log or keep anything but the derived key of the current day.
 """
 
@@ -11,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Mapping
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 
@@ -26,17 +28,28 @@ class Signer:
     def __init__(self, region: str, service: str = "s3") -> None:
         self.region = region
         self.service = service
-        self._key: tuple[str, str, bytes] | None = None  # (secret, day, signing key)
+        # (secret, day, the signing key's HMAC-SHA256 inner and outer states)
+        self._key: tuple[str, str, Any, Any] | None = None
 
-    def _signing_key(self, secret: str, day: str) -> bytes:
+    def _signing_states(self, secret: str, day: str) -> tuple[Any, Any]:
         cached = self._key
         if cached is not None and cached[0] == secret and cached[1] == day:
-            return cached[2]
+            return cached[2], cached[3]
         key = hmac.digest(("AWS4" + secret).encode(), day.encode(), "sha256")
         for part in (self.region, self.service, "aws4_request"):
             key = hmac.digest(key, part.encode(), "sha256")
-        self._key = (secret, day, key)
-        return key
+        block = key.ljust(hashlib.sha256().block_size, b"\0")  # a 32-byte key: padded, never hashed
+        inner = hashlib.sha256(bytes(byte ^ 0x36 for byte in block))
+        outer = hashlib.sha256(bytes(byte ^ 0x5C for byte in block))
+        self._key = (secret, day, inner, outer)
+        return inner, outer
+
+    def _signature(self, secret: str, day: str, to_sign: bytes) -> str:
+        inner, outer = self._signing_states(secret, day)
+        inner, outer = inner.copy(), outer.copy()
+        inner.update(to_sign)
+        outer.update(inner.digest())
+        return outer.hexdigest()
 
     def put_headers(self, host: str, path: str, content_type: str, payload_hash: str, credentials: Credentials,
                     amz_date: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -54,7 +67,7 @@ class Signer:
         day = amz_date[:8]
         scope = f"{day}/{self.region}/{self.service}/aws4_request"
         to_sign = f"{ALGORITHM}\n{amz_date}\n{scope}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
-        signature = hmac.digest(self._signing_key(credentials.secret_key, day), to_sign.encode(), "sha256").hex()
+        signature = self._signature(credentials.secret_key, day, to_sign.encode())
         del headers["host"]  # the HTTP client sends it
         headers["authorization"] = (f"{ALGORITHM} Credential={credentials.access_key}/{scope}, "
                                     f"SignedHeaders={signed}, Signature={signature}")
