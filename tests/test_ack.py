@@ -95,3 +95,20 @@ def test_after_a_failed_put_exports_are_spooled_for_a_while_without_trying_first
         bridge.wait_until_uploaded(60)
     finally:
         assert bridge.stop() == 0
+
+
+def test_a_failing_bucket_sends_its_own_exports_to_the_spool_not_other_keys(moto, s3, tmp_path):
+    """Keys may have buckets of their own: one that fails does not stop the others being put first."""
+    proxy = Proxy(moto.url).start("--split-error-keys", "gen-fails-once")
+    own_bucket = new_bucket(s3)
+    bridge = S3Bridge(proxy, new_bucket(s3), tmp_path / "bridge.log", ["--key-bucket", f"sdk={own_bucket}"])
+    try:
+        assert bridge.post(delivery("gen-fails-once")[0]).status_code == 200  # the default bucket fails it
+        body, key = delivery()
+        assert bridge.post(body, key="sdk").status_code == 200
+        s3.head_object(Bucket=own_bucket, Key=key)  # put first: there at the answer
+        assert bridge.post(delivery()[0]).status_code == 200  # the default bucket's window: spooled
+        assert acknowledged(bridge) == {"spool": 2.0, "bucket": 1.0}
+        bridge.wait_until_uploaded(60)
+    finally:
+        assert bridge.stop() == 0

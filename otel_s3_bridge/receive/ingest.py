@@ -157,7 +157,9 @@ class Ingestor:
         self._spool = spool
         self._pool = pool or DecodePool(0)
         self._puts_first = config.puts_first and spool is not None
-        self._spool_only_until = 0.0  # by the loop's clock: after a put first failed, the spool alone
+        # Per bucket (each key may have its own; they come from the configuration), by the loop's
+        # clock: after a put first to it failed, its exports go to the spool alone until then.
+        self._spool_only_until: dict[str | None, float] = {}
         self._clock = clock
         self._last_failure: str | None = None
         self._decode_failures: set[str] = set()
@@ -426,10 +428,11 @@ class Ingestor:
     async def _put_first(self, items: list[Item]) -> list[Item]:
         """--ack auto: put the objects now; those the bucket has not taken within --ack-wait-seconds,
         or failed to, are returned to be spooled (and retried, or quarantined, from there as with
-        --ack spool). After a failure the spool alone is used for a while: while the bucket is down,
-        exports are not each held up by a try that fails."""
-        loop = asyncio.get_running_loop()
-        if loop.time() < self._spool_only_until:
+        --ack spool). After a failure the spool alone is used for a while, for that bucket: while it
+        is down, its exports are not each held up by a try that fails, and other keys' buckets are
+        still put to first."""
+        loop, bucket = asyncio.get_running_loop(), items[0].bucket  # (an export's objects share its key's bucket)
+        if loop.time() < self._spool_only_until.get(bucket, 0.0):
             return items
         sink, wait = self._sink, self._config.ack_wait_seconds
         if len(items) == 1:  # an OpenRouter delivery: no task, no semaphore
@@ -438,7 +441,7 @@ class Ingestor:
                 async with asyncio.timeout(wait):
                     await sink.put(item.key, item.body, JSON_CONTENT_TYPE, bucket=item.bucket, controls=item.controls)
             except Exception as failure:  # (a TimeoutError when late) the spool's way handles it
-                self._put_first_failed(loop, [failure])
+                self._put_first_failed(loop, bucket, [failure])
                 return items
             return []
         stored = [False] * len(items)
@@ -463,11 +466,12 @@ class Ingestor:
             pass
         if all(stored):
             return []
-        self._put_first_failed(loop, failures)
+        self._put_first_failed(loop, bucket, failures)
         return [item for item, done in zip(items, stored) if not done]
 
-    def _put_first_failed(self, loop: asyncio.AbstractEventLoop, failures: list[Exception]) -> None:
-        self._spool_only_until = loop.time() + SPOOL_ONLY_SECONDS
+    def _put_first_failed(self, loop: asyncio.AbstractEventLoop, bucket: str | None,
+                          failures: list[Exception]) -> None:
+        self._spool_only_until[bucket] = loop.time() + SPOOL_ONLY_SECONDS
         expected = (SinkError, TimeoutError)  # refused, failing, or late
         unexpected = next((failure for failure in failures if not isinstance(failure, expected)), None)
         if unexpected is not None:  # the uploader meets it again, and reports it as it does
