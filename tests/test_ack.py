@@ -25,7 +25,8 @@ def delivery(marker: str = "gen") -> tuple[bytes, str]:
 
 
 def acknowledged(bridge: S3Bridge) -> dict[str, float]:
-    return {dict(labels)["held_in"]: value for (name, labels), value in bridge.metrics().items() if name == ACKNOWLEDGED}
+    return {dict(labels)["held_in"]: value for (name, labels), value in bridge.metrics().items()
+            if name == ACKNOWLEDGED}
 
 
 def test_by_default_an_export_is_answered_once_its_objects_are_in_the_bucket(moto, s3, tmp_path):
