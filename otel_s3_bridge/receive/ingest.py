@@ -66,10 +66,10 @@ COMPRESSION_RATIO = 8
 # (`decode.split`), so that no export needs its whole decoded size in memory at once.
 SPLIT_ABOVE_BYTES = 8 * 1024 * 1024
 MESSAGES_KEPT = 5  # distinct partial_success messages of a chunked export, joined
-# Join store failures a retry can get past (space freed, a disk that recovers); others are refused.
-# --ack auto: after a put before the answer failed or was late, exports are spooled without one
-# for this long (the uploader, with its back-off, finds when the bucket is back).
+# --ack auto: after a put before the answer failed or was late, exports to that bucket are spooled
+# without one for this long (the uploader, with its back-off, finds when the bucket is back).
 SPOOL_ONLY_SECONDS = 10.0
+# Join store failures a retry can get past (space freed, a disk that recovers); others are refused.
 RETRYABLE_DISK_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.ENOMEM})
 
 
@@ -435,7 +435,7 @@ class Ingestor:
         if loop.time() < self._spool_only_until.get(bucket, 0.0):
             return items
         sink, wait = self._sink, self._config.ack_wait_seconds
-        if len(items) == 1:  # an OpenRouter delivery: no task, no semaphore
+        if len(items) == 1:  # an OpenRouter delivery: put here, no putter coroutine
             item = items[0]
             try:
                 async with asyncio.timeout(wait):
