@@ -656,14 +656,13 @@ def _capacity_section(results: dict) -> list[str]:
             f"own virtualenv from bench/phoenix.lock) and the bridge receive the same {phoenix['exports']} exports "
             f"of {phoenix['spans_per_export']} spans, {phoenix['concurrency']} at a time; CPU of each whole "
             "process tree until everything is stored (Phoenix: its CPU quiet, its REST API counting "
-            f"{other['stored_spans']:,} spans).",
+            f"{other['stored_spans']:,} spans); the bridge's figure is the median of its runs, each a fresh bridge.",
             "",
             "| server | answers | CPU µs/span | share of Phoenix | peak RSS MB |",
             "|---|---|---|---|---|",
             f"| Arize Phoenix | {other['codes']} | {_f(other['us_per_span'], 0)} | 100 % "
             f"| {_f(other['peak_rss_mb'])} |",
-            *(f"| the bridge, {layout} layout | {run['codes']} | {_f(run['us_per_span'])} "
-              f"| {_f(run['share_of_phoenix'] * 100, 2)} % | {_f(run['peak_rss_mb'])} |"
+            *(_bridge_beside_phoenix(layout, run)
               for layout, run in (("batch", phoenix["bridge_batch"]), ("trace", phoenix["bridge_trace"]))),
             "",
         ]
@@ -733,3 +732,10 @@ def _governance_section(g: dict) -> list[str]:
 if __name__ == "__main__":
     source = Path(sys.argv[1]) if len(sys.argv) > 1 else HERE / "results.json"
     write_report(json.loads(source.read_text()), HERE / "RESULTS.md")
+
+
+def _bridge_beside_phoenix(layout: str, run: dict) -> str:
+    runs = run.get("runs_us_per_span")
+    figure = _f(run["us_per_span"]) + (f" (runs {' / '.join(_f(us) for us in runs)})" if runs else "")
+    return (f"| the bridge, {layout} layout | {run['codes']} | {figure} "
+            f"| {_f(run['share_of_phoenix'] * 100, 2)} % | {_f(run['peak_rss_mb'])} |")
