@@ -401,6 +401,9 @@ class Ingestor:
             reservation.shrink_to(held + prepared.output_bytes)
         return prepared
 
+    async def _store(self, item: Item) -> None:
+        await self._sink.put(item.key, item.body, JSON_CONTENT_TYPE, bucket=item.bucket, controls=item.controls)
+
     async def _put_directly(self, items: list[Item]) -> tuple[int, int, str | None]:
         """Put every object; (objects and spans refused for good, a cause). Raises Unavailable when a
         retry helps."""
@@ -408,7 +411,7 @@ class Ingestor:
 
         async def put(item: Item) -> None:
             async with slots:
-                await self._sink.put(item.key, item.body, JSON_CONTENT_TYPE, bucket=item.bucket, controls=item.controls)
+                await self._store(item)
 
         outcomes = await asyncio.gather(*(put(item) for item in items), return_exceptions=True)
         retryable = [o for o in outcomes if isinstance(o, BaseException) and not _permanent(o)]
@@ -434,12 +437,12 @@ class Ingestor:
         loop, bucket = asyncio.get_running_loop(), items[0].bucket  # (an export's objects share its key's bucket)
         if loop.time() < self._spool_only_until.get(bucket, 0.0):
             return items
-        sink, wait = self._sink, self._config.ack_wait_seconds
+        wait = self._config.ack_wait_seconds
         if len(items) == 1:  # an OpenRouter delivery: put here, no putter coroutine
             item = items[0]
             try:
                 async with asyncio.timeout(wait):
-                    await sink.put(item.key, item.body, JSON_CONTENT_TYPE, bucket=item.bucket, controls=item.controls)
+                    await self._store(item)
             except Exception as failure:  # (a TimeoutError when late) the spool's way handles it
                 self._put_first_failed(loop, bucket, [failure])
                 return items
@@ -453,7 +456,7 @@ class Ingestor:
                 if failures:  # the rest are spooled, not tried against a bucket that fails
                     return
                 try:
-                    await sink.put(item.key, item.body, JSON_CONTENT_TYPE, bucket=item.bucket, controls=item.controls)
+                    await self._store(item)
                 except Exception as failure:
                     failures.append(failure)
                     return
