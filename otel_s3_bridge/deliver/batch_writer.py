@@ -41,8 +41,9 @@ import logging
 import os
 import random
 import shutil
+import sys
 import threading
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,7 +69,7 @@ RETRY_INITIAL_SECONDS = 0.2
 UNEXPECTED_FAILURES_MAX = 3  # and UNEXPECTED_FAILURES_SECONDS since the first: then the members go to the
 UNEXPECTED_FAILURES_SECONDS = 60.0  # spool's quarantine (kept, for `spool retry`); never a burst of failures
 MANIFEST, UPLOADED = ".batch", ".uploaded"
-ARROW_POOL_VARIABLE = "ARROW_DEFAULT_MEMORY_POOL"  # Arrow's own: when set, Arrow's choice stands
+ARROW_POOL_VARIABLE, ARROW_POOL = "ARROW_DEFAULT_MEMORY_POOL", "system"  # see `choose_arrow_pool`
 
 
 @dataclass(eq=False)
@@ -104,6 +105,8 @@ class BatchWriter:
         self._settings = settings
         self._latest_body = latest_body
         self.directory = spool.directory / "batches"
+        # At start, on the main thread: before pyarrow is imported, and not while builds read the environment.
+        choose_arrow_pool(os.environ, "pyarrow" in sys.modules)
         self._duckdb = DuckDB(self.directory)
         # The builds' own threads, the same ones every flush: a build on one of the loop's shared
         # worker threads met cold allocator caches and paid page faults for them (measured here:
@@ -430,30 +433,24 @@ class DuckDB:
                 shutil.rmtree(self._spill, ignore_errors=True)
 
 
-def arrow_pool(environ: Mapping[str, str]) -> Any:
-    """The Arrow memory pool Parquet builds allocate from: jemalloc where this pyarrow has it, else the
-    C library's; None when ARROW_DEFAULT_MEMORY_POOL chose one (Arrow reads it itself). Not Arrow's
-    default, mimalloc: a file's build touches tens of MB of new memory, and mimalloc's arenas take
-    it as 2 MB pages zeroed by the kernel (bench/analysis.md: the build thread 14-20 µs a record of
-    a first flush with it, 9-10 with jemalloc, 8-13 with glibc's)."""
-    if environ.get(ARROW_POOL_VARIABLE):
-        return None
-    import pyarrow as pa
-    try:
-        return pa.jemalloc_memory_pool()
-    except NotImplementedError:  # a pyarrow built without it
-        return pa.system_memory_pool()
+def choose_arrow_pool(environ: MutableMapping[str, str], arrow_loaded: bool) -> bool:
+    """Ask Arrow for the C library's allocator (`ARROW_DEFAULT_MEMORY_POOL=system`) unless that
+    variable names one already; True when set here. Arrow reads it once, when pyarrow is imported,
+    so this must run before (False, nothing set, once `arrow_loaded`); `pa.set_memory_pool` would
+    not do: it changes the pool of pyarrow's own calls, not the one Parquet's writer allocates from.
+    Not Arrow's default, mimalloc: a file's build touches tens of MB of new memory, which mimalloc's
+    arenas took as 2 MB pages the kernel zeroes whole (bench/analysis.md: a fresh bridge's builds
+    cost 10-20 µs a record with it, 8-13 with the C library's)."""
+    if environ.get(ARROW_POOL_VARIABLE) or arrow_loaded:
+        return False
+    environ[ARROW_POOL_VARIABLE] = ARROW_POOL
+    return True
 
 
 @functools.cache
-def _use_arrow_pool() -> None:
-    """Once per process, before the first Parquet build allocates (a second call from the other
-    build thread would set the same pool again: harmless)."""
+def _log_arrow_pool() -> None:
     import pyarrow as pa
 
-    pool = arrow_pool(os.environ)
-    if pool is not None:
-        pa.set_memory_pool(pool)
     log.info("Parquet files are built with Arrow's %s memory pool", pa.default_memory_pool().backend_name)
 
 
@@ -471,7 +468,7 @@ def _build(sources: list[tuple[Path | None, int, int, bytes | None]], file_forma
 
     if file_format == partitions.NDJSON:
         return schema.encode_lines(b"".join(body + b"\n" for body in part) for part in parts())
-    _use_arrow_pool()
+    _log_arrow_pool()
     import duckdb
     import pyarrow as pa
 
