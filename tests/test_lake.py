@@ -164,6 +164,37 @@ def test_the_batch_writers_parquet_holds_what_lake_table_makes_of_the_records(tm
     assert "DuckDB could not read" not in caplog.text  # DuckDB wrote it, not the Python fallback
 
 
+def test_a_part_streamed_to_duckdb_in_chunks_keeps_every_record_in_order_in_one_row_group(tmp_path, caplog):
+    """More records than one chunk handed to DuckDB (`READ_RECORDS`): the same rows, in the spool's
+    order, as `lake_schema.table` makes of them, in one row group per part."""
+    base = _records()
+    count = 2 * batch_writer.READ_RECORDS + 3
+    records = [dict(base[n % len(base)], span_id=f"{n:016x}") for n in range(count)]
+    database = batch_writer.DuckDB(tmp_path)
+    data = batch_writer._build([(None, 0, 0, encode_json(record)) for record in records], partitions.PARQUET,
+                               database)
+    database.close()
+    file = pq.ParquetFile(io.BytesIO(data))
+    assert file.metadata.num_row_groups == 1 and file.metadata.num_rows == count
+    written, expected = file.read(), lake_schema.table(records)
+    for name in ("span_id", "trace_id", "timestamp", "model", "input_tokens", "cost", "ingest_received_at"):
+        assert written.column(name).to_pylist() == expected.column(name).to_pylist(), name
+    assert "DuckDB could not read" not in caplog.text
+
+
+def test_a_chunk_duckdb_cannot_read_is_reported_and_encoded_in_python(tmp_path, caplog):
+    """A body that is not UTF-8 (never written by the bridge: a defence) in a later chunk: DuckDB's
+    read of the stream fails, the Python encoder is tried, and its own error is what the flush sees."""
+    good = [encode_json(record) for record in _records()]
+    bodies = (good * (batch_writer.READ_RECORDS // len(good) + 1))[:batch_writer.READ_RECORDS + 5]
+    bodies.append(b'{"schema": "\xff"}')
+    database = batch_writer.DuckDB(tmp_path)
+    with pytest.raises(orjson.JSONDecodeError):
+        batch_writer._build([(None, 0, 0, body) for body in bodies], partitions.PARQUET, database)
+    database.close()
+    assert "DuckDB could not read a batch of records" in caplog.text
+
+
 def test_a_timestamps_milliseconds_are_exact():
     """Against integer division of the nanoseconds the text was written from: a float product
     (`int(datetime.timestamp() * 1000)`) ended one millisecond short for ~0.6 % of times, in the
