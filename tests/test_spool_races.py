@@ -263,3 +263,32 @@ def test_each_queued_entry_wakes_one_waiting_uploader_and_no_wake_up_is_lost():
         await asyncio.gather(*waiters, return_exceptions=True)
 
     run(scenario())
+
+
+def test_an_export_cancelled_while_it_waits_for_the_group_commit_leaves_the_fdatasync_to_the_others(tmp_path):
+    """A client gone mid-append (its task cancelled while its entries await the shared fdatasync):
+    the export next to it is still made durable and answered, and the cancelled one's entries,
+    written already, are queued for the sink all the same (nothing written is left unqueued)."""
+    async def scenario() -> tuple[list, list[str], list[str]]:
+        spool = Spool(str(tmp_path), max_bytes=1 << 30)
+        spool.open()
+
+        async def export(key: str, cancel_once_written: bool) -> None:
+            task = asyncio.current_task()
+            await spool.append([(key, b"{}", None)], on_written=task.cancel if cancel_once_written else None)
+
+        first = asyncio.ensure_future(export("gone", True))
+        second = asyncio.ensure_future(export("kept", False))
+        outcomes = await asyncio.gather(first, second, return_exceptions=True)
+        queued = [ref.key for ref in spool.queue.take(lambda ref: True)]
+        await spool.close()
+        again = Spool(str(tmp_path), max_bytes=1 << 30)
+        again.open()
+        replayed = sorted(ref.key for ref in again.queue.take(lambda ref: True))
+        await again.close()
+        return outcomes, sorted(queued), replayed
+
+    outcomes, queued, replayed = run(scenario())
+    assert isinstance(outcomes[0], asyncio.CancelledError)
+    assert outcomes[1] is None  # the export beside it: durable and answered, not "the fdatasync was cancelled"
+    assert queued == ["gone", "kept"] and replayed == ["gone", "kept"]
