@@ -59,10 +59,10 @@ def one_run(scratch: Path, warm: bool) -> dict:
         load = bodies()
         spans = len(load) * SPANS
         pid = stack.bridge.popen.pid
-        before = snapshot(pid)
+        requests_before, before = stack.s3_requests(), snapshot(pid)
         codes = send_all(stack.url, load, HEADERS, 2)
         answered = snapshot(pid)
-        stack.wait_drained(poll_seconds=0.25)
+        stack.wait_stored(requests_before)
         stored = snapshot(pid)
         if set(codes) != {200}:
             raise RuntimeError(f"the load was answered {sorted(set(codes))}")

@@ -157,6 +157,20 @@ class Stack:
     def s3_requests(self) -> int:
         return int(requests.get(f"http://127.0.0.1:{self.s3_port}/__requests__", timeout=10).text)
 
+    def wait_stored(self, requests_before: int, timeout: float = 600) -> None:
+        """Until the S3 endpoint has had more than `requests_before` requests (a batch file's put:
+        the mock counts a request once its body is in), then until the spool is empty. The mock is
+        asked, not the bridge, while a batch age runs out: each probe of an idle bridge costs it
+        ~0.4 ms of CPU (20 probes 4 s apart: 11.5-12.8 ms against 3.6-4.3 idle, /proc schedstat),
+        ~0.9 µs a span of bench.cpu_floor's load when it polled through the 5 s age; a poll of the
+        mock costs the bridge nothing (2.9-3.2 ms for 20)."""
+        deadline = time.monotonic() + timeout
+        while self.s3_requests() <= requests_before:
+            if time.monotonic() > deadline:
+                raise RuntimeError("nothing was stored")
+            time.sleep(0.05)
+        self.wait_drained(max(deadline - time.monotonic(), 1.0))
+
     def close(self) -> None:
         if self._probe is not None:
             self._probe.close()
