@@ -46,7 +46,7 @@ def write_report(results: dict, path: Path) -> None:
         f"the median of {results['runs']} runs (each run's value follows in the tables; raw data in "
         "`bench/results.json`). Runs last "
         f"{_f(results['seconds'], 0)} s (ingest runs 5 s), after a 1 s warm-up. Bridge CPU is the user+system time "
-        "of the bridge's whole process tree read from `/proc/<pid>/stat` over the measured window; peak RSS is "
+        f"of the bridge's whole process tree {_cpu_clock(m)} over the measured window; peak RSS is "
         "`VmHWM` summed over that tree.",
         "",
         *_ratios_again_note(results),
@@ -490,12 +490,20 @@ def _capacity_targets(results: dict, verdict) -> list[str]:
     return rows
 
 
+def _cpu_clock(machine: dict) -> str:
+    if machine.get("cpu_clock") == "cgroup":
+        return ("read from a cpuacct cgroup of its own (`cpuacct.usage`, nanoseconds; every process it starts, "
+                "exited ones included)")
+    return "read from `/proc/<pid>/stat` (10 ms ticks)"
+
+
 def _ratios_again_note(results: dict) -> list[str]:
     if "ratios_machine" not in results:
         return []
     m = results["ratios_machine"]
     return [f"**Measured again on {m['date']}** by `python -m bench.suite --only-ratios` ({m['nproc']} CPUs, "
-            f"{m['cpu']}), in one run: the end-to-end OpenRouter figures of section 1's first table (1 and 2 "
+            f"{m['cpu']}; the bridge's CPU {_cpu_clock(m)}), in one run: the end-to-end OpenRouter figures of "
+            "section 1's first table (1 and 2 "
             "workers), the bare "
             "aiohttp echo and aiobotocore PUT of section 4, and section 11's CPU per span against the floor and "
             "beside Arize Phoenix (every figure issue 21's ratios are made of, and the targets that quote them; "
