@@ -5,8 +5,8 @@ trace, prompt and completion on the span), 2 at a time, into the batch layout (P
 mock S3, until every record is in a file. The bridge's CPU is that of its whole process tree
 (`bench.suite.Process`: a cpuacct cgroup of its own where the host allows, else /proc). The floor
 is what any Python receiver must spend on the same bodies, measured in this process in the same
-run: parse with protobuf, read each attribute once into a dict, encode the
-dict with orjson. The bridge runs twice per run: on the decode core as installed (compiled by
+run: parse with protobuf, read each attribute once into a dict, encode the dict with orjson. The
+bridge runs twice per run: on the decode core as installed (compiled by
 bench/run) and on its pure-Python build (OTEL_S3_BRIDGE_PURE=1); `prepare_export` alone is timed
 in-process for each build too. The ratio is the bridge's first pass of the load; the installed
 build then takes WARM_PASSES loads more, and the least disturbed of them is its steady state

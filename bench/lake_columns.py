@@ -60,6 +60,27 @@ def _exports():
     return exports, context.received_at_unix_nano // 1_000_000
 
 
+def _columns(core, records: list[dict], received_ms: int):
+    """`core.export_columns` of one export: the lake's fields read as they are, the rest derived."""
+    from otel_s3_bridge.lake import schema
+
+    derived = {"timestamp", "scope_name", "scope_version", "ingest_received_at", "ingest_key_name",
+               "ingest_transport", "ingest_completed_at", *schema.JSON_COLUMNS}
+    plain = [name for name in schema.SCHEMA.names if name not in derived]
+    return core.export_columns(records, plain, [schema.SCHEMA.field(name).type for name in plain],
+                               list(schema.JSON_COLUMNS), received_ms, schema.SCHEMA)
+
+
+def _ipc(batch) -> bytes:
+    """The record batch as an Arrow IPC stream (what the spool would hold in place of the JSON)."""
+    import pyarrow as pa
+
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, batch.schema) as writer:
+        writer.write_batch(batch)
+    return sink.getvalue().to_pybytes()
+
+
 def measure_ingest(core_module: str) -> dict:
     """In this process: encoding every record as JSON, against columns of each export and their IPC."""
     import importlib
@@ -72,20 +93,9 @@ def measure_ingest(core_module: str) -> dict:
     core = importlib.import_module(core_module)
     exports, received_ms = _exports()
     records = sum(map(len, exports))
-    derived = {"timestamp", "scope_name", "scope_version", "ingest_received_at", "ingest_key_name",
-               "ingest_transport", "ingest_completed_at", *schema.JSON_COLUMNS}
-    plain = [name for name in schema.SCHEMA.names if name not in derived]
-    types = [schema.SCHEMA.field(name).type for name in plain]
-    json_names = list(schema.JSON_COLUMNS)
 
     def columns():
-        return [core.export_columns(export, plain, types, json_names, received_ms, schema.SCHEMA) for export in exports]
-
-    def ipc(batch) -> bytes:
-        sink = pa.BufferOutputStream()
-        with pa.ipc.new_stream(sink, batch.schema) as writer:
-            writer.write_batch(batch)
-        return sink.getvalue().to_pybytes()
+        return [_columns(core, export, received_ms) for export in exports]
 
     batches = columns()
     built = pa.Table.from_batches(batches)
@@ -93,8 +103,8 @@ def measure_ingest(core_module: str) -> dict:
     if not built.equals(expected):
         raise AssertionError("the prototype's columns differ from lake.schema.table")
     return {"records": records, "encode_json_us": _least(lambda: [encode_json(r) for e in exports for r in e], records),
-            "columns_us": _least(columns, records), "ipc_us": _least(lambda: [ipc(b) for b in batches], records),
-            "ipc_bytes_per_record": sum(len(ipc(b)) for b in batches) / records,
+            "columns_us": _least(columns, records), "ipc_us": _least(lambda: [_ipc(b) for b in batches], records),
+            "ipc_bytes_per_record": sum(len(_ipc(b)) for b in batches) / records,
             "json_bytes_per_record": sum(len(encode_json(r)) for e in exports for r in e) / records}
 
 
@@ -110,17 +120,7 @@ def measure_flush() -> dict:
 
     exports, received_ms = _exports()
     bodies = [encode_json(record) for export in exports for record in export]
-    derived = {"timestamp", "scope_name", "scope_version", "ingest_received_at", "ingest_key_name",
-               "ingest_transport", "ingest_completed_at", *schema.JSON_COLUMNS}
-    plain = [name for name in schema.SCHEMA.names if name not in derived]
-    types = [schema.SCHEMA.field(name).type for name in plain]
-    streams = []
-    for export in exports:
-        batch = core.export_columns(export, plain, types, list(schema.JSON_COLUMNS), received_ms, schema.SCHEMA)
-        sink = pa.BufferOutputStream()
-        with pa.ipc.new_stream(sink, batch.schema) as writer:
-            writer.write_batch(batch)
-        streams.append(sink.getvalue().to_pybytes())
+    streams = [_ipc(_columns(core, export, received_ms)) for export in exports]
     scratch = Path(tempfile.mkdtemp(prefix="lake-columns-"))
     database = batch_writer.DuckDB(scratch)
     try:
