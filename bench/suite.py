@@ -68,6 +68,7 @@ def own_cpuacct_group(pid: int) -> Path | None:
     """A cpuacct cgroup of the process's own, when this host lets the bench make one (else None):
     the CPU of the process and of all it starts, in nanoseconds, exited threads and children
     included. /proc counts in 10 ms ticks (±5 % of a 0.2 s figure) and loses children that exit."""
+    _remove_groups_left_behind()
     group = CPUACCT / f"otel-s3-bench-{pid}"
     try:
         group.mkdir()
@@ -79,6 +80,17 @@ def own_cpuacct_group(pid: int) -> Path | None:
     except OSError:
         group.rmdir()
         return None
+
+
+def _remove_groups_left_behind() -> None:
+    """The groups of benches killed before they stopped their processes: a group is named after
+    the process it was made for, and one whose process is gone measures nothing any more."""
+    for group in CPUACCT.glob("otel-s3-bench-*"):
+        if not Path(f"/proc/{group.name.rpartition('-')[2]}").exists():
+            try:
+                group.rmdir()  # (refused while a process of it is alive: it is then left as it is)
+            except OSError:
+                pass
 
 
 class Process:
@@ -292,7 +304,8 @@ def measure_end_to_end(scratch: Path, *, seconds: float, runs: int, workers: int
             stack.wait_drained()
             wall = time.perf_counter() - started
             cpu = stack.bridge.cpu_seconds() - cpu
-            outcomes.append({"deliveries_per_second": result["ok"] / wall, "cpu_ms_per_delivery": cpu / result["ok"] * 1e3,
+            outcomes.append({"deliveries_per_second": result["ok"] / wall,
+                             "cpu_ms_per_delivery": cpu / result["ok"] * 1e3,
                              "errors": result["errors_status"], "peak_rss_mb": stack.bridge.peak_rss_bytes() / 2**20})
         finally:
             stack.close()
@@ -346,7 +359,8 @@ def measure_latency(scratch: Path, rate: float, *, seconds: float, runs: int) ->
             result = run_wrk(stack.url, script, connections=connections, seconds=seconds)
             stack.wait_drained()
             cpu = stack.bridge.cpu_seconds() - cpu
-            outcomes.append({"offered_per_second": rate, "achieved_per_second": result["ok"] / (result["duration_us"] / 1e6),
+            outcomes.append({"offered_per_second": rate,
+                             "achieved_per_second": result["ok"] / (result["duration_us"] / 1e6),
                              "p50_ms": result["p50_us"] / 1000, "p99_ms": result["p99_us"] / 1000,
                              "cpu_ms_per_delivery": cpu / result["ok"] * 1e3,
                              "peak_rss_mb": stack.bridge.peak_rss_bytes() / 2**20})
