@@ -64,7 +64,11 @@ log = logging.getLogger("otel_s3_bridge.batch")
 
 FLUSHES_AT_ONCE = 2  # files being encoded or uploaded at once: each holds its file's bytes in memory
 PART_RECORDS = 20_000  # records made into columns (one Parquet row group) at a time
-READ_RECORDS = 2048  # of a part's records, handed to DuckDB at a time (one vector of its own)
+# Of a part's records, handed to DuckDB at a time (a chunk of its own). A quarter of its 2,048-row
+# vector: smaller chunks make its JSON parse touch less new memory (measured: a fresh bridge's first
+# file 0.72 page faults a record against 1.22 at 2,048, ~1 µs a record less; later files alike;
+# the same file, byte for byte).
+READ_RECORDS = 512
 DUCKDB_MEMORY = "256MB"  # what DuckDB may hold while it reads a part of a file's records
 RETRY_INITIAL_SECONDS = 0.2
 UNEXPECTED_FAILURES_MAX = 3  # and UNEXPECTED_FAILURES_SECONDS since the first: then the members go to the
